@@ -1,0 +1,239 @@
+"""The NumPy backend: print the forward and backward programs into an importable module.
+
+Networks are printed from the layer program: one GEMM per layer forward and two backward
+(``delta W`` and ``delta^T a``), elementwise work fused into SymPy-printed expressions and done in
+place where the activation allows. Expression models are printed from the scalar program,
+vectorised over the batch, with common subexpressions pulled out by ``CodeBlock.cse``.
+"""
+
+import numpy as np
+import sympy as sp
+from sympy.codegen.ast import Assignment, CodeBlock
+
+from . import __version__
+from .activations import net as NET
+from .activations import out as OUT
+from .derivation import LOGSOFTMAX, derive_layers, derive_scalar
+from .init import init_plan
+from .losses import t as T
+from .losses import y as Y
+from .printers import numpy_code
+
+TEMPLATE = "numpy/module.py.j2"
+DTYPES = {"float64": "np.float64", "float32": "np.float32"}
+
+HELPERS = {
+    "_sigmoid": '''def _sigmoid(z):
+    """sigma(z) = 1 / (1 + exp(-z)), as exp(-log(1 + exp(-z))): no overflow at any z."""
+    return np.exp(-np.logaddexp(0.0, -z))''',
+    "_erf": '''_erf_ufunc = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(z):
+    """erf(z) elementwise (libm's erf; NumPy has none)."""
+    return _erf_ufunc(z).astype(DTYPE)''',
+}
+
+# Activations whose out = f(net) can overwrite net in place: name -> statements (z is net).
+IN_PLACE = {
+    "identity": [],
+    "tanh": ["np.tanh({z}, out={z})"],
+    "relu": ["np.maximum({z}, 0.0, out={z})"],
+    "sigmoid": ["np.negative({z}, out={z})", "np.logaddexp(0.0, {z}, out={z})", "np.negative({z}, out={z})",
+                "np.exp({z}, out={z})"],
+}
+
+
+def _array(v):
+    """Python source for a float array literal (repr keeps every digit)."""
+    return repr(np.asarray(v, dtype=np.float64).tolist())
+
+
+def _init_lines(model):
+    lines, needs_rng = [], False
+    for p, call, args in init_plan(model):
+        if call == "value":
+            code = f"np.array({_array(args[0])}, dtype=DTYPE)"
+        elif call == "uniform":
+            code = f"rng.uniform({-args[0]!r}, {args[0]!r}, size={p.shape!r}).astype(DTYPE)"
+            needs_rng = True
+        elif call == "normal":
+            code = f"rng.normal(0.0, {args[0]!r}, size={p.shape!r}).astype(DTYPE)"
+            needs_rng = True
+        else:
+            code = f"np.zeros({p.shape!r}, dtype=DTYPE)"
+        lines.append(f'"{p.name}": {code},')
+    return lines, needs_rng
+
+
+class _Printer:
+    """Collects printed expressions and the helpers they call."""
+
+    def __init__(self):
+        self.helpers = set()
+
+    def __call__(self, expr, names=None):
+        code = numpy_code(expr, names)
+        for h in HELPERS:
+            if h + "(" in code:
+                self.helpers.add(h)
+        return code
+
+
+def _network_bodies(model, pr):
+    """Source lines of the forward, loss and backward parts of a Network module."""
+    der = derive_layers(model)
+    layers = der.program.layers
+    L = len(layers)
+    unpack = ", ".join(f"W{s.index + 1}" + (f", b{s.index + 1}" if s.bias is not None else "") for s in layers)
+    fwd = [f"{unpack} = _params(params)"]
+    for s in layers:
+        k = s.index + 1
+        z, a = f"z{k}", f"a{k}"
+        fwd.append(f"{z} = a{k - 1} @ W{k}.T  # net of layer {s.layer.name!r}: {s.layer.units} units")
+        if s.bias is not None:
+            fwd.append(f"{z} += b{k}")
+        act = s.layer.activation
+        if act.is_softmax:
+            fwd += [f"{z} -= {z}.max(axis=1, keepdims=True)",
+                    f"{a} = np.exp({z})",
+                    f"sum{k} = {a}.sum(axis=1, keepdims=True)",
+                    f"{a} /= sum{k}  # softmax"]
+            if der.loss_term.has(LOGSOFTMAX):
+                fwd.append(f"logy = {z} - np.log(sum{k})  # log softmax, stable")
+        elif not der.keeps_net[s.index] and act.name in IN_PLACE:
+            fwd += [st.format(z=z) for st in IN_PLACE[act.name]]
+            fwd.append(f"{a} = {z}  # {act.name}, in place")
+        else:
+            fwd.append(f"{a} = {pr(act.at(NET), {'net': z})}  # {act.name}")
+    y = f"a{L}"
+    names = {"y": y, "t": "t", "net": f"z{L}", "logy": "logy"}
+    c = der.scale
+    loss_expr = pr(der.loss_term, names)
+    scale = "s" if c == 1 else f"s * {pr(c)}"
+    lossl = [f"s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0",
+             f"E = {scale} * float(np.sum({loss_expr}))"]
+    back = []
+    lowest = min((s.index for s in layers if s.weight.trainable or (s.bias is not None and s.bias.trainable)), default=None)
+    grads = []
+    if lowest is not None:
+        dexpr = pr(der.delta_out, names)
+        if der.softmax:
+            back += [f"h = {dexpr}", f"d{L} = h - {y} * h.sum(axis=1, keepdims=True)"]
+        else:
+            back.append(f"d{L} = {dexpr}  # dE/dnet of the output layer, per unit of the loss scale")
+        if not (c == 1 and model.loss.reduction == "sum"):
+            back.append(f"d{L} *= {scale}")
+        for s in reversed(layers):
+            k = s.index + 1
+            if s.weight.trainable:
+                back.append(f"gW{k} = d{k}.T @ a{k - 1}  # dE/dW of {s.layer.name!r}")
+                grads.append((s.weight.name, f"gW{k}"))
+            if s.bias is not None and s.bias.trainable:
+                back.append(f"gb{k} = d{k}.sum(axis=0)" if s.bias.shape else f"gb{k} = np.asarray(d{k}.sum())")
+                grads.append((s.bias.name, f"gb{k}"))
+            if s.index > lowest:
+                j = k - 1
+                prev = layers[s.index - 1]
+                fp = der.derivs[s.index - 1]
+                back.append(f"d{j} = d{k} @ W{k}  # dE/da of {prev.layer.name!r}")
+                if fp != 1:
+                    back.append(f"d{j} *= {pr(fp, {'out': f'a{j}', 'net': f'z{j}'})}  # times f'(net)")
+    order = {p.name: i for i, p in enumerate(model.params)}
+    grads.sort(key=lambda g: order[g[0]])
+    return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": y,
+            "rewrites": der.rewrites, "derivation": der}
+
+
+def _expression_bodies(model, pr):
+    """Source lines for an ExpressionModel: its scalar program vectorised over the batch."""
+    der = derive_scalar(model)
+    prog = der.program
+    names = {}
+    fwd = [", ".join(p.name for p in model.params) + (", = " if len(model.params) == 1 else " = ") + "_params(params)"]
+    for k, s in enumerate(prog.inputs):
+        fwd.append(f"{s.name} = a0[:, {k}]")
+    for k, tg in enumerate(prog.targets):
+        names[tg.name] = f"t[:, {k}]"
+    out_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind == "output"]
+    fwd += _block(out_steps, pr, names, "_f")
+    outs = ", ".join(o.name for o in prog.outputs)
+    fwd.append(f"y = _columns(a0.shape[0], {outs})")
+    loss_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind in ("loss_term", "loss")]
+    lossl = [f"s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
+    lossl += _block(loss_steps, pr, names, "_l")
+    lossl.append(f"E = s * _bsum({prog.loss.name}, a0.shape[0])")
+    adj = [Assignment(a.sym, a.expr) for a in der.adjoints]
+    back = _block(adj, pr, names, "_g")
+    grads = []
+    for p_sym, a_sym in der.grads.items():
+        pname = prog.params[p_sym][0]
+        back.append(f"g_{pname} = np.asarray(s * _bsum({a_sym.name}, a0.shape[0]))")
+        grads.append((pname, f"g_{pname}"))
+    return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": "y", "rewrites": [], "derivation": der}
+
+
+def _block(assignments, pr, names, prefix):
+    """Assignments with common subexpressions pulled into numbered temporaries, printed."""
+    if not assignments:
+        return []
+    block = CodeBlock(*assignments).cse(symbols=sp.numbered_symbols(prefix), order="none")
+    lines = []
+    n_tmp = sum(1 for a in block.args if a.lhs.name.startswith(prefix))
+    if n_tmp:
+        lines.append(f"# {n_tmp} common subexpression(s): {prefix}0..{prefix}{n_tmp - 1}")
+    for a in block.args:
+        lines.append(f"{pr(a.lhs, names)} = {pr(a.rhs, names)}")
+    return lines
+
+
+def numpy_module(model, dtype="float64", source=None):
+    """Source text of the generated NumPy module for ``model``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+    pr = _Printer()
+    bodies = _network_bodies(model, pr) if model.kind == "network" else _expression_bodies(model, pr)
+    init, needs_rng = _init_lines(model)
+    trainable = [p.name for p in model.params if p.trainable]
+    helpers = [HELPERS[h] for h in sorted(pr.helpers)]
+    return _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers)
+
+
+def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
+    from .render import render
+
+    from .explain import formula_lines
+
+    src = source or model.source
+    return render(
+        TEMPLATE,
+        version=__version__,
+        source=src,
+        template=TEMPLATE,
+        name=model.name,
+        summary=model.describe(),
+        description=model.description,
+        formulas=formula_lines(model, bodies["derivation"]),
+        rewrites=bodies["rewrites"],
+        kind=model.kind,
+        dtype=DTYPES[dtype],
+        dtype_name=dtype,
+        param_names=[p.name for p in model.params],
+        shapes=[(p.name, p.shape) for p in model.params],
+        trainable=trainable,
+        n_inputs=model.n_inputs,
+        n_outputs=model.n_outputs,
+        input_names=list(model.inputs),
+        output_names=list(model.outputs),
+        seed=getattr(model, "seed", 0),
+        init=init,
+        needs_rng=needs_rng,
+        needs_math="_erf" in "".join(helpers),
+        helpers=helpers,
+        forward=bodies["forward"],
+        loss=bodies["loss"],
+        backward=bodies["backward"],
+        grads=bodies["grads"],
+        y=bodies["y"],
+        learning_rate=repr(float(model.train.learning_rate)),
+    )

@@ -1,0 +1,27 @@
+"""The one error type for bad input: it names the file, the key (and line when known) and the problem."""
+
+
+class SpecError(ValueError):
+    """A problem in a spec: ``file: key (line N): message``."""
+
+    def __init__(self, message, key=None, file=None, line=None):
+        self.message = message
+        self.key = key
+        self.file = file
+        self.line = line
+        super().__init__(self._text())
+
+    def _text(self):
+        where = [str(self.file)] if self.file else []
+        if self.key:
+            where.append(f"key '{self.key}'" + (f" (line {self.line})" if self.line else ""))
+        elif self.line:
+            where.append(f"line {self.line}")
+        return (": ".join(where) + ": " if where else "") + self.message
+
+    def located(self, file=None, line=None):
+        """The same error with the file (and line) filled in."""
+        return SpecError(self.message, self.key, self.file or file, self.line or line)
+
+    def __str__(self):
+        return self._text()

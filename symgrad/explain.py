@@ -1,0 +1,54 @@
+"""Plain-text statements of the math a generated module computes (for its docstrings)."""
+
+import sympy as sp
+
+from .activations import net as NET
+
+
+def _s(expr):
+    return sp.sstr(expr)
+
+
+def formula_lines(model, der):
+    """Lines stating the forward and backward formulas of ``model``."""
+    if model.kind == "expression":
+        return _expression_lines(model, der)
+    lines = ["Forward, with a0 = x (batch, n_in) and layers l = 1..L:",
+             "    z_l = a_{l-1} @ W_l.T + b_l",
+             "    a_l = f_l(z_l)"]
+    fan_in = model.n_inputs
+    for k, layer in enumerate(model.layers):
+        act = layer.activation
+        f = "softmax(z) = exp(z_j) / sum_k exp(z_k)" if act.is_softmax else f"f(net) = {_s(act.at(NET))}"
+        lines.append(f"    layer {k + 1} {layer.name!r}: {fan_in} -> {layer.units}, bias {layer.bias}, {f}")
+        if not act.is_softmax:
+            lines.append(f"        f'(net) = {_s(der.derivs[k])}")
+        fan_in = layer.units
+    loss = model.loss
+    c = "" if der.scale == 1 else f"{_s(der.scale)} * "
+    red = "1/batch" if loss.reduction == "mean" else "1"
+    lines += [f"Loss ({loss.name}): E = s * {c}sum over batch and outputs of l(y, t), s = {red},",
+              f"    l(y, t) = {_s(loss.expr)}"]
+    if der.loss_term != loss.expr:
+        lines.append(f"    computed as {_s(der.loss_term)}")
+    lines.append("Backward (chain rule, d_l = dE/dz_l):")
+    if der.softmax:
+        lines.append(f"    h = y * dl/dy = {_s(der.delta_out)};  d_L = s * {c}(h - y * sum_j h_j)")
+    else:
+        lines.append(f"    d_L = s * {c}dl/dy * f_L'(z_L) = s * {c}({_s(der.delta_out)})")
+    lines += ["    d_l = (d_{l+1} @ W_{l+1}) * f_l'(z_l)",
+              "    dE/dW_l = d_l.T @ a_{l-1};  dE/db_l = sum over the batch of d_l (over units too if shared)"]
+    return lines
+
+
+def _expression_lines(model, der):
+    prog = der.program
+    lines = ["Forward:"]
+    for s in prog.steps:
+        lines.append(f"    {s.sym} = {_s(s.expr)}")
+    red = "mean" if model.loss.reduction == "mean" else "sum"
+    lines.append(f"Loss: E = {red} over the batch of E_total")
+    lines.append("Gradients (chain rule):")
+    for p_sym in der.grads:
+        lines.append(f"    dE/d{p_sym} = {_s(der.factored(p_sym))}")
+    return lines

@@ -1,0 +1,115 @@
+"""SymPy functions that the printers emit in numerically stable form.
+
+Each one knows its own derivative (``fdiff``), so ``sympy.diff`` works on them exactly as on
+built-ins, and each can be rewritten into elementary functions for display or expansion.
+"""
+
+import sympy as sp
+
+
+class sigmoid(sp.Function):
+    """sigma(x) = 1 / (1 + exp(-x)); sigma'(x) = sigma(x) (1 - sigma(x))."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return sp.Rational(1, 2)
+        return None
+
+    def _eval_rewrite_as_exp(self, arg, **kwargs):
+        return 1 / (1 + sp.exp(-arg))
+
+    def _eval_evalf(self, prec):
+        return (1 / (1 + sp.exp(-self.args[0]))).evalf(prec)
+
+    def _latex(self, printer):
+        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+
+
+class softplus(sp.Function):
+    """softplus(x) = log(1 + exp(x)); softplus'(x) = sigma(x)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _eval_rewrite_as_exp(self, arg, **kwargs):
+        return sp.log(1 + sp.exp(arg))
+
+    def _eval_rewrite_as_log(self, arg, **kwargs):
+        return sp.log(1 + sp.exp(arg))
+
+    def _eval_evalf(self, prec):
+        return sp.log(1 + sp.exp(self.args[0])).evalf(prec)
+
+    def _latex(self, printer):
+        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+
+
+class step(sp.Function):
+    """step(x) = 1 if x > 0 else 0 (the derivative of ReLU, with step(0) = 0 as in PyTorch)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_positive:
+            return sp.S.One
+        if arg.is_nonpositive:
+            return sp.S.Zero
+        return None
+
+    def _eval_evalf(self, prec):
+        return sp.Float(1 if self.args[0] > 0 else 0, prec)
+
+    def _latex(self, printer):
+        return r"\mathbb{1}\left[%s > 0\right]" % printer._print(self.args[0])
+
+
+class relu(sp.Function):
+    """relu(x) = max(x, 0); relu'(x) = step(x)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return step(self.args[0])
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_nonnegative:
+            return arg
+        if arg.is_nonpositive:
+            return sp.S.Zero
+        return None
+
+    def _eval_rewrite_as_Max(self, arg, **kwargs):
+        return sp.Max(arg, 0)
+
+    def _eval_evalf(self, prec):
+        return sp.Max(self.args[0], 0).evalf(prec)
+
+    def _latex(self, printer):
+        return r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0])
+
+
+def to_elementary(expr):
+    """Rewrite symgrad's functions into exp/log/Max so plain SymPy can expand or compare them."""
+    return expr.replace(
+        lambda e: isinstance(e, (sigmoid, softplus, relu, step)),
+        lambda e: {
+            sigmoid: lambda a: 1 / (1 + sp.exp(-a)),
+            softplus: lambda a: sp.log(1 + sp.exp(a)),
+            relu: lambda a: sp.Max(a, 0),
+            step: lambda a: sp.Heaviside(a, 0),
+        }[type(e)](e.args[0]),
+    )

@@ -1,0 +1,60 @@
+"""Code printers: SymPy's printers, subclassed only where symgrad's output differs."""
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter as _NumPyPrinter
+
+
+class NumPyPrinter(_NumPyPrinter):
+    """NumPy code with ``np.`` as the module alias and stable forms of symgrad's functions."""
+
+    printmethod = "_symgrad_numpy"
+
+    def __init__(self, settings=None, names=None):
+        super().__init__(settings)
+        self.names = names or {}
+
+    def _module_format(self, fqn, register=True):
+        fqn = super()._module_format(fqn, register)
+        return "np." + fqn[6:] if fqn.startswith("numpy.") else fqn
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr.name, expr.name)
+
+    def _print_Rational(self, expr):
+        return repr(float(expr))
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_sigmoid(self, expr):
+        return "_sigmoid(%s)" % self._print(expr.args[0])
+
+    def _print_softplus(self, expr):
+        return "np.logaddexp(0.0, %s)" % self._print(expr.args[0])
+
+    def _print_relu(self, expr):
+        return "np.maximum(%s, 0.0)" % self._print(expr.args[0])
+
+    def _print_step(self, expr):
+        return "np.heaviside(%s, 0.0)" % self._print(expr.args[0])
+
+    def _print_erf(self, expr):
+        return "_erf(%s)" % self._print(expr.args[0])
+
+    def _print_Piecewise(self, expr):
+        """Nested np.where, last condition True."""
+        *pairs, (last, cond) = expr.args
+        if cond != sp.true:
+            raise ValueError("Piecewise without a default branch")
+        code = self._print(last)
+        for value, c in reversed(pairs):
+            code = "np.where(%s, %s, %s)" % (self._print(c), self._print(value), code)
+        return code
+
+
+def numpy_code(expr, names=None):
+    """NumPy source for one expression; ``names`` renames symbols (e.g. y -> a2)."""
+    return NumPyPrinter({"fully_qualified_modules": True, "allow_unknown_functions": False}, names).doprint(expr)

@@ -1,0 +1,49 @@
+"""Templates and output files: Jinja rendering of already-printed strings, and atomic writes."""
+
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+
+def environment():
+    """The Jinja environment over symgrad's templates (strict: an undefined name is an error)."""
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_load_template),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _load_template(name):
+    path = resources.files("symgrad.templates").joinpath(*name.split("/"))
+    return path.read_text(encoding="utf-8")
+
+
+def render(template_name, **context):
+    """Render ``template_name`` (relative to templates/) with the given strings."""
+    return environment().get_template(template_name).render(**context)
+
+
+def write_atomic(path, data):
+    """Write text or bytes to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
