@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .functions import relu, sigmoid, softplus, step
+from .functions import relu, sigmoid, softplus, stabilize, step
 from .safe_expr import ExpressionError, parse_expression
 
 x = sp.Symbol("x", real=True)
@@ -28,6 +28,7 @@ class Activation:
     from_out: sp.Expr | None = None  # f'(x) written in out, when substitution cannot find it
     params: dict = field(default_factory=dict)
     latex: str = ""
+    notes: tuple = ()  # stability rewrites applied to a custom expression
 
     @property
     def is_softmax(self):
@@ -107,8 +108,7 @@ def get_activation(spec, params=None):
         syms = {s.name: s for s in free}
         if set(syms) - {"x"}:
             raise ExpressionError(f"activation may only use x, found {', '.join(sorted(set(syms) - {'x'}))}")
-        expr = spec.subs(syms.get("x", x), x)
-        return Activation("custom", expr, latex=sp.latex(expr))
+        return _custom(spec.subs(syms.get("x", x), x))
     if not isinstance(spec, str):
         raise ExpressionError(f"activation must be a name or an expression of x, got {type(spec).__name__}")
     key = spec.strip().lower()
@@ -121,5 +121,16 @@ def get_activation(spec, params=None):
         raise ExpressionError("activation_params only apply to leaky_relu and elu")
     if spec.strip().isidentifier():
         raise ExpressionError(f"unknown activation {spec!r} (built-ins: {', '.join(BUILTIN_NAMES)}; or an expression of x)")
-    expr = parse_expression(spec, {"x": x})
-    return Activation("custom", expr, latex=sp.latex(expr))
+    return _custom(parse_expression(spec, {"x": x}))
+
+
+def _custom(expr):
+    """A user's f(x), rewritten into stable forms, checked to have a usable derivative."""
+    latex = sp.latex(expr)
+    expr, notes = stabilize(expr)
+    d = sp.diff(expr, x)
+    if d.has(sp.Derivative, sp.Subs, sp.DiracDelta):
+        raise ExpressionError(f"activation {sp.sstr(expr)} has no usable derivative ({sp.sstr(d)})")
+    if x not in expr.free_symbols:
+        raise ExpressionError(f"activation {sp.sstr(expr)} does not depend on x")
+    return Activation("custom", expr, latex=latex, notes=tuple(notes))

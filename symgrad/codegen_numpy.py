@@ -145,32 +145,40 @@ def _network_bodies(model, pr):
             "rewrites": der.rewrites, "derivation": der}
 
 
+INTERNAL = frozenset({"a0", "t", "s", "E", "single", "params", "np", "math", "x", "y", "out"})
+
+
 def _expression_bodies(model, pr):
     """Source lines for an ExpressionModel: its scalar program vectorised over the batch."""
     der = derive_scalar(model)
     prog = der.program
     names = {}
-    fwd = [", ".join(p.name for p in model.params) + (", = " if len(model.params) == 1 else " = ") + "_params(params)"]
+    for sym in list(prog.inputs) + list(prog.params) + [s.sym for s in prog.steps]:
+        if sym.name in INTERNAL:
+            names[sym.name] = sym.name + "_"
+    unpack = ", ".join(names.get(p.name, p.name) for p in model.params)
+    fwd = [unpack + (", = " if len(model.params) == 1 else " = ") + "_params(params)"]
     for k, s in enumerate(prog.inputs):
-        fwd.append(f"{s.name} = a0[:, {k}]")
+        fwd.append(f"{names.get(s.name, s.name)} = a0[:, {k}]")
     for k, tg in enumerate(prog.targets):
         names[tg.name] = f"t[:, {k}]"
     out_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind == "output"]
     fwd += _block(out_steps, pr, names, "_f")
-    outs = ", ".join(o.name for o in prog.outputs)
-    fwd.append(f"y = _columns(a0.shape[0], {outs})")
+    outs = ", ".join(names.get(o.name, o.name) for o in prog.outputs)
+    fwd.append(f"out = _columns(a0.shape[0], {outs})")
     loss_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind in ("loss_term", "loss")]
     lossl = [f"s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
     lossl += _block(loss_steps, pr, names, "_l")
-    lossl.append(f"E = s * _bsum({prog.loss.name}, a0.shape[0])")
+    lossl.append(f"E = s * _bsum({pr(prog.loss, names)}, a0.shape[0])")
     adj = [Assignment(a.sym, a.expr) for a in der.adjoints]
     back = _block(adj, pr, names, "_g")
     grads = []
     for p_sym, a_sym in der.grads.items():
         pname = prog.params[p_sym][0]
-        back.append(f"g_{pname} = np.asarray(s * _bsum({a_sym.name}, a0.shape[0]))")
+        back.append(f"g_{pname} = np.asarray(s * _bsum({pr(a_sym, names)}, a0.shape[0]))")
         grads.append((pname, f"g_{pname}"))
-    return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": "y", "rewrites": [], "derivation": der}
+    return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": "out", "rewrites": model.rewrites,
+            "derivation": der}
 
 
 def _block(assignments, pr, names, prefix):

@@ -149,6 +149,8 @@ def _adjoint(v, consumers, adj_sym):
         local = c.local.get(v)
         if local is None:
             local = sp.diff(c.expr, v)
+            if not c.expr.is_Atom:
+                local = local.subs(c.expr, c.sym)  # reuse the forward value the step holds
         if local != 0:
             terms.append((adj_sym[c.sym], c.sym, local))
     return Adjoint(adjoint_name(v), v, terms)

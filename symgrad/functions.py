@@ -113,3 +113,25 @@ def to_elementary(expr):
             step: lambda a: sp.Heaviside(a, 0),
         }[type(e)](e.args[0]),
     )
+
+
+_a = sp.Wild("a")
+# (pattern, replacement, note): elementary forms that overflow or lose precision, and their stable forms
+STABLE_REWRITES = (
+    (1 / (1 + sp.exp(-_a)), sigmoid(_a), "1/(1 + exp(-a)) = sigmoid(a)"),
+    (sp.exp(_a) / (1 + sp.exp(_a)), sigmoid(_a), "exp(a)/(1 + exp(a)) = sigmoid(a)"),
+    (sp.log(1 + sp.exp(_a)), softplus(_a), "log(1 + exp(a)) = softplus(a)"),
+    (sp.log(sigmoid(_a)), -softplus(-_a), "log(sigmoid(a)) = -softplus(-a)"),
+    (sp.log(1 - sigmoid(_a)), -softplus(_a), "log(1 - sigmoid(a)) = -softplus(a)"),
+)
+
+
+def stabilize(expr):
+    """(expr with the STABLE_REWRITES applied, notes of the ones that fired)."""
+    notes = []
+    for pattern, replacement, note in STABLE_REWRITES:
+        new = expr.replace(pattern, replacement)
+        if new != expr:
+            notes.append(note)
+            expr = new
+    return expr, notes

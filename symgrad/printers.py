@@ -29,6 +29,11 @@ class NumPyPrinter(_NumPyPrinter):
     def _print_Float(self, expr):
         return repr(float(expr))
 
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == -1:
+            return "1/%s" % self.parenthesize(expr.base, 1000)
+        return super()._print_Pow(expr, rational)
+
     def _print_sigmoid(self, expr):
         return "_sigmoid(%s)" % self._print(expr.args[0])
 

@@ -22,6 +22,7 @@ import sympy as sp
 
 from .activations import get_activation
 from .errors import SpecError
+from .functions import stabilize
 from .losses import get_loss
 from .safe_expr import ExpressionError, parse_expression
 
@@ -399,6 +400,7 @@ class ExpressionModel(_ModelBase):
         if not isinstance(self.outputs_expr, dict):
             self.outputs_expr = {"y": self.outputs_expr}
         exprs = {}
+        self.rewrites = []
         for n, e in self.outputs_expr.items():
             key = f"expression.outputs.{n}"
             check_name(n, key, "output name")
@@ -414,7 +416,11 @@ class ExpressionModel(_ModelBase):
                     e = parse_expression(e, self.symbols)
             except ExpressionError as exc:
                 raise SpecError(str(exc), key) from None
-            exprs[n] = sp.sympify(e)
+            e, notes = stabilize(sp.sympify(e))
+            self.rewrites += [f"{n}: {note}" for note in notes]
+            if any(sp.diff(e, self.symbols[p]).has(sp.Derivative, sp.Subs, sp.DiracDelta) for p in self.params_init):
+                raise SpecError("expression has no usable derivative with respect to its parameters", key)
+            exprs[n] = e
         self.outputs_expr = exprs
         self.outputs = list(exprs)
         if isinstance(self.loss, str):
