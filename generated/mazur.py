@@ -100,6 +100,7 @@ def _batch(v, width, what):
 
 
 def _targets(y, a0):
+    """y as a (batch, N_OUTPUTS) array with as many rows as x."""
     t, _ = _batch(y, N_OUTPUTS, "y")
     if t.shape[0] != a0.shape[0]:
         raise ValueError(f"x has {a0.shape[0]} rows but y has {t.shape[0]}")
@@ -124,7 +125,8 @@ def forward(params, x):
     np.negative(z2, out=z2)
     np.exp(z2, out=z2)
     a2 = z2  # sigmoid, in place
-    return a2[0] if single else a2
+    result = a2
+    return result[0] if single else result
 
 
 def loss(params, x, y):
@@ -147,7 +149,7 @@ def loss(params, x, y):
     np.exp(z2, out=z2)
     a2 = z2  # sigmoid, in place
     s = 1.0
-    E = s * float(np.sum((0.5)*(t - a2)**2))
+    E = s * float(np.sum(0.5*(t - a2)**2))
     return E
 
 
@@ -171,7 +173,7 @@ def loss_and_gradients(params, x, y):
     np.exp(z2, out=z2)
     a2 = z2  # sigmoid, in place
     s = 1.0
-    E = s * float(np.sum((0.5)*(t - a2)**2))
+    E = s * float(np.sum(0.5*(t - a2)**2))
     d2 = a2*(t - a2)*(a2 - 1)  # dE/dnet of the output layer, per unit of the loss scale
     gW2 = d2.T @ a1  # dE/dW of 'output'
     d1 = d2 @ W2  # dE/da of 'hidden'

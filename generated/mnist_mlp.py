@@ -115,6 +115,7 @@ def _batch(v, width, what):
 
 
 def _targets(y, a0):
+    """y as a (batch, N_OUTPUTS) array with as many rows as x."""
     t, _ = _batch(y, N_OUTPUTS, "y")
     if t.shape[0] != a0.shape[0]:
         raise ValueError(f"x has {a0.shape[0]} rows but y has {t.shape[0]}")
@@ -139,8 +140,8 @@ def forward(params, x):
     a3 = np.exp(z3)
     sum3 = a3.sum(axis=1, keepdims=True)
     a3 /= sum3  # softmax
-    logy = z3 - np.log(sum3)  # log softmax, stable
-    return a3[0] if single else a3
+    result = a3
+    return result[0] if single else result
 
 
 def loss(params, x, y):
@@ -162,8 +163,8 @@ def loss(params, x, y):
     a3 = np.exp(z3)
     sum3 = a3.sum(axis=1, keepdims=True)
     a3 /= sum3  # softmax
-    logy = z3 - np.log(sum3)  # log softmax, stable
     s = 1.0 / a0.shape[0]
+    logy = z3 - np.log(sum3)  # log softmax, stable
     E = s * float(np.sum(-logy*t))
     return E
 
@@ -187,8 +188,8 @@ def loss_and_gradients(params, x, y):
     a3 = np.exp(z3)
     sum3 = a3.sum(axis=1, keepdims=True)
     a3 /= sum3  # softmax
-    logy = z3 - np.log(sum3)  # log softmax, stable
     s = 1.0 / a0.shape[0]
+    logy = z3 - np.log(sum3)  # log softmax, stable
     E = s * float(np.sum(-logy*t))
     h = -t
     d3 = h - a3 * h.sum(axis=1, keepdims=True)

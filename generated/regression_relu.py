@@ -103,6 +103,7 @@ def _batch(v, width, what):
 
 
 def _targets(y, a0):
+    """y as a (batch, N_OUTPUTS) array with as many rows as x."""
     t, _ = _batch(y, N_OUTPUTS, "y")
     if t.shape[0] != a0.shape[0]:
         raise ValueError(f"x has {a0.shape[0]} rows but y has {t.shape[0]}")
@@ -120,7 +121,8 @@ def forward(params, x):
     z2 = a1 @ W2.T  # net of layer 'linear2': 1 units
     z2 += b2
     a2 = z2  # identity, in place
-    return a2[0] if single else a2
+    result = a2
+    return result[0] if single else result
 
 
 def loss(params, x, y):

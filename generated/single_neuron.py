@@ -102,6 +102,7 @@ def _batch(v, width, what):
 
 
 def _targets(y, a0):
+    """y as a (batch, N_OUTPUTS) array with as many rows as x."""
     t, _ = _batch(y, N_OUTPUTS, "y")
     if t.shape[0] != a0.shape[0]:
         raise ValueError(f"x has {a0.shape[0]} rows but y has {t.shape[0]}")
@@ -122,7 +123,8 @@ def forward(params, x):
     z2 = a1 @ W2.T  # net of layer 'output': 1 units
     z2 += b2
     a2 = z2  # identity, in place
-    return a2[0] if single else a2
+    result = a2
+    return result[0] if single else result
 
 
 def loss(params, x, y):
@@ -141,7 +143,7 @@ def loss(params, x, y):
     z2 += b2
     a2 = z2  # identity, in place
     s = 1.0
-    E = s * float(np.sum((0.5)*(t - a2)**2))
+    E = s * float(np.sum(0.5*(t - a2)**2))
     return E
 
 
@@ -161,7 +163,7 @@ def loss_and_gradients(params, x, y):
     z2 += b2
     a2 = z2  # identity, in place
     s = 1.0
-    E = s * float(np.sum((0.5)*(t - a2)**2))
+    E = s * float(np.sum(0.5*(t - a2)**2))
     d2 = -t + a2  # dE/dnet of the output layer, per unit of the loss scale
     gW2 = d2.T @ a1  # dE/dW of 'output'
     gb2 = d2.sum(axis=0)

@@ -7,10 +7,10 @@ backward program -> explain it (reports) or print it (NumPy / C code) -> render 
 __version__ = "0.1.0"
 
 from .activations import Activation, get_activation  # noqa: E402
+from .api import derive, generate, import_generated  # noqa: E402
 from .errors import SpecError  # noqa: E402
 from .losses import Loss, get_loss  # noqa: E402
 from .spec import Dense, Expect, ExpressionModel, Network, Sample, TrainConfig, load  # noqa: E402
-from .api import derive, generate, import_generated  # noqa: E402
 
 __all__ = [
     "Activation", "Dense", "Expect", "ExpressionModel", "Loss", "Network", "Sample", "SpecError", "TrainConfig",

@@ -88,7 +88,8 @@ def _builtin(name, params):
     if name in ("silu", "swish"):
         return Activation("silu", x * sigmoid(x), latex=r"x\,\sigma(x)")
     if name == "gelu":
-        return Activation("gelu", x / 2 * (1 + sp.erf(x / sp.sqrt(2))), latex=r"\frac{x}{2}\left(1 + \operatorname{erf}\frac{x}{\sqrt{2}}\right)")
+        latex = r"\frac{x}{2}\left(1 + \operatorname{erf}\frac{x}{\sqrt{2}}\right)"
+        return Activation("gelu", x / 2 * (1 + sp.erf(x / sp.sqrt(2))), latex=latex)
     if name == "softmax":
         return Activation("softmax", x, latex=r"\frac{e^{x_j}}{\sum_k e^{x_k}}")
     return None

@@ -12,11 +12,8 @@ from sympy.codegen.ast import Assignment, CodeBlock
 
 from . import __version__
 from .activations import net as NET
-from .activations import out as OUT
 from .derivation import LOGSOFTMAX, derive_layers, derive_scalar
 from .init import init_plan
-from .losses import t as T
-from .losses import y as Y
 from .printers import numpy_code
 
 TEMPLATE = "numpy/module.py.j2"
@@ -99,8 +96,6 @@ def _network_bodies(model, pr):
                     f"{a} = np.exp({z})",
                     f"sum{k} = {a}.sum(axis=1, keepdims=True)",
                     f"{a} /= sum{k}  # softmax"]
-            if der.loss_term.has(LOGSOFTMAX):
-                fwd.append(f"logy = {z} - np.log(sum{k})  # log softmax, stable")
         elif not der.keeps_net[s.index] and act.name in IN_PLACE:
             fwd += [st.format(z=z) for st in IN_PLACE[act.name]]
             fwd.append(f"{a} = {z}  # {act.name}, in place")
@@ -111,8 +106,10 @@ def _network_bodies(model, pr):
     c = der.scale
     loss_expr = pr(der.loss_term, names)
     scale = "s" if c == 1 else f"s * {pr(c)}"
-    lossl = [f"s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0",
-             f"E = {scale} * float(np.sum({loss_expr}))"]
+    lossl = ["s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
+    if der.loss_term.has(LOGSOFTMAX):
+        lossl.append(f"logy = z{L} - np.log(sum{L})  # log softmax, stable")
+    lossl.append(f"E = {scale} * float(np.sum({loss_expr}))")
     back = []
     lowest = min((s.index for s in layers if s.weight.trainable or (s.bias is not None and s.bias.trainable)), default=None)
     grads = []
@@ -165,9 +162,8 @@ def _expression_bodies(model, pr):
     out_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind == "output"]
     fwd += _block(out_steps, pr, names, "_f")
     outs = ", ".join(names.get(o.name, o.name) for o in prog.outputs)
-    fwd.append(f"out = _columns(a0.shape[0], {outs})")
     loss_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind in ("loss_term", "loss")]
-    lossl = [f"s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
+    lossl = ["s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
     lossl += _block(loss_steps, pr, names, "_l")
     lossl.append(f"E = s * _bsum({pr(prog.loss, names)}, a0.shape[0])")
     adj = [Assignment(a.sym, a.expr) for a in der.adjoints]
@@ -177,7 +173,8 @@ def _expression_bodies(model, pr):
         pname = prog.params[p_sym][0]
         back.append(f"g_{pname} = np.asarray(s * _bsum({pr(a_sym, names)}, a0.shape[0]))")
         grads.append((pname, f"g_{pname}"))
-    return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": "out", "rewrites": model.rewrites,
+    return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": f"_columns(a0.shape[0], {outs})",
+            "rewrites": model.rewrites,
             "derivation": der}
 
 
@@ -208,9 +205,8 @@ def numpy_module(model, dtype="float64", source=None):
 
 
 def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
-    from .render import render
-
     from .explain import formula_lines
+    from .render import render
 
     src = source or model.source
     return render(
@@ -244,4 +240,5 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         grads=bodies["grads"],
         y=bodies["y"],
         learning_rate=repr(float(model.train.learning_rate)),
+        uses_target=model.loss.uses_target,
     )

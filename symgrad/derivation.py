@@ -18,8 +18,7 @@ import sympy as sp
 
 from .activations import net as NET
 from .activations import out as OUT
-from .functions import sigmoid, softplus
-from .losses import t as T
+from .functions import softplus
 from .losses import y as Y
 from .program import layer_program, scalar_program
 

@@ -63,7 +63,8 @@ def get_loss(kind=None, expression=None, reduction=None, average_outputs=None):
             expr = parse_expression(expression, {"y": y, "t": t})
         if y not in expr.free_symbols:
             raise ExpressionError("loss expression does not depend on y")
-        return Loss("custom", expr, bool(average_outputs), reduction or "sum", latex=r"\sum_j " + sp.latex(expr.subs({y: sp.Symbol("y_j"), t: sp.Symbol("t_j")})))
+        latex = r"\sum_j " + sp.latex(expr.subs({y: sp.Symbol("y_j"), t: sp.Symbol("t_j")}))
+        return Loss("custom", expr, bool(average_outputs), reduction or "sum", latex=latex)
     if kind is None:
         raise ExpressionError("give a loss kind or an expression")
     key = ALIASES.get(kind, kind)

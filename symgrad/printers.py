@@ -23,6 +23,11 @@ class NumPyPrinter(_NumPyPrinter):
     def _print_Rational(self, expr):
         return repr(float(expr))
 
+    def _print_Relational(self, expr):
+        """Infix comparisons: they broadcast over arrays as the function forms do."""
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        return "(%s %s %s)" % (self._print(expr.lhs), op, self._print(expr.rhs))
+
     def _print_Half(self, expr):
         return "0.5"
 
@@ -62,4 +67,6 @@ class NumPyPrinter(_NumPyPrinter):
 
 def numpy_code(expr, names=None):
     """NumPy source for one expression; ``names`` renames symbols (e.g. y -> a2)."""
+    expr = sp.sympify(expr)
+    expr = expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if not r.is_Integer})
     return NumPyPrinter({"fully_qualified_modules": True, "allow_unknown_functions": False}, names).doprint(expr)

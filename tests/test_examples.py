@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad.api import derive
-
 from conftest import ROOT, central_differences
+from symgrad.api import derive
 
 
 def shown(value, text):

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import Dense, Network, get_loss
-
 from conftest import central_differences
+from symgrad import Dense, Network, get_loss
 
 ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "silu", "gelu",
                "x*tanh(log(1 + exp(x)))", "sin(x) + x**2/4"]
