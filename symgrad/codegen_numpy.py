@@ -83,7 +83,7 @@ def _network_bodies(model, pr):
     layers = der.program.layers
     L = len(layers)
     unpack = ", ".join(f"W{s.index + 1}" + (f", b{s.index + 1}" if s.bias is not None else "") for s in layers)
-    fwd = [f"{unpack} = _params(params)"]
+    fwd = [f"{unpack}{',' if len(model.params) == 1 else ''} = _params(params)"]
     for s in layers:
         k = s.index + 1
         z, a = f"z{k}", f"a{k}"

@@ -271,6 +271,8 @@ class Network(_ModelBase):
             if not isinstance(d, Dense):
                 raise SpecError("each layer must be a Dense", key)
             check_name(d.name, f"{key}.name", "layer name")
+            if any(b.name == d.name for b in built):
+                raise SpecError(f"layer name {d.name!r} is used twice", f"{key}.name")
             if isinstance(d.units, bool) or not isinstance(d.units, int) or d.units < 1:
                 raise SpecError("units must be a positive integer", f"{key}.units")
             try:
@@ -336,7 +338,7 @@ class Network(_ModelBase):
             groups.append((p.name, p.scalar_names))
         for key, names in groups:
             for s in names:
-                if s in seen and not (key == seen[s]):
+                if s in seen:
                     raise SpecError(f"name {s!r} is used twice (also in {seen[s]})", key)
                 seen[s] = key
         last = self.layers[-1]
