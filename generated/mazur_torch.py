@@ -25,6 +25,8 @@ Contract: params is a dict name -> ndarray (PARAM_NAMES, shapes in PARAM_SHAPES)
 Set CHECK_FINITE = True to reject NaN or infinite inputs.
 """
 
+import math
+
 import numpy as np
 
 PARAM_NAMES = (
@@ -53,6 +55,15 @@ DTYPE = np.float64
 LEARNING_RATE = 0.5
 SEED = 0
 CHECK_FINITE = False
+_SHAPES = tuple(PARAM_SHAPES.items())
+
+
+def _sigmoid1(z):
+    """sigma(z) for one float, without overflow."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 def init_params():
@@ -68,14 +79,15 @@ def init_params():
 def _params(params):
     """The parameter arrays in PARAM_NAMES order, checked against PARAM_SHAPES."""
     arrays = []
-    for name in PARAM_NAMES:
+    for name, shape in _SHAPES:
         try:
             p = params[name]
         except KeyError:
             raise ValueError(f"params is missing {name!r} (expected keys: {', '.join(PARAM_NAMES)})") from None
-        p = _real(p, f"params[{name!r}]")
-        if p.shape != PARAM_SHAPES[name]:
-            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {PARAM_SHAPES[name]}")
+        if type(p) is not np.ndarray or p.dtype != DTYPE or CHECK_FINITE:
+            p = _real(p, f"params[{name!r}]")
+        if p.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
         arrays.append(p)
     return arrays
 
@@ -159,6 +171,8 @@ def loss_and_gradients(params, x, y):
     """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
+    if a0.shape[0] <= 16:
+        return _loss_and_gradients_rows(_params(params), a0, t)
     W1, b1, W2, b2 = _params(params)
     z1 = a0 @ W1.T  # net of layer 'linear1': 2 units
     z1 += b1
@@ -188,6 +202,78 @@ def loss_and_gradients(params, x, y):
         "linear1.bias": gb1,
         "linear2.weight": gW2,
         "linear2.bias": gb2,
+    }
+
+
+def _loss_and_gradients_rows(params, a0, t):
+    """loss_and_gradients for small batches: the neuron-level program, unrolled, sample by sample."""
+    _p0, _p1, _p2, _p3 = params
+    (w1, w2), (w3, w4) = _p0.tolist()
+    b1, b2 = _p1.tolist()
+    (w5, w6), (w7, w8) = _p2.tolist()
+    b3, b4 = _p3.tolist()
+    _E = 0.0
+    _g0 = 0.0
+    _g1 = 0.0
+    _g2 = 0.0
+    _g3 = 0.0
+    _g4 = 0.0
+    _g5 = 0.0
+    _g6 = 0.0
+    _g7 = 0.0
+    _g8 = 0.0
+    _g9 = 0.0
+    _g10 = 0.0
+    _g11 = 0.0
+    for (i1, i2), (target_o1, target_o2) in zip(a0.tolist(), t.tolist()):
+        # 29 assignments, 2 common subexpressions (_c0..)
+        net_h1 = b1 + i1*w1 + i2*w2
+        net_h2 = b2 + i1*w3 + i2*w4
+        out_h1 = _sigmoid1(net_h1)
+        out_h2 = _sigmoid1(net_h2)
+        net_o1 = b3 + out_h1*w5 + out_h2*w6
+        net_o2 = b4 + out_h1*w7 + out_h2*w8
+        out_o1 = _sigmoid1(net_o1)
+        _c0 = out_o1 - target_o1
+        out_o2 = _sigmoid1(net_o2)
+        _c1 = out_o2 - target_o2
+        E_o1 = 0.5*_c0*_c0
+        E_o2 = 0.5*_c1*_c1
+        E_total = E_o1 + E_o2
+        dE_dout_o2 = _c1
+        dE_dout_o1 = _c0
+        delta_o2 = dE_dout_o2*out_o2*(1 - out_o2)
+        delta_o1 = dE_dout_o1*out_o1*(1 - out_o1)
+        dE_dout_h2 = delta_o1*w6 + delta_o2*w8
+        dE_dout_h1 = delta_o1*w5 + delta_o2*w7
+        delta_h2 = dE_dout_h2*out_h2*(1 - out_h2)
+        delta_h1 = dE_dout_h1*out_h1*(1 - out_h1)
+        dE_dw1 = delta_h1*i1
+        dE_dw2 = delta_h1*i2
+        dE_dw3 = delta_h2*i1
+        dE_dw4 = delta_h2*i2
+        dE_dw5 = delta_o1*out_h1
+        dE_dw6 = delta_o1*out_h2
+        dE_dw7 = delta_o2*out_h1
+        dE_dw8 = delta_o2*out_h2
+        _E += E_total
+        _g0 += dE_dw1
+        _g1 += dE_dw2
+        _g2 += dE_dw3
+        _g3 += dE_dw4
+        _g4 += delta_h1
+        _g5 += delta_h2
+        _g6 += dE_dw5
+        _g7 += dE_dw6
+        _g8 += dE_dw7
+        _g9 += dE_dw8
+        _g10 += delta_o1
+        _g11 += delta_o2
+    return _E, {
+        "linear1.weight": np.array([[_g0, _g1], [_g2, _g3]], dtype=DTYPE),
+        "linear1.bias": np.array([_g4, _g5], dtype=DTYPE),
+        "linear2.weight": np.array([[_g6, _g7], [_g8, _g9]], dtype=DTYPE),
+        "linear2.bias": np.array([_g10, _g11], dtype=DTYPE),
     }
 
 

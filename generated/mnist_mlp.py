@@ -63,6 +63,7 @@ DTYPE = np.float64
 LEARNING_RATE = 0.01
 SEED = 0
 CHECK_FINITE = False
+_SHAPES = tuple(PARAM_SHAPES.items())
 
 
 def init_params():
@@ -81,14 +82,15 @@ def init_params():
 def _params(params):
     """The parameter arrays in PARAM_NAMES order, checked against PARAM_SHAPES."""
     arrays = []
-    for name in PARAM_NAMES:
+    for name, shape in _SHAPES:
         try:
             p = params[name]
         except KeyError:
             raise ValueError(f"params is missing {name!r} (expected keys: {', '.join(PARAM_NAMES)})") from None
-        p = _real(p, f"params[{name!r}]")
-        if p.shape != PARAM_SHAPES[name]:
-            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {PARAM_SHAPES[name]}")
+        if type(p) is not np.ndarray or p.dtype != DTYPE or CHECK_FINITE:
+            p = _real(p, f"params[{name!r}]")
+        if p.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
         arrays.append(p)
     return arrays
 

@@ -53,6 +53,7 @@ DTYPE = np.float64
 LEARNING_RATE = 0.1
 SEED = 3
 CHECK_FINITE = False
+_SHAPES = tuple(PARAM_SHAPES.items())
 
 
 def init_params():
@@ -69,14 +70,15 @@ def init_params():
 def _params(params):
     """The parameter arrays in PARAM_NAMES order, checked against PARAM_SHAPES."""
     arrays = []
-    for name in PARAM_NAMES:
+    for name, shape in _SHAPES:
         try:
             p = params[name]
         except KeyError:
             raise ValueError(f"params is missing {name!r} (expected keys: {', '.join(PARAM_NAMES)})") from None
-        p = _real(p, f"params[{name!r}]")
-        if p.shape != PARAM_SHAPES[name]:
-            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {PARAM_SHAPES[name]}")
+        if type(p) is not np.ndarray or p.dtype != DTYPE or CHECK_FINITE:
+            p = _real(p, f"params[{name!r}]")
+        if p.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
         arrays.append(p)
     return arrays
 
@@ -146,6 +148,8 @@ def loss_and_gradients(params, x, y):
     """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
+    if a0.shape[0] <= 28:
+        return _loss_and_gradients_rows(_params(params), a0, t)
     W1, b1, W2, b2 = _params(params)
     z1 = a0 @ W1.T  # net of layer 'linear1': 2 units
     z1 += b1
@@ -169,6 +173,56 @@ def loss_and_gradients(params, x, y):
         "linear1.bias": gb1,
         "linear2.weight": gW2,
         "linear2.bias": gb2,
+    }
+
+
+def _loss_and_gradients_rows(params, a0, t):
+    """loss_and_gradients for small batches: the neuron-level program, unrolled, sample by sample."""
+    _p0, _p1, _p2, _p3 = params
+    (linear1_w1_1,), (linear1_w2_1,) = _p0.tolist()
+    linear1_b1, linear1_b2 = _p1.tolist()
+    (linear2_w1_1, linear2_w1_2), = _p2.tolist()
+    linear2_b, = _p3.tolist()
+    _E = 0.0
+    _g0 = 0.0
+    _g1 = 0.0
+    _g2 = 0.0
+    _g3 = 0.0
+    _g4 = 0.0
+    _g5 = 0.0
+    _g6 = 0.0
+    for (x,), (target_y,) in zip(a0.tolist(), t.tolist()):
+        net_linear11 = linear1_b1 + linear1_w1_1*x
+        net_linear12 = linear1_b2 + linear1_w2_1*x
+        out_linear11 = max(net_linear11, 0.0)
+        out_linear12 = max(net_linear12, 0.0)
+        net_linear21 = linear2_b + linear2_w1_1*out_linear11 + linear2_w1_2*out_linear12
+        out_linear21 = net_linear21
+        E_y = (-out_linear21 + target_y)*(-out_linear21 + target_y)
+        E_total = E_y
+        dE_dout_linear21 = 2*out_linear21 - 2*target_y
+        dE_dout_linear12 = dE_dout_linear21*linear2_w1_2
+        dE_dout_linear11 = dE_dout_linear21*linear2_w1_1
+        delta_linear12 = dE_dout_linear12*(1.0 if out_linear12 > 0 else 0.0)
+        delta_linear11 = dE_dout_linear11*(1.0 if out_linear11 > 0 else 0.0)
+        dE_dlinear1_w1_1 = delta_linear11*x
+        dE_dlinear1_w2_1 = delta_linear12*x
+        dE_dlinear2_w1_1 = dE_dout_linear21*out_linear11
+        dE_dlinear2_w1_2 = dE_dout_linear21*out_linear12
+        _E += E_total
+        _g0 += dE_dlinear1_w1_1
+        _g1 += dE_dlinear1_w2_1
+        _g2 += delta_linear11
+        _g3 += delta_linear12
+        _g4 += dE_dlinear2_w1_1
+        _g5 += dE_dlinear2_w1_2
+        _g6 += dE_dout_linear21
+    s = 1.0 / a0.shape[0]
+    return s * _E, {
+        "linear1.weight": s * np.array([[_g0], [_g1]], dtype=DTYPE),
+        "linear1.bias": s * np.array([_g2, _g3], dtype=DTYPE),
+        "linear2.weight": s * np.array([[_g4, _g5]], dtype=DTYPE),
+        "linear2.bias": s * np.array([_g6], dtype=DTYPE),
     }
 
 

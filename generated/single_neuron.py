@@ -25,6 +25,8 @@ Contract: params is a dict name -> ndarray (PARAM_NAMES, shapes in PARAM_SHAPES)
 Set CHECK_FINITE = True to reject NaN or infinite inputs.
 """
 
+import math
+
 import numpy as np
 
 PARAM_NAMES = (
@@ -53,6 +55,15 @@ DTYPE = np.float64
 LEARNING_RATE = 0.1
 SEED = 0
 CHECK_FINITE = False
+_SHAPES = tuple(PARAM_SHAPES.items())
+
+
+def _sigmoid1(z):
+    """sigma(z) for one float, without overflow."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 def init_params():
@@ -68,14 +79,15 @@ def init_params():
 def _params(params):
     """The parameter arrays in PARAM_NAMES order, checked against PARAM_SHAPES."""
     arrays = []
-    for name in PARAM_NAMES:
+    for name, shape in _SHAPES:
         try:
             p = params[name]
         except KeyError:
             raise ValueError(f"params is missing {name!r} (expected keys: {', '.join(PARAM_NAMES)})") from None
-        p = _real(p, f"params[{name!r}]")
-        if p.shape != PARAM_SHAPES[name]:
-            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {PARAM_SHAPES[name]}")
+        if type(p) is not np.ndarray or p.dtype != DTYPE or CHECK_FINITE:
+            p = _real(p, f"params[{name!r}]")
+        if p.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
         arrays.append(p)
     return arrays
 
@@ -151,6 +163,8 @@ def loss_and_gradients(params, x, y):
     """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
+    if a0.shape[0] <= 36:
+        return _loss_and_gradients_rows(_params(params), a0, t)
     W1, b1, W2, b2 = _params(params)
     z1 = a0 @ W1.T  # net of layer 'hidden': 1 units
     z1 += b1
@@ -176,6 +190,48 @@ def loss_and_gradients(params, x, y):
         "hidden.bias": gb1,
         "output.weight": gW2,
         "output.bias": gb2,
+    }
+
+
+def _loss_and_gradients_rows(params, a0, t):
+    """loss_and_gradients for small batches: the neuron-level program, unrolled, sample by sample."""
+    _p0, _p1, _p2, _p3 = params
+    (w1, w2), = _p0.tolist()
+    b, = _p1.tolist()
+    (w5,), = _p2.tolist()
+    b5, = _p3.tolist()
+    _E = 0.0
+    _g0 = 0.0
+    _g1 = 0.0
+    _g2 = 0.0
+    _g3 = 0.0
+    _g4 = 0.0
+    for (x1, x2), (target_y,) in zip(a0.tolist(), t.tolist()):
+        # 13 assignments, 1 common subexpressions (_c0..)
+        net_h = b + w1*x1 + w2*x2
+        out_h = _sigmoid1(net_h)
+        net_o = b5 + out_h*w5
+        out_o = net_o
+        _c0 = out_o - target_y
+        E_y = 0.5*_c0*_c0
+        E_total = E_y
+        dE_dout_o = _c0
+        dE_dout_h = dE_dout_o*w5
+        delta_h = dE_dout_h*out_h*(1 - out_h)
+        dE_dw1 = delta_h*x1
+        dE_dw2 = delta_h*x2
+        dE_dw5 = dE_dout_o*out_h
+        _E += E_total
+        _g0 += dE_dw1
+        _g1 += dE_dw2
+        _g2 += delta_h
+        _g3 += dE_dw5
+        _g4 += dE_dout_o
+    return _E, {
+        "hidden.weight": np.array([[_g0, _g1]], dtype=DTYPE),
+        "hidden.bias": np.array([_g2], dtype=DTYPE),
+        "output.weight": np.array([[_g3]], dtype=DTYPE),
+        "output.bias": np.array([_g4], dtype=DTYPE),
     }
 
 

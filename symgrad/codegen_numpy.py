@@ -14,12 +14,24 @@ from . import __version__
 from .activations import net as NET
 from .derivation import LOGSOFTMAX, derive_layers, derive_scalar
 from .init import init_plan
-from .printers import numpy_code
+from .printers import math_code, numpy_code
 
 TEMPLATE = "numpy/module.py.j2"
 DTYPES = {"float64": "np.float64", "float32": "np.float32"}
 
+SCALAR_PATH_PARAMS = 64  # networks with at most this many scalar parameters get a per-sample path,
+SCALAR_PATH_WORK = 480  # used while rows * assignments stays below this (measured: array code wins above)
+
 HELPERS = {
+    "_sigmoid1": '''def _sigmoid1(z):
+    """sigma(z) for one float, without overflow."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)''',
+    "_softplus1": '''def _softplus1(z):
+    """log(1 + exp(z)) for one float, without overflow."""
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))''',
     "_sigmoid": '''def _sigmoid(z):
     """sigma(z) = 1 / (1 + exp(-z)), as exp(-log(1 + exp(-z))): no overflow at any z."""
     return np.exp(-np.logaddexp(0.0, -z))''',
@@ -70,11 +82,75 @@ class _Printer:
         self.helpers = set()
 
     def __call__(self, expr, names=None):
-        code = numpy_code(expr, names)
+        return self.used(numpy_code(expr, names))
+
+    def scalar(self, expr):
+        return self.used(math_code(expr))
+
+    def used(self, code):
         for h in HELPERS:
             if h + "(" in code:
                 self.helpers.add(h)
         return code
+
+
+def _unpack_pattern(names, shape):
+    """Python target that unpacks ``array.tolist()`` of the given shape into scalar names."""
+    if not shape:
+        return names[0]
+    if len(shape) == 1:
+        return ", ".join(names) + ("," if len(names) == 1 else "")
+    rows = [names[j * shape[1]:(j + 1) * shape[1]] for j in range(shape[0])]
+    return ", ".join("(" + ", ".join(r) + ("," if len(r) == 1 else "") + ")" for r in rows) + ("," if len(rows) == 1 else "")
+
+
+def _repack(names, shape):
+    """Python source building an array of the given shape from scalar names."""
+    if not shape:
+        return f"np.array({names[0]}, dtype=DTYPE)"
+    if len(shape) == 1:
+        return f"np.array([{', '.join(names)}], dtype=DTYPE)"
+    rows = [names[j * shape[1]:(j + 1) * shape[1]] for j in range(shape[0])]
+    return "np.array([" + ", ".join("[" + ", ".join(r) + "]" for r in rows) + "], dtype=DTYPE)"
+
+
+def _scalar_path(model, pr):
+    """Per-sample straight-line code from the neuron-level program (small networks, small batches)."""
+    if model.kind != "network" or sum(p.size for p in model.params) > SCALAR_PATH_PARAMS:
+        return None
+    der = derive_scalar(model)
+    prog = der.program
+    pnames = {p.name: [f"{s}" for s in p.scalar_names] for p in model.params}
+    unpack = [f"{_unpack_pattern(pnames[p.name], p.shape)} = _p{k}.tolist()" for k, p in enumerate(model.params)]
+    args = _unpack_pattern([f"_p{k}" for k in range(len(model.params))], (len(model.params),))
+    rows = (f"for ({_unpack_pattern([s.name for s in prog.inputs], (1,))}), "
+            f"({_unpack_pattern([s.name for s in prog.targets], (1,))}) in zip(a0.tolist(), t.tolist()):")
+    grads = list(der.grads.items())
+    body = [Assignment(st.sym, st.expr) for st in prog.steps]
+    trivial = {}
+    for a in der.adjoints:
+        expr = a.expr.xreplace(trivial)
+        if expr.is_Number or expr.is_Symbol:
+            trivial[a.sym] = expr  # dE/dE_o1 = 1 and the like: substituted, not assigned
+        else:
+            body.append(Assignment(a.sym, expr))
+    block = CodeBlock(*body).cse(symbols=sp.numbered_symbols("_c"), order="none")
+    n_tmp = sum(1 for a in block.args if a.lhs.name.startswith("_c"))
+    lines = [f"# {len(block.args)} assignments, {n_tmp} common subexpressions (_c0..)"] if n_tmp else []
+    lines += [f"{a.lhs.name} = {pr.scalar(a.rhs)}" for a in block.args]
+    lines.append(f"_E += {prog.loss.name}")
+    lines += [f"_g{k} += {pr.scalar(trivial.get(a, a))}" for k, (_, a) in enumerate(grads)]
+    init = ["_E = 0.0"] + [f"_g{k} = 0.0" for k in range(len(grads))]
+    out = []
+    by_param = {}
+    for k, (p_sym, _) in enumerate(grads):
+        by_param.setdefault(prog.params[p_sym][0], {})[prog.params[p_sym][1]] = f"_g{k}"
+    for p in model.params:
+        if p.name in by_param:
+            names = [by_param[p.name][i] for i in range(p.size)]
+            out.append((p.name, _repack(names, p.shape)))
+    return {"args": args, "unpack": unpack, "init": init, "rows": rows, "body": lines, "grads": out,
+            "max_rows": max(1, SCALAR_PATH_WORK // len(block.args)), "mean": model.loss.reduction == "mean"}
 
 
 def _network_bodies(model, pr):
@@ -198,6 +274,7 @@ def numpy_module(model, dtype="float64", source=None):
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     pr = _Printer()
     bodies = _network_bodies(model, pr) if model.kind == "network" else _expression_bodies(model, pr)
+    bodies["scalar"] = _scalar_path(model, pr)
     init, needs_rng = _init_lines(model)
     trainable = [p.name for p in model.params if p.trainable]
     helpers = [HELPERS[h] for h in sorted(pr.helpers)]
@@ -232,7 +309,8 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         seed=getattr(model, "seed", 0),
         init=init,
         needs_rng=needs_rng,
-        needs_math="_erf" in "".join(helpers),
+        needs_math="math." in "".join(helpers) + "".join(bodies["scalar"]["body"] if bodies["scalar"] else ()),
+        scalar=bodies["scalar"],
         helpers=helpers,
         forward=bodies["forward"],
         loss=bodies["loss"],

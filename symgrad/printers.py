@@ -1,7 +1,9 @@
 """Code printers: SymPy's printers, subclassed only where symgrad's output differs."""
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.numpy import NumPyPrinter as _NumPyPrinter
+from sympy.printing.pycode import PythonCodePrinter
 
 
 class NumPyPrinter(_NumPyPrinter):
@@ -36,7 +38,7 @@ class NumPyPrinter(_NumPyPrinter):
 
     def _print_Pow(self, expr, rational=False):
         if expr.exp == -1:
-            return "1/%s" % self.parenthesize(expr.base, 1000)
+            return "1/%s" % self.parenthesize(expr.base, PRECEDENCE["Mul"])
         return super()._print_Pow(expr, rational)
 
     def _print_sigmoid(self, expr):
@@ -63,6 +65,48 @@ class NumPyPrinter(_NumPyPrinter):
         for value, c in reversed(pairs):
             code = "np.where(%s, %s, %s)" % (self._print(c), self._print(value), code)
         return code
+
+
+class MathPrinter(PythonCodePrinter):
+    """Plain-Python float code (``math`` module) for straight-line per-sample paths."""
+
+    def _print_Symbol(self, expr):
+        return expr.name
+
+    def _print_Rational(self, expr):
+        return repr(float(expr))
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == -1:
+            return "1/%s" % self.parenthesize(expr.base, PRECEDENCE["Mul"])
+        if expr.exp == 2:
+            return "%s*%s" % ((self.parenthesize(expr.base, PRECEDENCE["Mul"]),) * 2)
+        return super()._print_Pow(expr, rational)
+
+    def _print_sigmoid(self, expr):
+        return "_sigmoid1(%s)" % self._print(expr.args[0])
+
+    def _print_softplus(self, expr):
+        return "_softplus1(%s)" % self._print(expr.args[0])
+
+    def _print_relu(self, expr):
+        return "max(%s, 0.0)" % self._print(expr.args[0])
+
+    def _print_step(self, expr):
+        return "(1.0 if %s > 0 else 0.0)" % self._print(expr.args[0])
+
+
+def math_code(expr):
+    """Plain-Python source for one scalar expression."""
+    expr = sp.sympify(expr)
+    expr = expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if not r.is_Integer})
+    return MathPrinter({"fully_qualified_modules": True}).doprint(expr)
 
 
 def numpy_code(expr, names=None):

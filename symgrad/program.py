@@ -17,6 +17,7 @@ import sympy as sp
 
 from .activations import net as NET
 from .activations import out as OUT
+from .functions import softplus
 from .losses import t as T
 from .losses import y as Y
 
@@ -85,6 +86,7 @@ def scalar_program(model):
             steps.append(Step(net, expr, "net", k, j))
             nets.append(net)
         act = layer.activation
+        logs = {}
         if act.is_softmax:
             m = sp.Symbol(f"max_{layer.name}", real=True)
             steps.append(Step(m, sp.Max(*nets), "max", k, no_grad=True))
@@ -94,6 +96,7 @@ def scalar_program(model):
                 o = sp.Symbol(f"out_{neuron}", real=True)
                 steps.append(Step(o, sp.exp(nets[j] - m) / s_sym, "out", k, j))
                 outs.append(o)
+                logs[sp.log(o)] = nets[j] - m - sp.log(s_sym)  # log softmax without log(0)
         else:
             d = act.derivative_in_out()
             for j, neuron in enumerate(layer.neurons):
@@ -101,8 +104,11 @@ def scalar_program(model):
                 local = {nets[j]: d.subs({OUT: o, NET: nets[j]})}
                 steps.append(Step(o, act.at(nets[j]), "out", k, j, local=local))
                 outs.append(o)
+                if act.name == "sigmoid":  # log(sigmoid(net)) = -softplus(-net), log(1 - sigmoid(net)) = -softplus(net)
+                    logs[sp.log(o)] = -softplus(-nets[j])
+                    logs[sp.log(1 - o)] = -softplus(nets[j])
         a = outs
-    return _with_loss(model, steps, inputs, params, a)
+    return _with_loss(model, steps, inputs, params, a, logs)
 
 
 def _expression_program(model):
@@ -116,13 +122,14 @@ def _expression_program(model):
     return _with_loss(model, steps, inputs, params, outs)
 
 
-def _with_loss(model, steps, inputs, params, outs):
+def _with_loss(model, steps, inputs, params, outs, logs=None):
+    """Loss steps E_j = l(out_j, target_j), with logs of outputs in stable forms (``logs``), and E_total."""
     loss = model.loss
     targets = [sp.Symbol(f"target_{n}", real=True) for n in model.outputs]
     terms = []
     for o, tg, name in zip(outs, targets, model.outputs):
         e = sp.Symbol(f"E_{name}", real=True)
-        steps.append(Step(e, loss.expr.subs({Y: o, T: tg}), "loss_term"))
+        steps.append(Step(e, loss.expr.subs({Y: o, T: tg}).subs(logs or {}), "loss_term"))
         terms.append(e)
     scale = sp.Rational(1, len(outs)) if loss.average_outputs else sp.S.One
     total = sp.Symbol("E_total", real=True)
