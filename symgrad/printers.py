@@ -1,8 +1,8 @@
 """Code printers: SymPy's printers, subclassed only where symgrad's output differs."""
 
 import sympy as sp
-from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.numpy import NumPyPrinter as _NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
 

@@ -165,3 +165,18 @@ def test_random_networks_against_pytorch(build, seed):
     assert E == pytest.approx(te.item(), rel=1e-10, abs=1e-13)
     for k in g:
         np.testing.assert_allclose(g[k], tp[k].grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("loss", LOSSES[:5], ids=lambda v: v[0])
+def test_per_sample_path_agrees_with_array_path(build, loss):
+    """Small networks take straight-line per-sample code for small batches and array code for big ones."""
+    model = make_net([2, 3, 2], "sigmoid", output_activation(loss), loss, seed=7, reduction="sum")
+    mod = build(model)
+    assert "_loss_and_gradients_rows" in open(mod.__file__).read()
+    p = mod.init_params()
+    x, y = sample(model, 200, 3)  # 200 rows: the array path
+    E, g = mod.loss_and_gradients(p, x, y)
+    parts = [mod.loss_and_gradients(p, x[i:i + 1], y[i:i + 1]) for i in range(200)]  # one row: per-sample path
+    assert E == pytest.approx(sum(e for e, _ in parts), rel=1e-12)
+    for k in g:
+        np.testing.assert_allclose(g[k], sum(gp[k] for _, gp in parts), rtol=1e-11, atol=1e-14)
