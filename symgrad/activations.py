@@ -55,6 +55,13 @@ class Activation:
         return d
 
 
+def _number(v):
+    """A SymPy number for a parameter: an Integer when it is whole (elu's alpha = 1), else a Float."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ExpressionError(f"activation parameter must be a number, got {v!r}")
+    return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v)
+
+
 def _builtin(name, params):
     p = dict(params)
     if name == "identity" or name == "linear":
@@ -66,7 +73,7 @@ def _builtin(name, params):
     if name == "relu":
         return Activation("relu", relu(x), from_out=step(out), latex=r"\max(x, 0)")
     if name == "leaky_relu":
-        a = sp.Float(p.pop("negative_slope", 0.01))
+        a = _number(p.pop("negative_slope", 0.01))
         return Activation(
             "leaky_relu",
             sp.Piecewise((x, x > 0), (a * x, True)),
@@ -75,7 +82,7 @@ def _builtin(name, params):
             latex=r"\begin{cases} x & x > 0 \\ %s\,x & \text{otherwise}\end{cases}" % sp.latex(a),
         )
     if name == "elu":
-        a = sp.Float(p.pop("alpha", 1.0))
+        a = _number(p.pop("alpha", 1.0))
         return Activation(
             "elu",
             sp.Piecewise((x, x > 0), (a * (sp.exp(x) - 1), True)),

@@ -57,10 +57,20 @@ class NumPyPrinter(_NumPyPrinter):
         return "_erf(%s)" % self._print(expr.args[0])
 
     def _print_Piecewise(self, expr):
-        """Nested np.where, last condition True."""
+        """Nested np.where, last condition True.
+
+        np.where evaluates every branch everywhere, so for ``(f, v > 0), (g, True)`` the default
+        branch is printed as g(min(v, 0)): equal where it is taken, and no overflow where it is not
+        (elu's exp(x) at x = 1000).
+        """
         *pairs, (last, cond) = expr.args
         if cond != sp.true:
             raise ValueError("Piecewise without a default branch")
+        if len(pairs) == 1 and isinstance(pairs[0][1], (sp.StrictGreaterThan, sp.GreaterThan)) \
+                and pairs[0][1].lhs.is_Symbol and pairs[0][1].rhs == 0 and last.has(sp.exp):
+            v = pairs[0][1].lhs
+            clamp = sp.Symbol(f"np.minimum({self._print(v)}, 0.0)")
+            last = last.xreplace({v: clamp})
         code = self._print(last)
         for value, c in reversed(pairs):
             code = "np.where(%s, %s, %s)" % (self._print(c), self._print(value), code)

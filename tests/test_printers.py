@@ -44,3 +44,8 @@ def test_piecewise_is_nested_where():
 
 def test_erf_uses_the_helper():
     assert numpy_code(sp.erf(x)) == "_erf(x)"
+
+
+def test_piecewise_default_branch_with_exp_is_clamped():
+    pw = sp.Piecewise((x, x > 0), (sp.exp(x) - 1, True))
+    assert numpy_code(pw) == "np.where((x > 0), x, np.exp(np.minimum(x, 0.0)) - 1)"

@@ -65,7 +65,7 @@ def one_layer(build, act, loss, units=2):
     return build(model)
 
 
-@pytest.mark.parametrize("act", ["sigmoid", "softplus", "tanh", "silu", "relu"])
+@pytest.mark.parametrize("act", ["sigmoid", "softplus", "tanh", "silu", "relu", "elu"])
 def test_activations_finite_at_plus_minus_1000(build, act):
     torch = pytest.importorskip("torch", reason="PyTorch's stable forms are the reference")
     mod = one_layer(build, act, "half_sse")
@@ -76,10 +76,14 @@ def test_activations_finite_at_plus_minus_1000(build, act):
         warnings.simplefilter("error")
         E, g = mod.loss_and_gradients(p, x, t)
         y = mod.forward(p, x)
+        E50, g50 = mod.loss_and_gradients(p, np.repeat(x, 50, axis=0), np.repeat(t, 50, axis=0))  # array path
+    assert E50 == pytest.approx(50 * E, rel=1e-12)
+    np.testing.assert_allclose(g50["o.weight"], 50 * g["o.weight"], rtol=2e-3)  # 1 - out rounds differently
     tw = torch.tensor(p["o.weight"], requires_grad=True)
     z = torch.tensor(x) @ tw.T
     ty = {"sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus,
-          "tanh": torch.tanh, "silu": torch.nn.functional.silu, "relu": torch.relu}[act](z)
+          "tanh": torch.tanh, "silu": torch.nn.functional.silu, "relu": torch.relu,
+          "elu": torch.nn.functional.elu}[act](z)
     (ty**2 / 2).sum().backward()
     assert np.all(np.isfinite(y)) and np.isfinite(E) and np.all(np.isfinite(g["o.weight"]))
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12)
@@ -96,7 +100,7 @@ def exact_gradient(act, xs):
 
     z = sp.Symbol("z")
     f = {"sigmoid": 1 / (1 + sp.exp(-z)), "softplus": sp.log(1 + sp.exp(z)), "tanh": sp.tanh(z),
-         "silu": z / (1 + sp.exp(-z)), "relu": sp.Max(z, 0)}[act]
+         "silu": z / (1 + sp.exp(-z)), "relu": sp.Max(z, 0), "elu": sp.Piecewise((z, z > 0), (sp.exp(z) - 1, True))}[act]
     total = sum((f * sp.diff(f, z) * z).subs(z, sp.Integer(int(v))).evalf(50) for v in xs)
     return [float(total)] * 2
 
