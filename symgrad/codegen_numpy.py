@@ -180,17 +180,21 @@ def _network_bodies(model, pr):
     y = f"a{L}"
     names = {"y": y, "t": "t", "net": f"z{L}", "logy": "logy"}
     c = der.scale
-    loss_expr = pr(der.loss_term, names)
     scale = "s" if c == 1 else f"s * {pr(c)}"
     lossl = ["s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
     if der.loss_term.has(LOGSOFTMAX):
         lossl.append(f"logy = z{L} - np.log(sum{L})  # log softmax, stable")
-    lossl.append(f"E = {scale} * float(np.sum({loss_expr}))")
+    # the loss term and the output delta share subexpressions (t - y, ...): computed once, with the loss
+    shared, (loss_term, delta_out) = sp.cse([der.loss_term, der.delta_out], symbols=sp.numbered_symbols("e"))
+    for sym, expr in shared:
+        lossl.append(f"{sym.name} = {pr(expr, names)}")
+        names[sym.name] = sym.name
+    lossl.append(f"E = {scale} * float(np.sum({pr(loss_term, names)}))")
     back = []
     lowest = min((s.index for s in layers if s.weight.trainable or (s.bias is not None and s.bias.trainable)), default=None)
     grads = []
     if lowest is not None:
-        dexpr = pr(der.delta_out, names)
+        dexpr = pr(delta_out, names)
         if der.softmax:
             back += [f"h = {dexpr}", f"d{L} = h - {y} * h.sum(axis=1, keepdims=True)"]
         else:
@@ -283,6 +287,7 @@ def numpy_module(model, dtype="float64", source=None):
 
 def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
     from .explain import formula_lines
+    from .optim import train_context
     from .render import render
 
     src = source or model.source
@@ -319,4 +324,5 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         y=bodies["y"],
         learning_rate=repr(float(model.train.learning_rate)),
         uses_target=model.loss.uses_target,
+        train=train_context(model),
     )
