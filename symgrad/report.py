@@ -1,0 +1,262 @@
+"""Derivation reports: build the content once (report_content), print it for one format, lay it out.
+
+Formats: ``tex`` (standalone LaTeX), ``pdf`` (that LaTeX through pdflatex), ``md`` (GitHub Markdown
+with ``$...$`` math) and ``html`` (one self-contained file, math as presentation MathML, no scripts).
+Expressions are printed by SymPy's LaTeX and MathML printers, subclassed only to print numbers with
+``digits`` significant digits, the Leibniz symbol, and (in the substituted forms) every symbol as
+its value.
+"""
+
+import shutil
+import subprocess
+import tempfile
+from html import escape
+from pathlib import Path
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.mathml import MathMLPresentationPrinter
+
+from .render import render
+from .report_content import Diagram, Math, Subst, Table, Text, build
+
+FORMATS = ("md", "tex", "html", "pdf")
+TEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures"
+
+
+def number(v, digits):
+    """(mantissa, exponent or None) of v with ``digits`` significant digits."""
+    s = f"{v:.{digits}g}"
+    if "e" in s:
+        m, e = s.split("e")
+        return m, int(e)
+    return s, None
+
+
+class ReportLatexPrinter(LatexPrinter):
+    """LaTeX with products as a·b in the order given, numbers to ``digits``, and optional values."""
+
+    def __init__(self, digits=9, values=None):
+        super().__init__({"mul_symbol": "dot", "order": "none"})
+        self.digits, self.values = digits, values
+
+    def _print(self, expr, **kwargs):
+        if self.values is not None and isinstance(expr, sp.Basic) and not expr.is_Number and expr in self.values:
+            v = self.values[expr]
+            s = self._number(v)
+            return r"\left(%s\right)" % s if v < 0 else s
+        return super()._print(expr, **kwargs)
+
+    def _number(self, v):
+        m, e = number(v, self.digits)
+        return m if e is None else r"%s \cdot 10^{%d}" % (m, e)
+
+    def _print_Float(self, expr):
+        return self._number(float(expr))
+
+    def _print_Partial(self, expr):
+        return r"\frac{\partial %s}{\partial %s}" % (self._print(expr.args[0]), self._print(expr.args[1]))
+
+
+class ReportMathMLPrinter(MathMLPresentationPrinter):
+    """Presentation MathML with the same choices as ReportLatexPrinter."""
+
+    def __init__(self, digits=9, values=None):
+        super().__init__({"mul_symbol": "dot", "order": "none"})
+        self.digits, self.values = digits, values
+
+    def _el(self, tag, *children, text=None):
+        e = self.dom.createElement(tag)
+        if text is not None:
+            e.appendChild(self.dom.createTextNode(text))
+        for c in children:
+            e.appendChild(c)
+        return e
+
+    def _print(self, expr, **kwargs):
+        if self.values is not None and isinstance(expr, sp.Basic) and not expr.is_Number and expr in self.values:
+            v = self.values[expr]
+            n = self._number(v)
+            return self._el("mrow", self._el("mo", text="("), n, self._el("mo", text=")")) if v < 0 else n
+        return super()._print(expr, **kwargs)
+
+    def _number(self, v):
+        m, e = number(v, self.digits)
+        if m.startswith("-"):
+            mant = self._el("mrow", self._el("mo", text="\u2212"), self._el("mn", text=m[1:]))
+        else:
+            mant = self._el("mn", text=m)
+        if e is None:
+            return mant
+        return self._el("mrow", mant, self._el("mo", text="\u00b7"),
+                        self._el("msup", self._el("mn", text="10"), self._el("mn", text=str(e))))
+
+    def _print_Float(self, expr):
+        return self._number(float(expr))
+
+    def _ordered(self, order, method, expr):
+        old = self._settings["order"]
+        self._settings["order"] = order
+        try:
+            return method(expr)
+        finally:
+            self._settings["order"] = old
+
+    def _print_Mul(self, expr):
+        """Factors in the order given (the parent reorders unless order is 'old')."""
+        return self._ordered("old", super()._print_Mul, expr)
+
+    def _print_Add(self, expr):
+        return self._ordered("none", super()._print_Add, expr)
+
+    def _print_Symbol(self, sym, style="plain"):
+        return super()._print_Symbol(sp.Symbol(sym.name.replace("{", "").replace("}", "")), style)
+
+    _print_MatrixSymbol = _print_Symbol
+
+    def _print_Partial(self, expr):
+        def part(a):
+            return self._el("mrow", self._el("mo", text="\u2202"), self._print(a))
+        return self._el("mfrac", part(expr.args[0]), part(expr.args[1]))
+
+    def _print_sigmoid(self, expr):
+        return self._el("mrow", self._el("mi", text="\u03c3"), self._el("mo", text="("), self._print(expr.args[0]),
+                        self._el("mo", text=")"))
+
+
+class _Layout:
+    """Prints blocks to strings of one format."""
+
+    def __init__(self, fmt, report):
+        self.fmt, self.rep = fmt, report
+        self.digits = report.digits
+
+    def expr(self, e, values=False):
+        vals = self.rep.values if values else None
+        if self.fmt == "html":
+            p = ReportMathMLPrinter(self.digits, vals)
+            return p._print(e).toxml() if not isinstance(e, float) else p._number(e).toxml()
+        p = ReportLatexPrinter(self.digits, vals)
+        return p._number(e) if isinstance(e, float) else p.doprint(e)
+
+    def part(self, x):
+        if isinstance(x, Subst):
+            return self.expr(x.expr, values=True)
+        return self.expr(float(x) if isinstance(x, (int, float)) else x)
+
+    def inline(self, frag):
+        if isinstance(frag, str):
+            return {"html": escape, "tex": _tex_escape, "md": _md_escape}[self.fmt](frag)
+        s = self.part(frag)
+        if self.fmt == "html":
+            return f"<math>{s}</math>"
+        return f"${s}$"
+
+    def frags(self, frags):
+        return "".join(self.inline(f) for f in frags)
+
+    def math(self, m):
+        if m.split:
+            return self.split_math(m)
+        parts = [self.part(p) for p in m.parts]
+        if self.fmt == "html":
+            rows = [f"<mtr><mtd>{parts[0]}</mtd><mtd><mo>=</mo>{parts[1]}</mtd></mtr>"] if len(parts) > 1 else [
+                f"<mtr><mtd>{parts[0]}</mtd></mtr>"]
+            rows += [f"<mtr><mtd></mtd><mtd><mo>=</mo>{p}</mtd></mtr>" for p in parts[2:]]
+            return '<math display="block"><mtable>' + "".join(rows) + "</mtable></math>"
+        lines = [f"{parts[0]} &= {parts[1]}"] if len(parts) > 1 else [parts[0]]
+        lines += [f"&= {p}" for p in parts[2:]]
+        if self.fmt == "tex":
+            return "\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}"
+        return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
+
+    def split_math(self, m):
+        """lhs = term_1 + ... with one term per line."""
+        lhs, rhs = m.parts
+        terms = [self.part(t) for t in (rhs.args if isinstance(rhs, sp.Add) else [rhs])]
+        if self.fmt == "html":
+            rows = [f"<mtr><mtd>{self.part(lhs)}</mtd><mtd><mo>=</mo>{terms[0]}</mtd></mtr>"]
+            rows += [f"<mtr><mtd></mtd><mtd><mo>+</mo>{t}</mtd></mtr>" for t in terms[1:]]
+            return '<math display="block"><mtable>' + "".join(rows) + "</mtable></math>"
+        lines = [f"{self.part(lhs)} &= {terms[0]}"] + [rf"&\quad + {t}" for t in terms[1:]]
+        if self.fmt == "tex":
+            return "\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}"
+        return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
+
+    def table(self, t):
+        cell = self.inline
+        if self.fmt == "html":
+            head = "".join(f"<th>{escape(h)}</th>" for h in t.header)
+            body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>\n" for r in t.rows)
+            return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>"
+        if self.fmt == "md":
+            lines = ["| " + " | ".join(_md_escape(h) for h in t.header) + " |", "|" + "---|" * len(t.header)]
+            lines += ["| " + " | ".join(cell(c).replace("|", r"\|") for c in r) + " |" for r in t.rows]
+            return "\n".join(lines)
+        cols = "l" * len(t.header)
+        lines = [r"\begin{longtable}{%s}" % cols, r"\toprule", " & ".join(_tex_escape(h) for h in t.header) + r" \\",
+                 r"\midrule", r"\endhead"]
+        lines += [" & ".join(cell(c) for c in r) + r" \\" for r in t.rows]
+        lines += [r"\bottomrule", r"\end{longtable}"]
+        return "\n".join(lines)
+
+    def block(self, b):
+        if isinstance(b, Math):
+            return self.math(b)
+        if isinstance(b, Text):
+            return self.frags(b.frags)
+        if isinstance(b, Table):
+            return self.table(b)
+        if isinstance(b, Diagram):
+            return b.tikz if self.fmt == "tex" else b.svg
+        raise TypeError(type(b).__name__)
+
+
+def _tex_escape(s):
+    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+    s = "".join(rep.get(c, c) for c in s)
+    uni = {"σ": r"$\sigma$", "δ": r"$\delta$", "η": r"$\eta$", "∂": r"$\partial$", "⊙": r"$\odot$", "→": r"$\to$",
+           "×": r"$\times$", "←": r"$\leftarrow$", "−": "-", "⁺": r"$^{+}$", "²": r"$^{2}$", "ᵀ": r"$^{T}$",
+           "Σ": r"$\Sigma$", "—": "---", "…": r"\dots{}", "'": "'"}
+    return "".join(uni.get(c, c) for c in s)
+
+
+def _md_escape(s):
+    return s.replace("*", r"\*").replace("_", r"\_").replace("$", r"\$")
+
+
+def layout(rep, fmt):
+    """The report laid out by templates/report/report.<fmt>.j2."""
+    lay = _Layout(fmt, rep)
+    sections = [{"title": s.title, "blocks": [lay.block(b) for b in s.blocks]} for s in rep.sections]
+    title = {"html": escape, "tex": _tex_escape, "md": _md_escape}[fmt](rep.title)
+    return render(f"report/report.{fmt}.j2", title=title, sections=sections)
+
+
+def report(spec, fmt="md", params=None, digits=9, steps=0, param_values=None):
+    """The derivation report of ``spec`` (path or model) as text (``fmt`` md, tex or html; pdf: use write_report)."""
+    from .api import _model
+
+    if fmt not in ("md", "tex", "html"):
+        raise ValueError(f"format must be md, tex or html (pdf: write_report), got {fmt!r}")
+    model = _model(spec)
+    return layout(build(model, params, digits, steps, param_values), fmt)
+
+
+def pdf(tex):
+    """PDF bytes of a LaTeX document, built with pdflatex in a temporary folder."""
+    from .cli import ToolError
+
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        raise ToolError(f"pdflatex is not installed; install the Debian packages {TEX_PACKAGES}")
+    with tempfile.TemporaryDirectory(prefix="symgrad-report-") as tmp:
+        Path(tmp, "report.tex").write_text(tex, encoding="utf-8")
+        for _ in range(2):  # longtable needs a second pass for its column widths
+            r = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=tmp,
+                               capture_output=True, text=True, errors="replace", timeout=300)
+            if r.returncode != 0:
+                tail = "\n".join(r.stdout.splitlines()[-20:])
+                raise ToolError(f"pdflatex failed:\n{tail}")
+        return Path(tmp, "report.pdf").read_bytes()

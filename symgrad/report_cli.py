@@ -1,0 +1,69 @@
+"""``symgrad report``: write a step-by-step derivation report of a spec.
+
+The format is ``--format`` if given, else the suffix of ``-o FILE`` (.md, .tex, .html, .pdf), else
+Markdown. Without ``-o`` the report is written to ``<model name>.<format>`` in the current folder.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpecError
+from .render import write_atomic
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "report", help="write a step-by-step derivation report (md, tex, html, pdf)",
+        description="Write the forward pass, the chain-rule derivation of every gradient with the numbers "
+                    "substituted, the update, finite-difference checks and the checks of [[expect]].")
+    p.add_argument("spec", metavar="SPEC", help="the model's TOML spec file")
+    p.add_argument("-o", "--out", metavar="FILE", help="output file (default: <name>.<format> in the current folder)")
+    p.add_argument("--format", choices=["md", "tex", "html", "pdf"], help="format (default: from FILE's suffix, else md)")
+    p.add_argument("--params", metavar="NAMES", help="comma-separated scalar parameters to derive step by step")
+    p.add_argument("--digits", type=int, default=9, metavar="N", help="significant digits of numbers (default: 9)")
+    p.add_argument("--steps", type=int, default=0, metavar="N", help="also show the loss after 1 and N gradient steps")
+    p.add_argument("--params-file", metavar="FILE.npz", help="parameter values to use instead of the spec's")
+    p.set_defaults(run=run)
+
+
+def _format(args):
+    if args.format:
+        return args.format
+    if args.out:
+        suffix = Path(args.out).suffix.lower().lstrip(".")
+        if suffix in ("md", "tex", "html", "pdf"):
+            return suffix
+        if suffix == "htm":
+            return "html"
+        raise SpecError(f"cannot tell the format from {args.out!r}; give --format md|tex|html|pdf", "--format")
+    return "md"
+
+
+def _load_npz(path):
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read parameters: {exc}", file=path) from None
+
+
+def run(args):
+    from .report import layout, pdf
+    from .report_content import build
+    from .spec import load
+
+    if not 1 <= args.digits <= 17:
+        raise SpecError("--digits must be between 1 and 17", "--digits")
+    if not 0 <= args.steps <= 100000:
+        raise SpecError("--steps must be between 0 and 100000", "--steps")
+    fmt = _format(args)
+    model = load(args.spec)
+    params = [s.strip() for s in args.params.split(",") if s.strip()] if args.params else None
+    values = _load_npz(args.params_file) if args.params_file else None
+    rep = build(model, params, args.digits, args.steps, values)
+    text = layout(rep, "tex" if fmt == "pdf" else fmt)
+    data = pdf(text) if fmt == "pdf" else text
+    path = write_atomic(args.out or f"{model.name}.{fmt}", data)
+    print(f"wrote {path}")
+    return 0

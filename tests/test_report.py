@@ -1,0 +1,127 @@
+"""Reports: the worked example's numbers, refuted claims, LaTeX that compiles, HTML that renders."""
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from symgrad import load, report
+from symgrad.cli import main
+from symgrad.report_content import build
+
+ROOT = Path(__file__).resolve().parent.parent
+EX = ROOT / "examples"
+
+MAZUR = {
+    "out_o1": 0.75136507, "out_o2": 0.772928465, "E_total": 0.298371109,
+    "dE/dout_o1": 0.74136507, "dout_o1/dnet_o1": 0.186815602, "dnet_o1/dw5 = out_h1": 0.593269992,
+    "dE/dw5": 0.082167041, "dE/dw1": 0.000438568,
+    "w5+": 0.35891648, "w6+": 0.408666186, "w7+": 0.511301270, "w8+": 0.561370121,
+    "w1+": 0.149780716, "w2+": 0.19956143, "w3+": 0.24975114, "w4+": 0.29950229,
+}
+
+
+def numbers(text):
+    return [float(m) for m in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)]
+
+
+def contains(nums, value):
+    """A number in the report equal to value to the digits the worked example states."""
+    digits = len(re.sub(r"^0\.0*", "", repr(value)).rstrip("0"))
+    return any(abs(n - value) <= 0.6 * 10 ** (math_floor_log10(value) - digits + 1) for n in nums)
+
+
+def math_floor_log10(v):
+    import math
+
+    return math.floor(math.log10(abs(v)))
+
+
+@pytest.fixture(scope="module")
+def mazur_md():
+    return report(EX / "mazur.toml", "md")
+
+
+@pytest.mark.parametrize("what", sorted(MAZUR))
+def test_mazur_report_contains_worked_example_numbers(mazur_md, what):
+    assert contains(numbers(mazur_md), MAZUR[what]), what
+
+
+def test_mazur_report_shows_substitution_and_delta(mazur_md):
+    assert r"0.15 \cdot 0.05 + 0.2 \cdot 0.1 + 0.35" in mazur_md
+    assert r"\delta_{o1}" in mazur_md and "derivative of the sigmoid" in mazur_md
+    assert "sum over 2 paths" in mazur_md
+    assert mazur_md.count("confirmed") == 5 and "WRONG" not in mazur_md
+
+
+def test_single_neuron_claim_is_refuted():
+    text = report(EX / "single_neuron.toml", "md")
+    row = next(ln for ln in text.splitlines() if ln.startswith("| gradient w5"))
+    assert "WRONG" in row and "-0.222738301" in row
+    assert "The stated gradient w5 = $-0.033$ is WRONG; the correct value is $-0.222738301$" in text
+    assert next(ln for ln in text.splitlines() if ln.startswith("| output y")).endswith("confirmed |")
+
+
+def test_deterministic():
+    for fmt in ("md", "tex", "html"):
+        assert report(EX / "mazur.toml", fmt) == report(EX / "mazur.toml", fmt)
+
+
+def test_cli_writes_report_and_rejects_bad_params(tmp_path, capsys):
+    out = tmp_path / "m.html"
+    assert main(["report", str(EX / "mazur.toml"), "-o", str(out), "--digits", "5", "--steps", "3"]) == 0
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "0.75137" in text and "Training" in text
+    assert main(["report", str(EX / "mazur.toml"), "-o", str(tmp_path / "x.md"), "--params", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
+
+
+def test_params_restrict_the_derivation():
+    text = report(EX / "mazur.toml", "md", params=["w1"])
+    assert "Gradient of the parameter w1" in text and "Gradient of the parameter w6" not in text
+
+
+def test_large_network_report_is_fast_and_layer_level():
+    t0 = time.time()
+    rep = build(load(EX / "mnist_mlp.toml"))
+    text = report(EX / "mnist_mlp.toml", "md").replace("\\_", "_")
+    assert time.time() - t0 < 20
+    assert "The general, vectorised form" in text and r"\circ" in text  # delta^l = (W^T delta) ∘ f'
+    assert "Selected parameters" in text and "fc1_w" in text and "fc3_w" in text
+    table = next(b for s in rep.sections if s.title.startswith("Summary") for b in s.blocks)
+    assert all(row[3] < 1e-5 for row in table.rows)  # analytic vs finite differences
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (Debian: texlive-latex-base "
+                    "texlive-latex-recommended texlive-latex-extra texlive-pictures)")
+@pytest.mark.parametrize("spec", ["mazur", "single_neuron", "mnist_mlp", "sigmoid_neuron"])
+def test_tex_compiles(tmp_path, spec):
+    (tmp_path / "r.tex").write_text(report(EX / f"{spec}.toml", "tex"))
+    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "r.tex"], cwd=tmp_path,
+                       capture_output=True, text=True, errors="replace", timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert (tmp_path / "r.pdf").stat().st_size > 10000
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian: chromium)")
+def test_html_renders_in_chromium(tmp_path):
+    html = tmp_path / "mazur.html"
+    html.write_text(report(EX / "mazur.toml", "html"))
+    flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,3000", html.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 50000
+    dom = subprocess.run(flags + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<math") > 50 and "<mfrac>" in dom and "<svg" in dom
+    text = re.sub(r"<[^>]+>", "", dom)
+    for raw in ("\\frac", "$$", "\\cdot", "\\left", "\\partial"):
+        assert raw not in text
+    assert "http://" not in dom.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
+        'xmlns="http://www.w3.org/1998/Math/MathML"', "")
