@@ -28,6 +28,17 @@ class Derivation:
             raise KeyError(f"no trainable scalar parameter {name!r}")
         return self.scalar.factored(sym) if form == "factored" else self.scalar.expanded(sym)
 
+    def _repr_markdown_(self):
+        """Jupyter: the step-by-step report (report.py) as Markdown."""
+        from .report import report
+
+        return report(self.model, "md")
+
+    def _repr_html_(self):
+        from .report import report
+
+        return report(self.model, "html")
+
 
 def _model(spec):
     return load(spec) if isinstance(spec, (str, Path)) else spec
