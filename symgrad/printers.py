@@ -6,29 +6,18 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
 
-class NumPyPrinter(_NumPyPrinter):
-    """NumPy code with ``np.`` as the module alias and stable forms of symgrad's functions."""
-
-    printmethod = "_symgrad_numpy"
+class _PythonNumbers:
+    """Shared by the Python printers: renamed symbols, float literals with every digit, 1/x for x**-1."""
 
     def __init__(self, settings=None, names=None):
         super().__init__(settings)
         self.names = names or {}
-
-    def _module_format(self, fqn, register=True):
-        fqn = super()._module_format(fqn, register)
-        return "np." + fqn[6:] if fqn.startswith("numpy.") else fqn
 
     def _print_Symbol(self, expr):
         return self.names.get(expr.name, expr.name)
 
     def _print_Rational(self, expr):
         return repr(float(expr))
-
-    def _print_Relational(self, expr):
-        """Infix comparisons: they broadcast over arrays as the function forms do."""
-        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
-        return "(%s %s %s)" % (self._print(expr.lhs), op, self._print(expr.rhs))
 
     def _print_Half(self, expr):
         return "0.5"
@@ -40,6 +29,21 @@ class NumPyPrinter(_NumPyPrinter):
         if expr.exp == -1:
             return "1/%s" % self.parenthesize(expr.base, PRECEDENCE["Mul"])
         return super()._print_Pow(expr, rational)
+
+
+class NumPyPrinter(_PythonNumbers, _NumPyPrinter):
+    """NumPy code with ``np.`` as the module alias and stable forms of symgrad's functions."""
+
+    printmethod = "_symgrad_numpy"
+
+    def _module_format(self, fqn, register=True):
+        fqn = super()._module_format(fqn, register)
+        return "np." + fqn[6:] if fqn.startswith("numpy.") else fqn
+
+    def _print_Relational(self, expr):
+        """Infix comparisons: they broadcast over arrays as the function forms do."""
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        return "(%s %s %s)" % (self._print(expr.lhs), op, self._print(expr.rhs))
 
     def _print_sigmoid(self, expr):
         return "_sigmoid(%s)" % self._print(expr.args[0])
@@ -77,24 +81,10 @@ class NumPyPrinter(_NumPyPrinter):
         return code
 
 
-class MathPrinter(PythonCodePrinter):
+class MathPrinter(_PythonNumbers, PythonCodePrinter):
     """Plain-Python float code (``math`` module) for straight-line per-sample paths."""
 
-    def _print_Symbol(self, expr):
-        return expr.name
-
-    def _print_Rational(self, expr):
-        return repr(float(expr))
-
-    def _print_Half(self, expr):
-        return "0.5"
-
-    def _print_Float(self, expr):
-        return repr(float(expr))
-
     def _print_Pow(self, expr, rational=False):
-        if expr.exp == -1:
-            return "1/%s" % self.parenthesize(expr.base, PRECEDENCE["Mul"])
         if expr.exp == 2:
             return "%s*%s" % ((self.parenthesize(expr.base, PRECEDENCE["Mul"]),) * 2)
         return super()._print_Pow(expr, rational)

@@ -66,6 +66,8 @@ BAD = [
     ('inputs = 2', 'inputs = 2\n[sample]\nx = [1.0]\nt = [1.0]', "sample.x", "shape (2,)"),
     ('inputs = 2', 'inputs = 2\ncolour = "red"', "colour", "unknown key"),
     ('name = "net"', 'name = "symgrad_net"', "name", "collides with generated names"),
+    ('inputs = 2', 'inputs = ["np", "b"]', "inputs[0]", "collides with generated names"),
+    ('name = "hidden"', 'name = "exp"', "layers[0].name", "collides with generated names"),
 ]
 
 
