@@ -219,3 +219,52 @@ def loss_and_gradients(params, x, y):
 def gradients(params, x, y):
     """{name: dE/dparam} for every trainable parameter (same keys and shapes as params)."""
     return loss_and_gradients(params, x, y)[1]
+
+
+# Training (symgrad.optim): momentum, constant learning-rate schedule.
+# optimizer momentum, per trainable parameter theta with gradient g, in order:
+#     b <- b*mu + g
+#     theta <- -b*eta + theta
+# learning rate after k steps (constant schedule): eta = eta_0
+# hyper-parameters: mu = 0.9, eta_0 = 0.01
+OPTIMIZER = "momentum"
+SCHEDULE = "constant"
+MOMENTUM = 0.9
+BASE_LR = 0.01
+EPOCHS = 10
+BATCH_SIZE = 32
+TRAIN_SEED = 0
+
+
+def lr_at(step):
+    """The learning rate of the step taken after `step` steps (constant schedule)."""
+    return float(BASE_LR)
+
+
+def init_state(params):
+    """A fresh optimizer state: no steps taken, zero b per trainable parameter."""
+    return {
+        "step": 0,
+        "b": {name: np.zeros(np.shape(params[name]), dtype=DTYPE) for name in TRAINABLE},
+    }
+
+
+def train_step(params, state, x, y):
+    """One momentum step on the batch (x, y): (new params, new state, loss before the step).
+
+    Functional: params and state are not modified; frozen parameters are passed through unchanged.
+    """
+    E, grads = loss_and_gradients(params, x, y)
+    step = state["step"]
+    lr = lr_at(step)
+    new_params = dict(params)
+    new_state = {"step": step + 1, "b": dict(state["b"])}
+    for name in TRAINABLE:
+        p = np.asarray(params[name], dtype=DTYPE)
+        g = grads[name]
+        b = state["b"][name]
+        b = b*MOMENTUM + g
+        p = -b*lr + p
+        new_params[name] = np.asarray(p, dtype=DTYPE)
+        new_state["b"][name] = np.asarray(b, dtype=DTYPE)
+    return new_params, new_state, E

@@ -155,7 +155,8 @@ def loss(params, x, y):
     z2 += b2
     a2 = z2  # identity, in place
     s = 1.0
-    E = s * float(np.sum(0.5*(t - a2)**2))
+    e0 = t - a2
+    E = s * float(np.sum(0.5*e0**2))
     return E
 
 
@@ -177,8 +178,9 @@ def loss_and_gradients(params, x, y):
     z2 += b2
     a2 = z2  # identity, in place
     s = 1.0
-    E = s * float(np.sum(0.5*(t - a2)**2))
-    d2 = -t + a2  # dE/dnet of the output layer, per unit of the loss scale
+    e0 = t - a2
+    E = s * float(np.sum(0.5*e0**2))
+    d2 = -e0  # dE/dnet of the output layer, per unit of the loss scale
     gW2 = d2.T @ a1  # dE/dW of 'output'
     gb2 = d2.sum(axis=0)
     d1 = d2 @ W2  # dE/da of 'hidden'
@@ -238,3 +240,46 @@ def _loss_and_gradients_rows(params, a0, t):
 def gradients(params, x, y):
     """{name: dE/dparam} for every trainable parameter (same keys and shapes as params)."""
     return loss_and_gradients(params, x, y)[1]
+
+
+# Training (symgrad.optim): sgd, constant learning-rate schedule.
+# optimizer sgd, per trainable parameter theta with gradient g, in order:
+#     theta <- -eta*g + theta
+# learning rate after k steps (constant schedule): eta = eta_0
+# hyper-parameters: eta_0 = 0.1
+OPTIMIZER = "sgd"
+SCHEDULE = "constant"
+BASE_LR = 0.1
+EPOCHS = 10
+BATCH_SIZE = 32
+TRAIN_SEED = 0
+
+
+def lr_at(step):
+    """The learning rate of the step taken after `step` steps (constant schedule)."""
+    return float(BASE_LR)
+
+
+def init_state(params):
+    """A fresh optimizer state: no steps taken."""
+    return {
+        "step": 0,
+    }
+
+
+def train_step(params, state, x, y):
+    """One sgd step on the batch (x, y): (new params, new state, loss before the step).
+
+    Functional: params and state are not modified; frozen parameters are passed through unchanged.
+    """
+    E, grads = loss_and_gradients(params, x, y)
+    step = state["step"]
+    lr = lr_at(step)
+    new_params = dict(params)
+    new_state = {"step": step + 1}
+    for name in TRAINABLE:
+        p = np.asarray(params[name], dtype=DTYPE)
+        g = grads[name]
+        p = -lr*g + p
+        new_params[name] = np.asarray(p, dtype=DTYPE)
+    return new_params, new_state, E

@@ -33,14 +33,14 @@ C_KEYWORDS = frozenset(
     "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
     "_Bool _Complex _Imaginary".split()
 )
-# names the generated modules and the derivation use for themselves
+# names generated code uses for modules, builtins and libm functions: a model name must not shadow them
 RESERVED = frozenset(
-    {"np", "math", "params", "x", "y", "t", "n", "batch", "state", "grads", "out", "net", "delta", "loss", "forward",
-     "gradients", "E", "lr", "ws", "i", "j", "k", "b", "self"}
+    "np math max min abs float int zip range len sum exp log sqrt pow sin cos tan tanh sinh cosh atan erf fabs "
+    "fmax fmin expf logf main ctypes".split()
 )
 
 
-def check_name(name, key, what="name", reserved=True):
+def check_name(name, key, what="name"):
     """A name must be an identifier that no generated module or C compiler would choke on."""
     if not isinstance(name, str):
         raise SpecError(f"{what} must be a string, got {type(name).__name__}", key)
@@ -48,7 +48,7 @@ def check_name(name, key, what="name", reserved=True):
         raise SpecError(f"{what} {name!r} is not an identifier (letters, digits and _; starting with a letter)", key)
     if keyword.iskeyword(name) or name in C_KEYWORDS:
         raise SpecError(f"{what} {name!r} is a Python or C keyword", key)
-    if name.startswith("symgrad") or name.startswith("_"):
+    if name.startswith("symgrad") or name.startswith("_") or name in RESERVED:
         raise SpecError(f"{what} {name!r} collides with generated names", key)
     if len(name) > 63:
         raise SpecError(f"{what} {name!r} is longer than 63 characters", key)
@@ -126,9 +126,18 @@ class Expect:
     source: str = ""
 
 
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
+
+
 @dataclass
 class TrainConfig:
-    """Optimizer settings the spec gives (used by reports' update step and by training)."""
+    """Optimizer settings the spec gives (used by reports' update step and by training).
+
+    ``optimizer`` is sgd, momentum (sgd with ``momentum`` > 0), nesterov (momentum with the
+    look-ahead), adam or adamw; ``sgd`` with ``momentum`` > 0 (and ``nesterov``) means the same as
+    torch.optim.SGD. Schedules count optimizer steps: lr(k) after k steps.
+    """
 
     learning_rate: float = 0.1
     optimizer: str = "sgd"
@@ -146,6 +155,39 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise SpecError(_choice_msg("optimizer", self.optimizer, OPTIMIZERS), "train.optimizer")
+        if self.schedule not in SCHEDULES:
+            raise SpecError(_choice_msg("schedule", self.schedule, SCHEDULES), "train.schedule")
+        for key, lo, hi, closed in (("learning_rate", 0, math.inf, False), ("momentum", 0, 1, True), ("beta1", 0, 1, True),
+                                    ("beta2", 0, 1, True), ("eps", 0, math.inf, False), ("weight_decay", 0, math.inf, True),
+                                    ("gamma", 0, math.inf, False), ("min_lr", 0, math.inf, True)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not (
+                    (lo <= v if closed else lo < v) and v < hi):
+                where = f"{'[' if closed else '('}{lo}, {hi})".replace("inf", "infinity")
+                raise SpecError(f"{key} must be a number in {where}, got {v!r}", f"train.{key}")
+        for key in ("step_size", "total_steps", "epochs", "batch_size"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpecError(f"{key} must be a positive integer, got {v!r}", f"train.{key}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SpecError(f"seed must be a non-negative integer, got {self.seed!r}", "train.seed")
+        if not isinstance(self.nesterov, bool):
+            raise SpecError("nesterov must be true or false", "train.nesterov")
+        if self.optimizer in ("momentum", "nesterov") and self.momentum == 0:
+            raise SpecError(f"optimizer {self.optimizer!r} needs momentum > 0", "train.momentum")
+        if self.nesterov and (self.optimizer not in ("sgd", "nesterov") or self.momentum == 0):
+            raise SpecError("nesterov needs optimizer sgd (or nesterov) and momentum > 0", "train.nesterov")
+
+    @property
+    def kind(self):
+        """The update rule: sgd, momentum, nesterov, adam or adamw."""
+        if self.optimizer == "sgd" and self.momentum > 0:
+            return "nesterov" if self.nesterov else "momentum"
+        return self.optimizer
 
 
 @dataclass
@@ -185,6 +227,14 @@ class _ModelBase:
                 raise SpecError("value must be a finite number", f"{key}.value")
             if e.what != "loss" and not e.name:
                 raise SpecError(f"a {e.what} check needs a name", f"{key}.name")
+
+    @property
+    def n_inputs(self):
+        return len(self.inputs)
+
+    @property
+    def n_outputs(self):
+        return len(self.outputs)
 
     @property
     def param_names(self):
@@ -347,14 +397,6 @@ class Network(_ModelBase):
                 if s in seen and seen[s] != "outputs":
                     raise SpecError(f"name {s!r} is used twice (also in {seen[s]})", f"layers[{len(self.layers) - 1}].neurons")
 
-    @property
-    def n_inputs(self):
-        return len(self.inputs)
-
-    @property
-    def n_outputs(self):
-        return self.layers[-1].units
-
     def layer_params(self, k):
         """(weight Param, bias Param or None) of layer k."""
         name = self.layers[k].name
@@ -434,14 +476,6 @@ class ExpressionModel(_ModelBase):
             raise SpecError(f"unknown parameter(s) {', '.join(sorted(frozen - set(self.params_init)))}", "expression.freeze")
         self.params = [Param(n, (), np.array(float(v)), (n,), n not in frozen) for n, v in self.params_init.items()]
         self._finish_common()
-
-    @property
-    def n_inputs(self):
-        return len(self.inputs)
-
-    @property
-    def n_outputs(self):
-        return len(self.outputs)
 
     def describe(self):
         outs = "; ".join(f"{n} = {e}" for n, e in self.outputs_expr.items())
