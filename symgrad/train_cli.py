@@ -1,0 +1,75 @@
+"""``symgrad train``: fit a spec's model to a data file and save the trained parameters and a loss plot."""
+
+import argparse
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def _count(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return n
+
+
+def _seed(text):
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return n
+
+
+def _positive(text):
+    v = float(text)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def register(subparsers):
+    """Add the ``train`` subcommand."""
+    t = subparsers.add_parser(
+        "train", help="train the model of a spec on a CSV or .npz data file",
+        description="Train SPEC's model on FILE with the optimizer and schedule of its [train] table (options override "
+                    "it). CSV: a header row naming the input and target columns; .npz: arrays x (N, inputs) and y (N, outputs).")
+    t.add_argument("spec", metavar="SPEC", help="the model's TOML spec file")
+    t.add_argument("--data", required=True, metavar="FILE", help="training data (.csv with a header, or .npz with x and y)")
+    t.add_argument("--epochs", type=_count, metavar="E", help="passes over the data (default: [train] epochs)")
+    t.add_argument("--batch-size", type=_count, metavar="B", help="rows per mini-batch (default: [train] batch_size)")
+    t.add_argument("--lr", type=_positive, metavar="LR", help="base learning rate (default: [train] learning_rate)")
+    t.add_argument("--seed", type=_seed, metavar="S", help="seed of the batch shuffling (default: [train] seed)")
+    t.add_argument("-o", "--out", metavar="PARAMS", help="trained parameters as .npz (default: NAME_params.npz)")
+    t.add_argument("--plot", metavar="PNG", help="loss-per-epoch plot (default: NAME_loss.png)")
+    t.add_argument("--no-plot", action="store_true", help="do not write the loss plot")
+    t.set_defaults(run=run)
+
+
+def run(args):
+    """Load, train, report the fit, write the parameters (and the plot); returns the exit code."""
+    from .spec import load
+    from .train import Progress, batches_per_epoch, fit, load_data, loss_png, replace_train, save_params
+
+    model = load(args.spec)
+    over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr),
+                              ("seed", args.seed)) if v is not None}
+    config = replace(model.train, **over)
+    model = replace_train(model, config)
+    x, y = load_data(args.data, model)
+    n = x.shape[0]
+    per_epoch = batches_per_epoch(n, config.batch_size)
+    print(f"{model.name}: {n} samples, batch size {config.batch_size} -> {per_epoch} iterations per epoch, "
+          f"{config.epochs} epochs, optimizer {config.kind}, lr {config.learning_rate:g} ({config.schedule})")
+    result = fit(model, x, y, progress=Progress(config.epochs, per_epoch, sys.stderr))
+    mod = result.module
+    final = mod.loss(result.params, x, y)
+    print(f"final loss on all {n} samples: {final:.6g} (first epoch {result.losses[0]:.6g})")
+    out = Path(args.out or f"{model.name}_params.npz")
+    print(f"wrote {save_params(out, result.params)}")
+    if not args.no_plot:
+        plot = Path(args.plot or f"{model.name}_loss.png")
+        from .render import write_atomic
+
+        print(f"wrote {write_atomic(plot, loss_png(result.losses))}")
+    return 0
