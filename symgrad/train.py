@@ -165,6 +165,8 @@ def fit(model, x, y, epochs=None, batch_size=None, lr=None, seed=None, params=No
     over = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", lr), ("seed", seed))
             if v is not None}
     config = replace(model.train, **over)
+    if module is not None and lr is not None:
+        raise ValueError("lr is fixed in a generated module; pass lr without module to regenerate it")
     if module is None:
         model = replace_train(model, config)
         module = generated_module(model)
