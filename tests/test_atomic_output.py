@@ -5,9 +5,8 @@ import os
 import pytest
 
 import symgrad
-from symgrad.render import write_atomic
-
 from conftest import ROOT
+from symgrad.render import write_atomic
 
 
 def test_interrupt_during_write_keeps_previous_file(tmp_path, monkeypatch):
