@@ -193,7 +193,8 @@ def loss_and_gradients(params, x, y):
     d2 = e0*a2*(a2 - 1)  # dE/dnet of the output layer, per unit of the loss scale
     gW2 = d2.T @ a1  # dE/dW of 'output'
     d1 = d2 @ W2  # dE/da of 'hidden'
-    d1 *= a1*(1 - a1)  # times f'(net)
+    a1 *= 1.0 - a1
+    d1 *= a1  # times f'(net) = out*(1 - out)
     gW1 = d1.T @ a0  # dE/dW of 'hidden'
     return E, {
         "hidden.weight": gW1,

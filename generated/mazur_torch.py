@@ -196,7 +196,8 @@ def loss_and_gradients(params, x, y):
     gW2 = d2.T @ a1  # dE/dW of 'linear2'
     gb2 = d2.sum(axis=0)
     d1 = d2 @ W2  # dE/da of 'linear1'
-    d1 *= a1*(1 - a1)  # times f'(net)
+    a1 *= 1.0 - a1
+    d1 *= a1  # times f'(net) = out*(1 - out)
     gW1 = d1.T @ a0  # dE/dW of 'linear1'
     gb1 = d1.sum(axis=0)
     return E, {

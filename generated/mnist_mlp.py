@@ -199,11 +199,11 @@ def loss_and_gradients(params, x, y):
     gW3 = d3.T @ a2  # dE/dW of 'fc3'
     gb3 = d3.sum(axis=0)
     d2 = d3 @ W3  # dE/da of 'fc2'
-    d2 *= np.heaviside(a2, 0.0)  # times f'(net)
+    d2[a2 <= 0.0] = 0.0  # times f'(net) = step(out)
     gW2 = d2.T @ a1  # dE/dW of 'fc2'
     gb2 = d2.sum(axis=0)
     d1 = d2 @ W2  # dE/da of 'fc1'
-    d1 *= np.heaviside(a1, 0.0)  # times f'(net)
+    d1[a1 <= 0.0] = 0.0  # times f'(net) = step(out)
     gW1 = d1.T @ a0  # dE/dW of 'fc1'
     gb1 = d1.sum(axis=0)
     return E, {

@@ -167,7 +167,7 @@ def loss_and_gradients(params, x, y):
     gW2 = d2.T @ a1  # dE/dW of 'linear2'
     gb2 = d2.sum(axis=0)
     d1 = d2 @ W2  # dE/da of 'linear1'
-    d1 *= np.heaviside(a1, 0.0)  # times f'(net)
+    d1[a1 <= 0.0] = 0.0  # times f'(net) = step(out)
     gW1 = d1.T @ a0  # dE/dW of 'linear1'
     gb1 = d1.sum(axis=0)
     return E, {

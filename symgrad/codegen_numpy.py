@@ -53,6 +53,15 @@ IN_PLACE = {
 }
 
 
+# f'(net) from out = a, applied to d in place once a is no longer needed (the same formulas as
+# Activation.derivative_in_out, which the tests check against sympy.diff): name -> statements.
+DERIV_IN_PLACE = {
+    "tanh": ["np.square({a}, out={a})", "np.subtract(1.0, {a}, out={a})", "{d} *= {a}  # times f'(net) = 1 - out**2"],
+    "sigmoid": ["{a} *= 1.0 - {a}", "{d} *= {a}  # times f'(net) = out*(1 - out)"],
+    "relu": ["{d}[{a} <= 0.0] = 0.0  # times f'(net) = step(out)"],
+}
+
+
 def _array(v):
     """Python source for a float array literal (repr keeps every digit)."""
     return repr(np.asarray(v, dtype=np.float64).tolist())
@@ -214,7 +223,10 @@ def _network_bodies(model, pr):
                 prev = layers[s.index - 1]
                 fp = der.derivs[s.index - 1]
                 back.append(f"d{j} = d{k} @ W{k}  # dE/da of {prev.layer.name!r}")
-                if fp != 1:
+                act = prev.layer.activation.name
+                if act in DERIV_IN_PLACE and not der.keeps_net[s.index - 1]:
+                    back += [st.format(a=f"a{j}", d=f"d{j}") for st in DERIV_IN_PLACE[act]]
+                elif fp != 1:
                     back.append(f"d{j} *= {pr(fp, {'out': f'a{j}', 'net': f'z{j}'})}  # times f'(net)")
     order = {p.name: i for i, p in enumerate(model.params)}
     grads.sort(key=lambda g: order[g[0]])

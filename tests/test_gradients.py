@@ -34,12 +34,13 @@ def output_activation(loss):
     return {"bce": "sigmoid", "softmax_cross_entropy": "softmax"}.get(loss[0], "tanh")
 
 
+@pytest.mark.parametrize("batch", [5, 300], ids=["per-sample path", "array path"])
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_activation_gradients_match_finite_differences(build, act):
+def test_activation_gradients_match_finite_differences(build, act, batch):
     model = make_net([3, 4, 2], act, "identity", ("half_sse", None), seed=1)
     mod = build(model)
     p = mod.init_params()
-    x, y = sample(model, 5, 2)
+    x, y = sample(model, batch, 2)
     g = mod.gradients(p, x, y)
     fd = central_differences(mod, p, x, y)
     for k in g:
@@ -146,7 +147,7 @@ def test_random_networks_against_pytorch(build, seed):
     model = Network(f"rand{seed}", sizes[0], layers, get_loss(loss, None, reduction), init="xavier", seed=seed)
     mod = build(model)
     p = mod.init_params()
-    batch = int(rng.integers(1, 9))
+    batch = int(rng.integers(1, 9)) if seed % 2 else int(rng.integers(40, 120))  # per-sample and array paths
     x, y = sample(model, batch, seed)
     E, g = mod.loss_and_gradients(p, x, y)
 
