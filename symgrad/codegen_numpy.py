@@ -12,7 +12,7 @@ from sympy.codegen.ast import Assignment, CodeBlock
 
 from . import __version__
 from .activations import net as NET
-from .derivation import LOGSOFTMAX, derive_layers, derive_scalar
+from .derivation import LOGSOFTMAX, derive_layers, derive_scalar, straight_line
 from .init import init_plan
 from .printers import math_code, numpy_code
 
@@ -127,28 +127,19 @@ def _scalar_path(model, pr):
     """Per-sample straight-line code from the neuron-level program (small networks, small batches)."""
     if model.kind != "network" or sum(p.size for p in model.params) > SCALAR_PATH_PARAMS:
         return None
-    der = derive_scalar(model)
-    prog = der.program
+    sl = straight_line(model)
+    prog = sl.derivation.program
     pnames = {p.name: [f"{s}" for s in p.scalar_names] for p in model.params}
     unpack = [f"{_unpack_pattern(pnames[p.name], p.shape)} = _p{k}.tolist()" for k, p in enumerate(model.params)]
     args = _unpack_pattern([f"_p{k}" for k in range(len(model.params))], (len(model.params),))
     rows = (f"for ({_unpack_pattern([s.name for s in prog.inputs], (1,))}), "
             f"({_unpack_pattern([s.name for s in prog.targets], (1,))}) in zip(a0.tolist(), t.tolist()):")
-    grads = list(der.grads.items())
-    body = [Assignment(st.sym, st.expr) for st in prog.steps]
-    trivial = {}
-    for a in der.adjoints:
-        expr = a.expr.xreplace(trivial)
-        if expr.is_Number or expr.is_Symbol:
-            trivial[a.sym] = expr  # dE/dE_o1 = 1 and the like: substituted, not assigned
-        else:
-            body.append(Assignment(a.sym, expr))
-    block = CodeBlock(*body).cse(symbols=sp.numbered_symbols("_c"), order="none")
-    n_tmp = sum(1 for a in block.args if a.lhs.name.startswith("_c"))
-    lines = [f"# {len(block.args)} assignments, {n_tmp} common subexpressions (_c0..)"] if n_tmp else []
-    lines += [f"{a.lhs.name} = {pr.scalar(a.rhs)}" for a in block.args]
+    grads = sl.grads
+    n_tmp = sum(1 for a in sl.body if a.lhs.name.startswith("_c"))
+    lines = [f"# {len(sl.body)} assignments, {n_tmp} common subexpressions (_c0..)"] if n_tmp else []
+    lines += [f"{a.lhs.name} = {pr.scalar(a.rhs)}" for a in sl.body]
     lines.append(f"_E += {prog.loss.name}")
-    lines += [f"_g{k} += {pr.scalar(trivial.get(a, a))}" for k, (_, a) in enumerate(grads)]
+    lines += [f"_g{k} += {pr.scalar(g)}" for k, (_, g) in enumerate(grads)]
     init = ["_E = 0.0"] + [f"_g{k} = 0.0" for k in range(len(grads))]
     out = []
     by_param = {}
@@ -159,7 +150,7 @@ def _scalar_path(model, pr):
             names = [by_param[p.name][i] for i in range(p.size)]
             out.append((p.name, _repack(names, p.shape)))
     return {"args": args, "unpack": unpack, "init": init, "rows": rows, "body": lines, "grads": out,
-            "max_rows": max(1, SCALAR_PATH_WORK // len(block.args)), "mean": model.loss.reduction == "mean"}
+            "max_rows": max(1, SCALAR_PATH_WORK // len(sl.body)), "mean": model.loss.reduction == "mean"}
 
 
 def _network_bodies(model, pr):

@@ -226,3 +226,38 @@ def ops_estimate(model):
 
 def isclose(a, b, rel=1e-9):
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-300)
+
+
+@dataclass
+class StraightLine:
+    """Per-sample straight-line code: forward, loss and backward assignments with CSE temporaries."""
+
+    derivation: ScalarDerivation
+    forward: list  # Assignments computing the outputs only (CSE'd)
+    body: list  # Assignments of forward + loss + backward (CSE'd)
+    grads: list  # [(param symbol, expr giving dE/dparam per sample)] for trainable scalars, in program order
+
+
+def straight_line(model, prefix="_c"):
+    """The neuron-level program as CSE'd assignments; adjoints that are constants or copies are inlined."""
+    from sympy.codegen.ast import Assignment, CodeBlock
+
+    der = derive_scalar(model)
+    prog = der.program
+    body = [Assignment(s.sym, s.expr) for s in prog.steps]
+    trivial = {}
+    for a in der.adjoints:
+        expr = a.expr.xreplace(trivial)
+        if expr.is_Number or expr.is_Symbol:
+            trivial[a.sym] = expr  # dE/dE_o1 = 1 and the like: substituted, not assigned
+        else:
+            body.append(Assignment(a.sym, expr))
+    full = CodeBlock(*body).cse(symbols=sp.numbered_symbols(prefix), order="none")
+    needed = set(prog.outputs)
+    for s in reversed(prog.steps):
+        if s.sym in needed:
+            needed |= s.expr.free_symbols
+    fwd = [Assignment(s.sym, s.expr) for s in prog.steps if s.sym in needed]
+    fwd = CodeBlock(*fwd).cse(symbols=sp.numbered_symbols(prefix), order="none") if fwd else CodeBlock()
+    grads = [(p, trivial.get(a, a)) for p, a in der.grads.items()]
+    return StraightLine(der, list(fwd.args), list(full.args), grads)
