@@ -234,6 +234,7 @@ class StraightLine:
 
     derivation: ScalarDerivation
     forward: list  # Assignments computing the outputs only (CSE'd)
+    loss: list  # Assignments computing E_total only (CSE'd)
     body: list  # Assignments of forward + loss + backward (CSE'd)
     grads: list  # [(param symbol, expr giving dE/dparam per sample)] for trainable scalars, in program order
 
@@ -253,11 +254,14 @@ def straight_line(model, prefix="_c"):
         else:
             body.append(Assignment(a.sym, expr))
     full = CodeBlock(*body).cse(symbols=sp.numbered_symbols(prefix), order="none")
-    needed = set(prog.outputs)
-    for s in reversed(prog.steps):
-        if s.sym in needed:
-            needed |= s.expr.free_symbols
-    fwd = [Assignment(s.sym, s.expr) for s in prog.steps if s.sym in needed]
-    fwd = CodeBlock(*fwd).cse(symbols=sp.numbered_symbols(prefix), order="none") if fwd else CodeBlock()
+
+    def only(targets):
+        needed = set(targets)
+        for s in reversed(prog.steps):
+            if s.sym in needed:
+                needed |= s.expr.free_symbols
+        steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.sym in needed]
+        return list(CodeBlock(*steps).cse(symbols=sp.numbered_symbols(prefix), order="none").args) if steps else []
+
     grads = [(p, trivial.get(a, a)) for p, a in der.grads.items()]
-    return StraightLine(der, list(fwd.args), list(full.args), grads)
+    return StraightLine(der, only(prog.outputs), only([prog.loss]), list(full.args), grads)

@@ -1,0 +1,462 @@
+"""The C backend: print the forward and backward programs as C99, plus a ctypes package over them.
+
+Two code shapes:
+
+* ``unrolled`` — the neuron-level program as straight-line code with common subexpressions pulled
+  out, looped over the batch: every weight a local constant, nothing but arithmetic (small networks);
+* ``loops`` — the layer program as loops over the batch and units, with the three matrix products per
+  layer in small kernels that gcc vectorises, or ``cblas_?gemm`` when built with BLAS (large networks).
+
+No generated function allocates: the caller passes the parameter block, inputs, targets, outputs,
+gradients and a work buffer of ``<name>_workspace_size(batch)`` values.
+"""
+
+from pathlib import Path
+
+import sympy as sp
+
+from . import __version__
+from .activations import net as NET
+from .codegen_numpy import _init_lines
+from .derivation import derive_layers, ops_estimate, straight_line
+from .explain import formula_lines
+from .printers_c import CPrinter
+from .render import render, write_atomic
+
+C_INTERNAL = frozenset({"params", "x", "t", "y", "batch", "grad", "work", "real", "net", "m", "s", "logs", "hs"})
+UNROLL_LIMIT = 1000  # networks with at most this many scalar parameters get unrolled code by default
+
+
+def _sigmoid_helper(ctype, f):
+    return f"""/* sigma(x) = 1 / (1 + exp(-x)), without overflow at any x. */
+static inline {ctype} symgrad_sigmoid{f}({ctype} x)
+{{
+    if (x >= 0) {{
+        return 1 / (1 + exp{f}(-x));
+    }} else {{
+        const {ctype} e = exp{f}(x);
+        return e / (1 + e);
+    }}
+}}"""
+
+
+def _softplus_helper(ctype, f):
+    return f"""/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow. */
+static inline {ctype} symgrad_softplus{f}({ctype} x)
+{{
+    return fmax{f}(x, 0) + log1p{f}(exp{f}(-fabs{f}(x)));
+}}"""
+
+
+def _gemm_helpers(ctype, blas):
+    g = "s" if ctype == "float" else "d"
+
+    def call(trans_a, trans_b, lda, ldb):
+        return (f"    cblas_{g}gemm(CblasRowMajor, {trans_a}, {trans_b}, m, n, k, 1, A, {lda}, B, {ldb}, 0, C, n);\n"
+                if blas else "")
+
+    def body(blas_call, loops):
+        if not blas:
+            return loops
+        return f"#ifdef SYMGRAD_USE_BLAS\n{blas_call}#else\n{loops}#endif\n"
+
+    nt = body(call("CblasNoTrans", "CblasTrans", "k", "k"), """    for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+            real acc = 0;
+            for (int p = 0; p < k; ++p) {
+                acc += A[(size_t)i * k + p] * B[(size_t)j * k + p];
+            }
+            C[(size_t)i * n + j] = acc;
+        }
+    }
+""")
+    tn = body(call("CblasTrans", "CblasNoTrans", "m", "n"), """    for (size_t q = 0; q < (size_t)m * n; ++q) {
+        C[q] = 0;
+    }
+    for (int p = 0; p < k; ++p) {
+        for (int i = 0; i < m; ++i) {
+            const real a = A[(size_t)p * m + i];
+            for (int j = 0; j < n; ++j) {
+                C[(size_t)i * n + j] += a * B[(size_t)p * n + j];
+            }
+        }
+    }
+""")
+    nn = body(call("CblasNoTrans", "CblasNoTrans", "k", "n"), """    for (int i = 0; i < m; ++i) {
+        real *restrict c = C + (size_t)i * n;
+        for (int j = 0; j < n; ++j) {
+            c[j] = 0;
+        }
+        for (int p = 0; p < k; ++p) {
+            const real a = A[(size_t)i * k + p];
+            for (int j = 0; j < n; ++j) {
+                c[j] += a * B[(size_t)p * n + j];
+            }
+        }
+    }
+""")
+    return [
+        f"/* C (m x n) = A (m x k) B^T, B (n x k). */\nstatic void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, "
+        f"const real *restrict B, real *restrict C)\n{{\n{nt}}}",
+        f"/* C (m x n) = A^T B, A (k x m), B (k x n). */\nstatic void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, "
+        f"const real *restrict B, real *restrict C)\n{{\n{tn}}}",
+        f"/* C (m x n) = A B, A (m x k), B (k x n). */\nstatic void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, "
+        f"const real *restrict B, real *restrict C)\n{{\n{nn}}}",
+    ]
+
+
+def _layout(model):
+    out, offset = [], 0
+    for p in model.params:
+        out.append({"name": p.name, "offset": offset, "size": p.size, "shape": p.shape, "trainable": p.trainable,
+                    "macro": p.name.upper().replace(".", "_"), "scalars": p.scalar_names})
+        offset += p.size
+    return out, offset
+
+
+def _live(assignments, roots):
+    """The assignments that the roots depend on, in order (dead ones dropped)."""
+    needed = set(roots)
+    kept = []
+    for a in reversed(assignments):
+        if a.lhs in needed:
+            kept.append(a)
+            needed |= a.rhs.free_symbols
+    return kept[::-1], needed
+
+
+class _Unrolled:
+    """Function bodies of straight-line code over the neuron-level program."""
+
+    def __init__(self, model, layout, pr):
+        self.model = model
+        self.sl = straight_line(model)
+        self.prog = self.sl.derivation.program
+        taken = {s.name for s in list(self.prog.inputs) + list(self.prog.targets) + list(self.prog.params)}
+        taken |= {s.sym.name for s in self.prog.steps}
+        self.pr = CPrinter(pr.dtype, {n: n + "_" for n in taken & C_INTERNAL})
+        self.offsets = {}
+        for p in layout:
+            for k, s in enumerate(p["scalars"]):
+                self.offsets[s] = p["offset"] + k
+
+    def _prologue(self, needed, uses_t=False):
+        lines = ["(void)work;"]
+        if uses_t and not any(s in needed for s in self.prog.targets):
+            lines.append("(void)t;")
+        params = [s for s in self.prog.params if s in needed]
+        if params:
+            lines.append("/* parameters */")
+            lines += [f"const real {self.pr.doprint(s)} = params[{self.offsets[s.name]}];" for s in params]
+        return lines
+
+    def _row(self, needed):
+        n_in, n_out = self.model.n_inputs, self.model.n_outputs
+        lines = []
+        for k, s in enumerate(self.prog.inputs):
+            if s in needed:
+                lines.append(f"const real {self.pr.doprint(s)} = x[(size_t)_r * {n_in} + {k}];")
+        for k, s in enumerate(self.prog.targets):
+            if s in needed:
+                lines.append(f"const real {self.pr.doprint(s)} = t[(size_t)_r * {n_out} + {k}];")
+        return lines
+
+    def _assign(self, assignments):
+        return [f"const real {self.pr.doprint(a.lhs)} = {self.pr.doprint(a.rhs)};" for a in assignments]
+
+    def forward(self):
+        body, needed = _live(self.sl.forward, self.prog.outputs)
+        n_out = self.model.n_outputs
+        loop = self._row(needed) + self._assign(body)
+        loop += [f"y[(size_t)_r * {n_out} + {k}] = {self.pr.doprint(o)};" for k, o in enumerate(self.prog.outputs)]
+        return self._prologue(needed) + _for_rows(loop)
+
+    def _scale(self):
+        return "1" if self.model.loss.reduction == "sum" else "(real)1 / batch"
+
+    def loss(self):
+        body, needed = _live(self.sl.loss, [self.prog.loss])
+        loop = self._row(needed) + self._assign(body) + [f"_E += {self.pr.doprint(self.prog.loss)};"]
+        return self._prologue(needed, True) + ["real _E = 0;"] + _for_rows(loop) + [f"return {self._scale()} * _E;"]
+
+    def backward(self):
+        roots = [self.prog.loss] + [g for _, g in self.sl.grads]
+        grads_free = set().union(*[sp.sympify(g).free_symbols for _, g in self.sl.grads]) if self.sl.grads else set()
+        body, needed = _live(self.sl.body, list(roots) + list(grads_free))
+        n = len(self.sl.grads)
+        loop = self._row(needed) + self._assign(body) + [f"_E += {self.pr.doprint(self.prog.loss)};"]
+        loop += [f"_g{k} += {self.pr.doprint(g)};" for k, (_, g) in enumerate(self.sl.grads)]
+        lines = self._prologue(needed, True) + ["real _E = 0;"]
+        if n:
+            lines.append("real " + ", ".join(f"_g{k} = 0" for k in range(n)) + ";")
+        lines += _for_rows(loop)
+        lines.append(f"const real _s = {self._scale()};")
+        written = {}
+        for k, (p, _) in enumerate(self.sl.grads):
+            written[self.offsets[p.name]] = f"_s * _g{k}"
+        total = sum(p.size for p in self.model.params)
+        lines += [f"grad[{i}] = {written.get(i, '0')};" for i in range(total)]
+        lines.append("return _s * _E;")
+        return lines
+
+    def workspace(self):
+        return "0"
+
+    def count(self):
+        return len(self.sl.body)
+
+
+def _for_rows(body):
+    return ["for (int _r = 0; _r < batch; ++_r) {"] + ["    " + line for line in body] + ["}"]
+
+
+class _Loops:
+    """Function bodies of loops over the layer program."""
+
+    def __init__(self, model, layout, pr, dtype):
+        self.model, self.pr, self.dtype = model, pr, dtype
+        self.der = derive_layers(model)
+        self.off = {p["name"]: p["offset"] for p in layout}
+        self.sizes = [model.n_inputs] + [lay.units for lay in model.layers]
+
+    def _buffers(self):
+        """Work-buffer layout: activations (and nets kept for the backward pass) per layer, then two deltas."""
+        parts, pos = {}, []
+        for k, lay in enumerate(self.model.layers):
+            parts[f"A{k + 1}"] = lay.units
+            if self.der.keeps_net[k] or lay.activation.is_softmax:
+                parts[f"Z{k + 1}"] = lay.units
+        width = max(self.sizes[1:])
+        parts["D0"] = width
+        parts["D1"] = width
+        offset = []
+        for name, n in parts.items():
+            offset.append((name, " + ".join(pos) if pos else "0", n))
+            pos.append(f"(size_t)batch * {n}")
+        return offset, " + ".join(pos)
+
+    def _declared(self, lines):
+        """The body with the work-buffer pointers it uses declared first."""
+        import re
+
+        text = "\n".join(lines)
+        decl = [f"real *restrict {name} = work + {start};" for name, start, _ in self._buffers()[0]
+                if re.search(rf"\b{name}\b", text)]
+        return decl + ["const real *restrict A0 = x;"] + lines
+
+    def _forward_lines(self):
+        lines = []
+        bufs = {name for name, _, _ in self._buffers()[0]}
+        for k, lay in enumerate(self.model.layers):
+            n_in, n_out = self.sizes[k], self.sizes[k + 1]
+            w, b = self.model.layer_params(k)
+            act = lay.activation
+            z = f"Z{k + 1}" if f"Z{k + 1}" in bufs else f"A{k + 1}"
+            a = f"A{k + 1}"
+            lines.append(f"/* layer {k + 1} {lay.name!r} forward: net = a W^T + b ({n_in} -> {n_out}), "
+                         f"out = {'softmax' if act.is_softmax else sp.sstr(act.at(NET))} */")
+            lines.append(f"symgrad_gemm_nt(batch, {n_out}, {n_in}, A{k}, params + {self.off[w.name]}, {z});")
+            bias = "" if b is None else (f" + params[{self.off[b.name]}]" if not b.shape else f" + params[{self.off[b.name]} + _j]")
+            if act.is_softmax:
+                lines += _for_rows([
+                    f"real *restrict zr = {z} + (size_t)_r * {n_out};",
+                    f"real *restrict ar = {a} + (size_t)_r * {n_out};",
+                    f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    zr[_j] = zr[_j]{bias};", "}",
+                    "real m = zr[0];",
+                    f"for (int _j = 1; _j < {n_out}; ++_j) {{", "    m = zr[_j] > m ? zr[_j] : m;", "}",
+                    "real s = 0;",
+                    f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    ar[_j] = exp{self.pr.suffix}(zr[_j] - m);", "    s += ar[_j];", "}",
+                    f"const real logs = log{self.pr.suffix}(s);",
+                    f"for (int _j = 0; _j < {n_out}; ++_j) {{", "    ar[_j] /= s;",
+                    "    zr[_j] = zr[_j] - m - logs;  /* log softmax, stable */", "}",
+                ])
+            else:
+                inner = [f"const size_t _q = (size_t)_r * {n_out} + _j;", f"const real net = {z}[_q]{bias};"]
+                if z != a:
+                    inner.append(f"{z}[_q] = net;")
+                inner.append(f"{a}[_q] = {self.pr.doprint(act.at(NET))};")
+                lines += _for_rows([f"for (int _j = 0; _j < {n_out}; ++_j) {{"] + ["    " + s for s in inner] + ["}"])
+        return lines
+
+    def _names(self, L):
+        z = f"Z{L}" if any(n == f"Z{L}" for n, _, _ in self._buffers()[0]) else f"A{L}"
+        return {"y": f"A{L}[_q]", "t": "t[_q]", "net": f"{z}[_q]", "logy": f"{z}[_q]"}
+
+    def _loss_lines(self):
+        L = len(self.model.layers)
+        n_out = self.sizes[-1]
+        c = self.der.scale
+        scale = "1" if self.model.loss.reduction == "sum" else "(real)1 / batch"
+        if c != 1:
+            scale = f"{scale} * ({self.pr.doprint(c)})"
+        term = self.pr.__class__(self.dtype, self._names(L)).doprint(self.der.loss_term)
+        return ["real _E = 0;", f"for (size_t _q = 0; _q < (size_t)batch * {n_out}; ++_q) {{", f"    _E += {term};", "}",
+                f"const real _s = {scale};"]
+
+    def forward(self):
+        L = len(self.model.layers)
+        n_out = self.sizes[-1]
+        return self._declared(self._forward_lines() + [f"for (size_t _q = 0; _q < (size_t)batch * {n_out}; ++_q) {{",
+                                                       f"    y[_q] = A{L}[_q];", "}"])
+
+    def loss(self):
+        return self._declared(self._forward_lines() + self._loss_lines() + ["return _s * _E;"])
+
+    def backward(self):
+        der, model = self.der, self.model
+        L = len(model.layers)
+        lines = self._forward_lines() + self._loss_lines()
+        for p in model.params:  # frozen entries are 0; biases accumulate; trained weights are overwritten
+            if not p.trainable or p.name.endswith(".bias"):
+                lines += [f"for (int _i = 0; _i < {p.size}; ++_i) {{", f"    grad[{self.off[p.name]} + _i] = 0;", "}"]
+        lowest = min((k for k in range(L) if any(p.trainable for p in model.layer_params(k) if p is not None)), default=None)
+        if lowest is None:
+            return self._declared(lines + ["return _s * _E;"])
+        n_out = self.sizes[-1]
+        names = self._names(L)
+        cp = self.pr.__class__(self.dtype, names)
+        d = "D0"
+        lines.append(f"/* layer {L} {model.layers[-1].name!r} backward: delta = dE/dnet */")
+        if der.softmax:
+            lines += _for_rows([
+                f"real *restrict dr = D0 + (size_t)_r * {n_out};", "real hs = 0;",
+                f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    const size_t _q = (size_t)_r * {n_out} + _j;",
+                f"    dr[_j] = {cp.doprint(der.delta_out)};", "    hs += dr[_j];", "}",
+                f"for (int _j = 0; _j < {n_out}; ++_j) {{",
+                f"    dr[_j] = _s * (dr[_j] - A{L}[(size_t)_r * {n_out} + _j] * hs);", "}",
+            ])
+        else:
+            lines += [f"for (size_t _q = 0; _q < (size_t)batch * {n_out}; ++_q) {{",
+                      f"    D0[_q] = _s * ({cp.doprint(der.delta_out)});", "}"]
+        for k in range(L - 1, lowest - 1, -1):
+            w, b = model.layer_params(k)
+            n_in, n_o = self.sizes[k], self.sizes[k + 1]
+            if w.trainable:
+                lines.append(f"symgrad_gemm_tn({n_o}, {n_in}, batch, {d}, A{k}, grad + {self.off[w.name]});  /* dE/dW */")
+            if b is not None and b.trainable:
+                target = f"grad[{self.off[b.name]}{' + _j' if b.shape else ''}]"
+                lines += _for_rows([f"for (int _j = 0; _j < {n_o}; ++_j) {{",
+                                    f"    {target} += {d}[(size_t)_r * {n_o} + _j];", "}"])
+            if k > lowest:
+                nd = "D1" if d == "D0" else "D0"
+                prev = model.layers[k - 1]
+                lines.append(f"/* layer {k} {prev.name!r} backward: delta = (delta W) * f'(net) */")
+                lines.append(f"symgrad_gemm_nn(batch, {n_in}, {n_o}, {d}, params + {self.off[w.name]}, {nd});")
+                fp = der.derivs[k - 1]
+                if fp != 1:
+                    zname = f"Z{k}" if any(n == f"Z{k}" for n, _, _ in self._buffers()[0]) else f"A{k}"
+                    fpc = self.pr.__class__(self.dtype, {"out": f"A{k}[_q]", "net": f"{zname}[_q]"}).doprint(fp)
+                    lines += [f"for (size_t _q = 0; _q < (size_t)batch * {n_in}; ++_q) {{", f"    {nd}[_q] *= {fpc};", "}"]
+                d = nd
+        return self._declared(lines + ["return _s * _E;"])
+
+    def workspace(self):
+        return self._buffers()[1]
+
+    def count(self):
+        return ops_estimate(self.model)
+
+
+def c_sources(model, dtype="float64", shape="auto", blas="no"):
+    """{file name: text} of the header, the source and the ctypes package for ``model``."""
+    if model.kind != "network" and shape == "loops":
+        raise ValueError("expression models have unrolled code only")
+    n_scalars = sum(p.size for p in model.params)
+    if shape == "auto":
+        shape = "unrolled" if model.kind != "network" or n_scalars <= UNROLL_LIMIT else "loops"
+    layout, n_params = _layout(model)
+    pr = CPrinter(dtype)
+    ctype = "double" if dtype == "float64" else "float"
+    f = pr.suffix
+    body = _Unrolled(model, layout, pr) if shape == "unrolled" else _Loops(model, layout, pr, dtype)
+    forward, loss, backward = body.forward(), body.loss(), body.backward()
+    text = "\n".join(forward + loss + backward)
+    helpers = []
+    if "symgrad_sigmoid" in text:
+        helpers.append(_sigmoid_helper(ctype, f))
+    if "symgrad_softplus" in text:
+        helpers.append(_softplus_helper(ctype, f))
+    use_blas = shape == "loops" and blas != "no"
+    if shape == "loops":
+        helpers += _gemm_helpers(ctype, use_blas)
+    name = model.name
+    der = derive_layers(model) if model.kind == "network" else straight_line(model).derivation
+    common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,
+                  prefix=name.upper(), n_inputs=model.n_inputs, n_outputs=model.n_outputs, n_params=n_params,
+                  layout=layout)
+    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", **common)
+    source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
+                    helpers=helpers, workspace=body.workspace(), forward=forward, loss=loss, backward=backward, **common)
+    return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
+
+
+def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, build=False, blas="no"):
+    """Write ``<out_dir>/<name>_c/`` (header, source, ctypes package, optional main.c); returns the paths."""
+    files, shape, use_blas = c_sources(model, dtype, shape, blas)
+    name = model.name
+    layout, n_params = _layout(model)
+    init, needs_rng = _init_lines(model)
+    from .optim import train_context
+
+    files["__init__.py"] = render(
+        "c/package.py.j2", version=__version__, source=model.source, name=name, summary=model.describe(),
+        dtype="np.float64" if dtype == "float64" else "np.float32", shape=shape, blas=blas if use_blas else "no",
+        param_names=[p.name for p in model.params], shapes=[(p.name, p.shape) for p in model.params],
+        trainable=[p.name for p in model.params if p.trainable], layout=layout, n_params=n_params,
+        n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=list(model.inputs),
+        output_names=list(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
+        learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
+        train=train_context(model),
+    )
+    if with_main:
+        files["main.c"] = _main_source(model, layout, dtype)
+    pkg = Path(out_dir) / f"{name}_c"
+    written = [write_atomic(pkg / fname, text) for fname, text in files.items()]
+    if build:
+        from .api import import_generated
+
+        import_generated(f"{name}_c", out_dir)
+    return written
+
+
+def _main_source(model, layout, dtype):
+    """A main() that runs the worked sample forward and backward and prints the numbers (and times a loop)."""
+    import numpy as np
+
+    values = model.init_params()
+    flat = np.concatenate([np.asarray(values[p.name], dtype=np.float64).reshape(-1) for p in model.params])
+    sample = model.sample
+    if sample is None:
+        x = np.zeros(model.n_inputs)
+        t = np.zeros(model.n_outputs)
+    else:
+        x = sample.x
+        t = sample.t if sample.t is not None else np.zeros(model.n_outputs)
+    return render(
+        "c/main.c.j2", version=__version__, source=model.source, name=model.name,
+        ctype="double" if dtype == "float64" else "float", fmt=".17g" if dtype == "float64" else ".9g",
+        params=_c_array(flat), x=_c_array(x), t=_c_array(t), layout=layout, n_params=len(flat),
+        n_inputs=model.n_inputs, n_outputs=model.n_outputs, prefix=model.name.upper(),
+        output_names=list(model.outputs),
+        scalar_names=_c_strings([s if p.trainable else "" for p in model.params for s in p.scalar_names])
+        if len(flat) <= 1000 else "",
+    )
+
+
+def _c_strings(names):
+    quoted = [f'"{n}"' for n in names]
+    return ",\n        ".join(", ".join(quoted[i:i + 8]) for i in range(0, len(quoted), 8))
+
+
+def _c_array(values):
+    items = [repr(float(v)) for v in values]
+    lines, line = [], []
+    for item in items:
+        line.append(item)
+        if len(line) == 8:
+            lines.append(", ".join(line))
+            line = []
+    if line:
+        lines.append(", ".join(line))
+    return ",\n    ".join(lines)
+

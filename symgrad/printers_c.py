@@ -1,0 +1,68 @@
+"""C99 printer: SymPy's ``C99CodePrinter``, subclassed only where symgrad's output differs."""
+
+import sympy as sp
+from sympy.codegen.ast import float32, float64, real
+from sympy.printing.c import C99CodePrinter
+from sympy.printing.precedence import PRECEDENCE
+
+C_TYPES = {"float64": ("double", float64, ""), "float32": ("float", float32, "f")}
+
+
+class CPrinter(C99CodePrinter):
+    """C99 with stable helpers for symgrad's functions, x*x for squares, one-line ternaries."""
+
+    def __init__(self, dtype="float64", names=None):
+        ctype, ast_type, suffix = C_TYPES[dtype]
+        super().__init__({"type_aliases": {real: ast_type}, "math_macros": {}})
+        self.suffix = suffix
+        self.dtype = dtype
+        self.names = names or {}
+
+    def _print_Symbol(self, expr):
+        name = self.names.get(expr.name)
+        return name if name is not None else super()._print_Symbol(expr)
+
+    def _print_Pow(self, expr):
+        if expr.base.is_Number and expr.exp.is_Number:  # constants such as 1/sqrt(2): a literal, no M_* macro
+            return self._print(sp.Float(expr.evalf(17), 17))
+        if expr.exp == 2 or expr.exp == 3:
+            base = self.parenthesize(expr.base, PRECEDENCE["Mul"])
+            return "*".join([base] * int(expr.exp))
+        return super()._print_Pow(expr)
+
+    def _print_NumberSymbol(self, expr):
+        """pi, E, ... as literals: the M_* macros are not in strict C99."""
+        return self._print(sp.Float(expr.evalf(17), 17))
+
+    def _print_Mul(self, expr, **kwargs):
+        if expr.is_number:
+            return self._print(sp.Float(expr.evalf(17), 17))
+        return super()._print_Mul(expr, **kwargs)
+
+    def _print_Piecewise(self, expr):
+        """Nested ternaries on one line; the last condition is True."""
+        *pairs, (last, cond) = expr.args
+        if cond != sp.true:
+            raise ValueError("Piecewise without a default branch")
+        code = self._print(last)
+        for value, c in reversed(pairs):
+            code = "((%s) ? %s : %s)" % (self._print(c), self._print(value), code)
+        return code
+
+    def _print_sigmoid(self, expr):
+        return "symgrad_sigmoid%s(%s)" % (self.suffix, self._print(expr.args[0]))
+
+    def _print_softplus(self, expr):
+        return "symgrad_softplus%s(%s)" % (self.suffix, self._print(expr.args[0]))
+
+    def _print_relu(self, expr):
+        return "fmax%s(%s, 0)" % (self.suffix, self._print(expr.args[0]))
+
+    def _print_step(self, expr):
+        one, zero = ("1.0F", "0.0F") if self.suffix else ("1.0", "0.0")
+        return "((%s) > 0 ? %s : %s)" % (self._print(expr.args[0]), one, zero)
+
+
+def c_code(expr, dtype="float64", names=None):
+    """C source for one expression; ``names`` renames symbols (e.g. y -> Y[k])."""
+    return CPrinter(dtype, names).doprint(sp.sympify(expr))

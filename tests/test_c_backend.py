@@ -1,0 +1,201 @@
+"""The C backend: compiles warning-free, agrees with the NumPy module and finite differences, runs clean."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import symgrad
+from conftest import ROOT, central_differences
+from symgrad.api import generate, import_generated
+from symgrad.codegen_c import c_sources
+from test_gradients import make_net, output_activation, sample
+
+CC = shutil.which("gcc") or shutil.which("cc")
+pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (install gcc)")
+EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.toml"))
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path_factory.getbasetemp() / "symgrad-cache"))
+
+
+def both(model, tmp_path, **options):
+    generate(model, "numpy", tmp_path)
+    generate(model, "c", tmp_path, **options)
+    return import_generated(model.name, tmp_path), import_generated(f"{model.name}_c", tmp_path)
+
+
+def assert_same(npm, cm, x, y, rtol=1e-12):
+    p = npm.init_params()
+    En, gn = npm.loss_and_gradients(p, x, y)
+    Ec, gc = cm.loss_and_gradients(p, x, y)
+    assert Ec == pytest.approx(En, rel=rtol, abs=1e-300)
+    assert set(gc) == set(gn)
+    for k in gn:
+        np.testing.assert_allclose(gc[k], gn[k], rtol=rtol, atol=rtol * max(1e-300, np.abs(gn[k]).max()), err_msg=k)
+    np.testing.assert_allclose(cm.forward(p, x), npm.forward(p, x), rtol=rtol)
+    assert cm.loss(p, x, y) == pytest.approx(npm.loss(p, x, y), rel=rtol)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_examples_agree_with_numpy(tmp_path, name):
+    model = symgrad.load(ROOT / "examples" / f"{name}.toml")
+    npm, cm = both(model, tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(5, model.n_inputs))
+    y = rng.dirichlet(np.ones(model.n_outputs), size=5) if model.n_outputs > 1 else rng.uniform(size=(5, 1))
+    assert_same(npm, cm, x, y)
+
+
+@pytest.mark.parametrize("shape", ["unrolled", "loops"])
+@pytest.mark.parametrize("act", ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "silu", "gelu",
+                                 "x*tanh(log(1 + exp(x)))"])
+def test_activations_in_both_shapes(tmp_path, act, shape):
+    model = make_net([3, 4, 2], act, "identity", ("half_sse", None), seed=2)
+    npm, cm = both(model, tmp_path, shape=shape)
+    x, y = sample(model, 6, 1)
+    assert_same(npm, cm, x, y)
+
+
+@pytest.mark.parametrize("shape", ["unrolled", "loops"])
+@pytest.mark.parametrize("loss", [("half_sse", None), ("sse", None), ("mse", None), ("bce", None),
+                                  ("softmax_cross_entropy", None), (None, "(t - y)**4/4 + abs(y)")], ids=str)
+def test_losses_in_both_shapes_and_finite_differences(tmp_path, loss, shape):
+    model = make_net([3, 5, 3], "tanh", output_activation(loss), loss, seed=4, reduction="mean")
+    npm, cm = both(model, tmp_path, shape=shape)
+    x, y = sample(model, 7, 3)
+    assert_same(npm, cm, x, y)
+    p = cm.init_params()
+    fd = central_differences(cm, p, x, y)
+    g = cm.gradients(p, x, y)
+    for k in g:
+        np.testing.assert_allclose(g[k], fd[k], rtol=1e-6, atol=1e-9)
+
+
+def test_expression_model(tmp_path):
+    npm, cm = both(symgrad.load(ROOT / "examples/sigmoid_neuron.toml"), tmp_path)
+    E, g = cm.loss_and_gradients(cm.init_params(), [1.0], [0.0])
+    assert E == 0.5 and g["w"] == 0.25 and g["b"] == 0.25
+
+
+def test_float32(tmp_path):
+    model = make_net([4, 6, 3], "tanh", "sigmoid", ("bce", None), seed=5)
+    npm, cm = both(model, tmp_path, dtype="float32")
+    x, y = sample(model, 8, 2)
+    assert cm.DTYPE == np.float32
+    p = cm.init_params()
+    g32 = cm.gradients(p, x, y)
+    m64 = both(model, tmp_path / "f64")[0]
+    g64 = m64.gradients(m64.init_params(), x, y)
+    for k in g64:
+        assert g32[k].dtype == np.float32
+        np.testing.assert_allclose(g32[k], g64[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mazur", "mnist_mlp", "sigmoid_neuron"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_strict_compile_gcc_and_clang(tmp_path, name, dtype):
+    model = symgrad.load(ROOT / "examples" / f"{name}.toml")
+    generate(model, "c", tmp_path, dtype=dtype, with_main=True, blas="auto")
+    d = tmp_path / f"{name}_c"
+    for cc in filter(None, [shutil.which("gcc"), shutil.which("clang")]):
+        for extra in ([], ["-DSYMGRAD_USE_BLAS"]):
+            res = subprocess.run([cc, *STRICT, "-O2", *extra, "-c", str(d / f"{name}.c"), "-o", str(tmp_path / "o.o")],
+                                 capture_output=True, text=True)
+            if extra and "cblas.h" in res.stderr:
+                continue  # OpenBLAS headers not installed
+            assert res.returncode == 0, res.stderr
+        res = subprocess.run([cc, *STRICT, "-O2", "-c", str(d / "main.c"), "-I", str(d), "-o", str(tmp_path / "m.o")],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+
+
+def test_main_driver_prints_the_worked_example(tmp_path):
+    generate(symgrad.load(ROOT / "examples/mazur.toml"), "c", tmp_path, with_main=True)
+    d = tmp_path / "mazur_c"
+    exe = tmp_path / "mazur_main"
+    subprocess.run([CC, *STRICT, "-O2", str(d / "main.c"), str(d / "mazur.c"), "-lm", "-o", str(exe)], check=True)
+    out = dict(line.split(" = ") for line in subprocess.run([str(exe)], capture_output=True, text=True, check=True)
+               .stdout.splitlines())
+    assert round(float(out["output o1"]), 8) == 0.75136507
+    assert round(float(out["output o2"]), 9) == 0.772928465
+    assert round(float(out["loss E"]), 9) == 0.298371109
+    assert round(float(out["gradient w5"]), 9) == 0.082167041
+    assert round(float(out["gradient w1"]), 9) == 0.000438568
+    bench = subprocess.run([str(exe), "--bench", "1000", "4"], capture_output=True, text=True, check=True).stdout
+    assert "us per gradient call" in bench
+
+
+@pytest.mark.parametrize("name", ["mazur", "mnist_mlp", "single_neuron"])
+def test_sanitizers_report_nothing(tmp_path, name):
+    generate(symgrad.load(ROOT / "examples" / f"{name}.toml"), "c", tmp_path, with_main=True)
+    d = tmp_path / f"{name}_c"
+    exe = tmp_path / "san"
+    res = subprocess.run([CC, "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                          str(d / "main.c"), str(d / f"{name}.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    if res.returncode != 0 and "asan" in res.stderr.lower():
+        pytest.skip("the compiler has no AddressSanitizer runtime")
+    assert res.returncode == 0, res.stderr
+    run = subprocess.run([str(exe), "--bench", "3", "5"], capture_output=True, text=True,
+                         env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    assert run.returncode == 0, run.stderr
+    assert "runtime error" not in run.stderr and "ERROR" not in run.stderr
+
+
+def test_generation_is_deterministic_and_committed_copies_are_current(tmp_path):
+    for name in EXAMPLES:
+        model = symgrad.load(ROOT / "examples" / f"{name}.toml")
+        files, _, _ = c_sources(model)
+        again, _, _ = c_sources(symgrad.load(ROOT / "examples" / f"{name}.toml"))
+        assert files == again
+        generate(model, "c", tmp_path)
+        for f in (tmp_path / f"{name}_c").iterdir():
+            committed = ROOT / "generated" / f"{name}_c" / f.name
+            assert committed.exists() and committed.read_bytes() == f.read_bytes(), \
+                f"generated/{name}_c/{f.name} is stale: run `symgrad generate examples/{name}.toml --target c`"
+
+
+def test_second_import_does_not_recompile_and_a_changed_source_does(tmp_path):
+    model = symgrad.load(ROOT / "examples/mazur.toml")
+    generate(model, "c", tmp_path)
+    first = import_generated("mazur_c", tmp_path).LIBRARY
+    stamp = first.stat().st_mtime_ns
+    assert import_generated("mazur_c", tmp_path).LIBRARY == first and first.stat().st_mtime_ns == stamp
+    src = tmp_path / "mazur_c" / "mazur.c"
+    src.write_text(src.read_text() + "\n/* changed */\n")
+    assert import_generated("mazur_c", tmp_path).LIBRARY != first
+
+
+def test_no_compiler_gives_a_clear_error(tmp_path):
+    generate(symgrad.load(ROOT / "examples/mazur.toml"), "c", tmp_path)
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import mazur_c"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, CC="/nonexistent/cc"))
+    assert res.returncode != 0
+    assert "no C compiler found" in res.stderr and "install gcc" in res.stderr
+
+
+def test_cli_target_c_with_build(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "symgrad", "generate", "examples/mazur.toml", "--target", "c", "--build",
+                          "--with-main", "-o", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "mazur_c").iterdir() if not p.name.startswith("__pycache__")) == \
+        ["__init__.py", "main.c", "mazur.c", "mazur.h"]
+
+
+def test_train_step_runs_on_the_c_module(tmp_path):
+    model = symgrad.load(ROOT / "examples/mazur.toml")
+    npm, cm = both(model, tmp_path)
+    p_n, p_c = npm.init_params(), cm.init_params()
+    s_n, s_c = npm.init_state(p_n), cm.init_state(p_c)
+    for _ in range(5):
+        p_n, s_n, _ = npm.train_step(p_n, s_n, [0.05, 0.10], [0.01, 0.99])
+        p_c, s_c, _ = cm.train_step(p_c, s_c, [0.05, 0.10], [0.01, 0.99])
+    for k in p_n:
+        np.testing.assert_allclose(p_c[k], p_n[k], rtol=1e-13)
