@@ -1,0 +1,18 @@
+"""The benchmark script runs end to end on the smallest config and its implementations agree (no timing asserts)."""
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_benchmark_quick_run_prints_a_table_and_agreeing_gradients():
+    res = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--rounds", "2"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "| 2-2-2, b=1 |" in out and "Targets:" in out
+    agreement = re.search(r"- 2-2-2, b=1 \(\d+ rounds\): (.*)", out).group(1)
+    diffs = [float(v) for v in re.findall(r" (\d\.\de[-+]\d+)", agreement)]
+    assert diffs and max(diffs) < 1e-12
