@@ -199,3 +199,21 @@ def test_train_step_runs_on_the_c_module(tmp_path):
         p_c, s_c, _ = cm.train_step(p_c, s_c, [0.05, 0.10], [0.01, 0.99])
     for k in p_n:
         np.testing.assert_allclose(p_c[k], p_n[k], rtol=1e-13)
+
+
+def test_flat_and_bound_calls_match_the_dict_contract(tmp_path):
+    model = symgrad.load(ROOT / "examples/mazur_torch.toml")
+    _, cm = both(model, tmp_path)
+    p = cm.init_params()
+    x = np.array([[0.05, 0.10], [0.3, -0.2]])
+    t = np.array([[0.01, 0.99], [0.5, 0.5]])
+    E, g = cm.loss_and_gradients(p, x, t)
+    theta, grad = cm.pack(p), np.empty(cm.N_PARAMS)
+    assert cm.loss_and_gradients_flat(theta, x, t, grad) == pytest.approx(E, rel=1e-15)
+    call = cm.bind(theta, x, t, np.zeros(cm.N_PARAMS))
+    assert call() == pytest.approx(E, rel=1e-15)
+    for k in g:
+        np.testing.assert_array_equal(cm.unpack(grad)[k], g[k])
+        np.testing.assert_array_equal(cm.unpack(call.arrays[3])[k], g[k])
+    with pytest.raises(ValueError, match="theta must be"):
+        cm.bind(theta[:-1], x, t, grad)

@@ -288,6 +288,30 @@ def loss_and_gradients_flat(theta, x, t, grad):
     return _lag_c(_address(theta), _address(x), _address(t), n, _address(grad), _buffers_for(n).ptr["work"])
 
 
+def bind(theta, x, t, grad):
+    """A no-argument function that computes E and writes dE/dtheta into grad for these very arrays.
+
+    The pointers are resolved once, so a call costs one ctypes call: for hot loops that update theta,
+    x and t in place. Same array requirements as loss_and_gradients_flat; the arrays are kept alive.
+    """
+    for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
+        if a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
+            raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} vector of {N_PARAMS}")
+    for a, w, what in ((x, N_INPUTS, "x"), (t, N_OUTPUTS, "t")):
+        if a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 or a.shape[1] != w or a.shape[0] != x.shape[0]:
+            raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} array of shape ({x.shape[0]}, {w})")
+    work = _buffers_for(x.shape[0]).work
+    args = tuple(ctypes.c_void_p(a.ctypes.data) for a in (theta, x, t))
+    args += (ctypes.c_int(x.shape[0]), ctypes.c_void_p(grad.ctypes.data), ctypes.c_void_p(work.ctypes.data))
+    fn = _lag_c
+
+    def call():
+        return fn(*args)
+
+    call.arrays = (theta, x, t, grad, work)
+    return call
+
+
 # Training (symgrad.optim): sgd, constant learning-rate schedule.
 # optimizer sgd, per trainable parameter theta with gradient g, in order:
 #     theta <- -eta*g + theta
