@@ -60,48 +60,66 @@ def _gemm_helpers(ctype, blas):
             return loops
         return f"#ifdef SYMGRAD_USE_BLAS\n{blas_call}#else\n{loops}#endif\n"
 
-    nt = body(call("CblasNoTrans", "CblasTrans", "k", "k"), """    for (int i = 0; i < m; ++i) {
+    nt = body(call("CblasNoTrans", "CblasTrans", "k", "k"), """\
+    for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
         for (int j = 0; j < n; ++j) {
-            real acc = 0;
-            for (int p = 0; p < k; ++p) {
-                acc += A[(size_t)i * k + p] * B[(size_t)j * k + p];
-            }
-            C[(size_t)i * n + j] = acc;
+            T[(size_t)p * n + j] = B[(size_t)j * k + p];
         }
     }
+    symgrad_gemm_nn(m, n, k, A, T, C);
 """)
-    tn = body(call("CblasTrans", "CblasNoTrans", "m", "n"), """    for (size_t q = 0; q < (size_t)m * n; ++q) {
-        C[q] = 0;
-    }
-    for (int p = 0; p < k; ++p) {
-        for (int i = 0; i < m; ++i) {
-            const real a = A[(size_t)p * m + i];
+    rows4 = """    int i = 0;
+    for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
+        real *restrict c0 = C + (size_t)i * n;
+        real *restrict c1 = c0 + n;
+        real *restrict c2 = c1 + n;
+        real *restrict c3 = c2 + n;
+        for (int j = 0; j < n; ++j) {
+            c0[j] = 0;
+            c1[j] = 0;
+            c2[j] = 0;
+            c3[j] = 0;
+        }
+        for (int p = 0; p < k; ++p) {
+            const real a0 = A[AI(i, p)], a1 = A[AI(i + 1, p)], a2 = A[AI(i + 2, p)], a3 = A[AI(i + 3, p)];
+            const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
-                C[(size_t)i * n + j] += a * B[(size_t)p * n + j];
+                c0[j] += a0 * b[j];
+                c1[j] += a1 * b[j];
+                c2[j] += a2 * b[j];
+                c3[j] += a3 * b[j];
             }
         }
     }
-""")
-    nn = body(call("CblasNoTrans", "CblasNoTrans", "k", "n"), """    for (int i = 0; i < m; ++i) {
+    for (; i < m; ++i) {
         real *restrict c = C + (size_t)i * n;
         for (int j = 0; j < n; ++j) {
             c[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a = A[(size_t)i * k + p];
+            const real a = A[AI(i, p)];
+            const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
-                c[j] += a * B[(size_t)p * n + j];
+                c[j] += a * b[j];
             }
         }
     }
-""")
+"""
+    tn = body(call("CblasTrans", "CblasNoTrans", "m", "n"), rows4.replace("AI(i, p)", "(size_t)p * m + i")
+              .replace("AI(i + 1, p)", "(size_t)p * m + i + 1").replace("AI(i + 2, p)", "(size_t)p * m + i + 2")
+              .replace("AI(i + 3, p)", "(size_t)p * m + i + 3"))
+    nn = body(call("CblasNoTrans", "CblasNoTrans", "k", "n"), rows4.replace("AI(i, p)", "(size_t)i * k + p")
+              .replace("AI(i + 1, p)", "(size_t)(i + 1) * k + p").replace("AI(i + 2, p)", "(size_t)(i + 2) * k + p")
+              .replace("AI(i + 3, p)", "(size_t)(i + 3) * k + p"))
+    unused = "#ifdef SYMGRAD_USE_BLAS\n    (void)T;\n#endif\n" if blas else ""
     return [
-        f"/* C (m x n) = A (m x k) B^T, B (n x k). */\nstatic void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, "
-        f"const real *restrict B, real *restrict C)\n{{\n{nt}}}",
-        f"/* C (m x n) = A^T B, A (k x m), B (k x n). */\nstatic void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, "
-        f"const real *restrict B, real *restrict C)\n{{\n{tn}}}",
         f"/* C (m x n) = A B, A (m x k), B (k x n). */\nstatic void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, "
         f"const real *restrict B, real *restrict C)\n{{\n{nn}}}",
+        f"/* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */\nstatic void symgrad_gemm_nt("
+        f"int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)\n"
+        f"{{\n{unused}{nt}}}",
+        f"/* C (m x n) = A^T B, A (k x m), B (k x n). */\nstatic void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, "
+        f"const real *restrict B, real *restrict C)\n{{\n{tn}}}",
     ]
 
 
@@ -220,8 +238,9 @@ class _Loops:
         self.sizes = [model.n_inputs] + [lay.units for lay in model.layers]
 
     def _buffers(self):
-        """Work-buffer layout: activations (and nets kept for the backward pass) per layer, then two deltas."""
-        parts, pos = {}, []
+        """Work-buffer layout: scratch T for a transposed weight matrix, then activations (and nets kept for the
+        backward pass) per layer, then two deltas."""
+        parts = {}
         for k, lay in enumerate(self.model.layers):
             parts[f"A{k + 1}"] = lay.units
             if self.der.keeps_net[k] or lay.activation.is_softmax:
@@ -229,9 +248,10 @@ class _Loops:
         width = max(self.sizes[1:])
         parts["D0"] = width
         parts["D1"] = width
-        offset = []
+        scratch = max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        offset, pos = [("T", "0", scratch)], [str(scratch)]  # T: a transposed weight matrix (symgrad_gemm_nt)
         for name, n in parts.items():
-            offset.append((name, " + ".join(pos) if pos else "0", n))
+            offset.append((name, " + ".join(pos), n))
             pos.append(f"(size_t)batch * {n}")
         return offset, " + ".join(pos)
 
@@ -255,7 +275,7 @@ class _Loops:
             a = f"A{k + 1}"
             lines.append(f"/* layer {k + 1} {lay.name!r} forward: net = a W^T + b ({n_in} -> {n_out}), "
                          f"out = {'softmax' if act.is_softmax else sp.sstr(act.at(NET))} */")
-            lines.append(f"symgrad_gemm_nt(batch, {n_out}, {n_in}, A{k}, params + {self.off[w.name]}, {z});")
+            lines.append(f"symgrad_gemm_nt(batch, {n_out}, {n_in}, A{k}, params + {self.off[w.name]}, {z}, T);")
             bias = "" if b is None else (f" + params[{self.off[b.name]}]" if not b.shape else f" + params[{self.off[b.name]} + _j]")
             if act.is_softmax:
                 lines += _for_rows([

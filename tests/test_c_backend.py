@@ -217,3 +217,26 @@ def test_flat_and_bound_calls_match_the_dict_contract(tmp_path):
         np.testing.assert_array_equal(cm.unpack(call.arrays[3])[k], g[k])
     with pytest.raises(ValueError, match="theta must be"):
         cm.bind(theta[:-1], x, t, grad)
+
+
+def test_argument_checks_match_the_numpy_module(tmp_path):
+    npm, cm = both(symgrad.load(ROOT / "examples/mazur.toml"), tmp_path)
+    p = npm.init_params()
+    x, t = np.array([[0.05, 0.10], [0.3, -0.2]]), np.array([[0.01, 0.99], [0.5, 0.5]])
+    bad = [({k: v for k, v in p.items() if k != "output.weight"}, x, t), ({**p, "hidden.weight": np.zeros(4)}, x, t),
+           (p, x[:, :1], t), (p, x, t[:1]), (p, np.array([["a", "b"]]), t[:1]), (p, np.zeros((0, 2)), t[:0]),
+           ({**p, "hidden.bias": "z"}, x, t)]
+    for args in bad:
+        with pytest.raises(ValueError) as want:
+            npm.loss_and_gradients(*args)
+        with pytest.raises(ValueError) as got:
+            cm.loss_and_gradients(*args)
+        assert str(got.value) == str(want.value)
+    odd = {k: np.asarray(v.T, dtype=np.float32) for k, v in p.items()}  # converted, not rejected
+    for args in [(odd, x[:, ::-1][:, ::-1], np.asfortranarray(t)), (p, x.tolist(), t.tolist()), (p, x[0], t[0])]:
+        E, g = cm.loss_and_gradients(*args)
+        En, gn = npm.loss_and_gradients(*args)
+        assert E == pytest.approx(En, rel=1e-12)
+        for k in gn:
+            np.testing.assert_allclose(g[k], gn[k], rtol=1e-12)
+    np.testing.assert_allclose(cm.forward(p, x[0]), npm.forward(p, x[0]), rtol=1e-12)

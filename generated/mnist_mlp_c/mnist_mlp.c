@@ -27,48 +27,94 @@
 
 typedef double real;
 
-/* C (m x n) = A (m x k) B^T, B (n x k). */
-static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
-{
-    for (int i = 0; i < m; ++i) {
-        for (int j = 0; j < n; ++j) {
-            real acc = 0;
-            for (int p = 0; p < k; ++p) {
-                acc += A[(size_t)i * k + p] * B[(size_t)j * k + p];
-            }
-            C[(size_t)i * n + j] = acc;
-        }
-    }
-}
-
-/* C (m x n) = A^T B, A (k x m), B (k x n). */
-static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
-{
-    for (size_t q = 0; q < (size_t)m * n; ++q) {
-        C[q] = 0;
-    }
-    for (int p = 0; p < k; ++p) {
-        for (int i = 0; i < m; ++i) {
-            const real a = A[(size_t)p * m + i];
-            for (int j = 0; j < n; ++j) {
-                C[(size_t)i * n + j] += a * B[(size_t)p * n + j];
-            }
-        }
-    }
-}
-
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
-    for (int i = 0; i < m; ++i) {
+    int i = 0;
+    for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
+        real *restrict c0 = C + (size_t)i * n;
+        real *restrict c1 = c0 + n;
+        real *restrict c2 = c1 + n;
+        real *restrict c3 = c2 + n;
+        for (int j = 0; j < n; ++j) {
+            c0[j] = 0;
+            c1[j] = 0;
+            c2[j] = 0;
+            c3[j] = 0;
+        }
+        for (int p = 0; p < k; ++p) {
+            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p], a3 = A[(size_t)(i + 3) * k + p];
+            const real *restrict b = B + (size_t)p * n;
+            for (int j = 0; j < n; ++j) {
+                c0[j] += a0 * b[j];
+                c1[j] += a1 * b[j];
+                c2[j] += a2 * b[j];
+                c3[j] += a3 * b[j];
+            }
+        }
+    }
+    for (; i < m; ++i) {
         real *restrict c = C + (size_t)i * n;
         for (int j = 0; j < n; ++j) {
             c[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
             const real a = A[(size_t)i * k + p];
+            const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
-                c[j] += a * B[(size_t)p * n + j];
+                c[j] += a * b[j];
+            }
+        }
+    }
+}
+
+/* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */
+static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)
+{
+    for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
+        for (int j = 0; j < n; ++j) {
+            T[(size_t)p * n + j] = B[(size_t)j * k + p];
+        }
+    }
+    symgrad_gemm_nn(m, n, k, A, T, C);
+}
+
+/* C (m x n) = A^T B, A (k x m), B (k x n). */
+static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
+{
+    int i = 0;
+    for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
+        real *restrict c0 = C + (size_t)i * n;
+        real *restrict c1 = c0 + n;
+        real *restrict c2 = c1 + n;
+        real *restrict c3 = c2 + n;
+        for (int j = 0; j < n; ++j) {
+            c0[j] = 0;
+            c1[j] = 0;
+            c2[j] = 0;
+            c3[j] = 0;
+        }
+        for (int p = 0; p < k; ++p) {
+            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2], a3 = A[(size_t)p * m + i + 3];
+            const real *restrict b = B + (size_t)p * n;
+            for (int j = 0; j < n; ++j) {
+                c0[j] += a0 * b[j];
+                c1[j] += a1 * b[j];
+                c2[j] += a2 * b[j];
+                c3[j] += a3 * b[j];
+            }
+        }
+    }
+    for (; i < m; ++i) {
+        real *restrict c = C + (size_t)i * n;
+        for (int j = 0; j < n; ++j) {
+            c[j] = 0;
+        }
+        for (int p = 0; p < k; ++p) {
+            const real a = A[(size_t)p * m + i];
+            const real *restrict b = B + (size_t)p * n;
+            for (int j = 0; j < n; ++j) {
+                c[j] += a * b[j];
             }
         }
     }
@@ -76,19 +122,20 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 
 size_t mnist_mlp_workspace_size(int batch)
 {
-    return (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10 + (size_t)batch * 10 + (size_t)batch * 128 + (size_t)batch * 128;
+    return 100352 + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10 + (size_t)batch * 10 + (size_t)batch * 128 + (size_t)batch * 128;
 }
 
 void mnist_mlp_forward(const real *restrict params, const real *restrict x, int batch, real *restrict y,
     real *restrict work)
 {
-    real *restrict A1 = work + 0;
-    real *restrict A2 = work + (size_t)batch * 128;
-    real *restrict A3 = work + (size_t)batch * 128 + (size_t)batch * 64;
-    real *restrict Z3 = work + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10;
+    real *restrict T = work + 0;
+    real *restrict A1 = work + 100352;
+    real *restrict A2 = work + 100352 + (size_t)batch * 128;
+    real *restrict A3 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64;
+    real *restrict Z3 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10;
     const real *restrict A0 = x;
     /* layer 1 'fc1' forward: net = a W^T + b (784 -> 128), out = relu(net) */
-    symgrad_gemm_nt(batch, 128, 784, A0, params + 0, A1);
+    symgrad_gemm_nt(batch, 128, 784, A0, params + 0, A1, T);
     for (int _r = 0; _r < batch; ++_r) {
         for (int _j = 0; _j < 128; ++_j) {
             const size_t _q = (size_t)_r * 128 + _j;
@@ -97,7 +144,7 @@ void mnist_mlp_forward(const real *restrict params, const real *restrict x, int 
         }
     }
     /* layer 2 'fc2' forward: net = a W^T + b (128 -> 64), out = relu(net) */
-    symgrad_gemm_nt(batch, 64, 128, A1, params + 100480, A2);
+    symgrad_gemm_nt(batch, 64, 128, A1, params + 100480, A2, T);
     for (int _r = 0; _r < batch; ++_r) {
         for (int _j = 0; _j < 64; ++_j) {
             const size_t _q = (size_t)_r * 64 + _j;
@@ -106,7 +153,7 @@ void mnist_mlp_forward(const real *restrict params, const real *restrict x, int 
         }
     }
     /* layer 3 'fc3' forward: net = a W^T + b (64 -> 10), out = softmax */
-    symgrad_gemm_nt(batch, 10, 64, A2, params + 108736, Z3);
+    symgrad_gemm_nt(batch, 10, 64, A2, params + 108736, Z3, T);
     for (int _r = 0; _r < batch; ++_r) {
         real *restrict zr = Z3 + (size_t)_r * 10;
         real *restrict ar = A3 + (size_t)_r * 10;
@@ -136,13 +183,14 @@ void mnist_mlp_forward(const real *restrict params, const real *restrict x, int 
 real mnist_mlp_loss(const real *restrict params, const real *restrict x, const real *restrict t, int batch,
     real *restrict work)
 {
-    real *restrict A1 = work + 0;
-    real *restrict A2 = work + (size_t)batch * 128;
-    real *restrict A3 = work + (size_t)batch * 128 + (size_t)batch * 64;
-    real *restrict Z3 = work + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10;
+    real *restrict T = work + 0;
+    real *restrict A1 = work + 100352;
+    real *restrict A2 = work + 100352 + (size_t)batch * 128;
+    real *restrict A3 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64;
+    real *restrict Z3 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10;
     const real *restrict A0 = x;
     /* layer 1 'fc1' forward: net = a W^T + b (784 -> 128), out = relu(net) */
-    symgrad_gemm_nt(batch, 128, 784, A0, params + 0, A1);
+    symgrad_gemm_nt(batch, 128, 784, A0, params + 0, A1, T);
     for (int _r = 0; _r < batch; ++_r) {
         for (int _j = 0; _j < 128; ++_j) {
             const size_t _q = (size_t)_r * 128 + _j;
@@ -151,7 +199,7 @@ real mnist_mlp_loss(const real *restrict params, const real *restrict x, const r
         }
     }
     /* layer 2 'fc2' forward: net = a W^T + b (128 -> 64), out = relu(net) */
-    symgrad_gemm_nt(batch, 64, 128, A1, params + 100480, A2);
+    symgrad_gemm_nt(batch, 64, 128, A1, params + 100480, A2, T);
     for (int _r = 0; _r < batch; ++_r) {
         for (int _j = 0; _j < 64; ++_j) {
             const size_t _q = (size_t)_r * 64 + _j;
@@ -160,7 +208,7 @@ real mnist_mlp_loss(const real *restrict params, const real *restrict x, const r
         }
     }
     /* layer 3 'fc3' forward: net = a W^T + b (64 -> 10), out = softmax */
-    symgrad_gemm_nt(batch, 10, 64, A2, params + 108736, Z3);
+    symgrad_gemm_nt(batch, 10, 64, A2, params + 108736, Z3, T);
     for (int _r = 0; _r < batch; ++_r) {
         real *restrict zr = Z3 + (size_t)_r * 10;
         real *restrict ar = A3 + (size_t)_r * 10;
@@ -193,15 +241,16 @@ real mnist_mlp_loss(const real *restrict params, const real *restrict x, const r
 real mnist_mlp_loss_and_gradients(const real *restrict params, const real *restrict x, const real *restrict t,
     int batch, real *restrict grad, real *restrict work)
 {
-    real *restrict A1 = work + 0;
-    real *restrict A2 = work + (size_t)batch * 128;
-    real *restrict A3 = work + (size_t)batch * 128 + (size_t)batch * 64;
-    real *restrict Z3 = work + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10;
-    real *restrict D0 = work + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10 + (size_t)batch * 10;
-    real *restrict D1 = work + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10 + (size_t)batch * 10 + (size_t)batch * 128;
+    real *restrict T = work + 0;
+    real *restrict A1 = work + 100352;
+    real *restrict A2 = work + 100352 + (size_t)batch * 128;
+    real *restrict A3 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64;
+    real *restrict Z3 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10;
+    real *restrict D0 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10 + (size_t)batch * 10;
+    real *restrict D1 = work + 100352 + (size_t)batch * 128 + (size_t)batch * 64 + (size_t)batch * 10 + (size_t)batch * 10 + (size_t)batch * 128;
     const real *restrict A0 = x;
     /* layer 1 'fc1' forward: net = a W^T + b (784 -> 128), out = relu(net) */
-    symgrad_gemm_nt(batch, 128, 784, A0, params + 0, A1);
+    symgrad_gemm_nt(batch, 128, 784, A0, params + 0, A1, T);
     for (int _r = 0; _r < batch; ++_r) {
         for (int _j = 0; _j < 128; ++_j) {
             const size_t _q = (size_t)_r * 128 + _j;
@@ -210,7 +259,7 @@ real mnist_mlp_loss_and_gradients(const real *restrict params, const real *restr
         }
     }
     /* layer 2 'fc2' forward: net = a W^T + b (128 -> 64), out = relu(net) */
-    symgrad_gemm_nt(batch, 64, 128, A1, params + 100480, A2);
+    symgrad_gemm_nt(batch, 64, 128, A1, params + 100480, A2, T);
     for (int _r = 0; _r < batch; ++_r) {
         for (int _j = 0; _j < 64; ++_j) {
             const size_t _q = (size_t)_r * 64 + _j;
@@ -219,7 +268,7 @@ real mnist_mlp_loss_and_gradients(const real *restrict params, const real *restr
         }
     }
     /* layer 3 'fc3' forward: net = a W^T + b (64 -> 10), out = softmax */
-    symgrad_gemm_nt(batch, 10, 64, A2, params + 108736, Z3);
+    symgrad_gemm_nt(batch, 10, 64, A2, params + 108736, Z3, T);
     for (int _r = 0; _r < batch; ++_r) {
         real *restrict zr = Z3 + (size_t)_r * 10;
         real *restrict ar = A3 + (size_t)_r * 10;

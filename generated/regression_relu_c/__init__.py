@@ -61,6 +61,9 @@ SEED = 3
 CHECK_FINITE = False
 BLAS = "no"  # "auto": link OpenBLAS when its header is found; "yes": required; "no": never
 _SHAPES = tuple(PARAM_SHAPES.items())
+_SHAPE_LIST = tuple(PARAM_SHAPES.values())
+_DT = np.dtype(DTYPE)
+_concat = np.concatenate
 _HERE = Path(__file__).resolve().parent
 
 
@@ -147,6 +150,7 @@ class _Buffers:
         self.grad = np.empty(N_PARAMS, dtype=DTYPE)
         self.work = np.empty(max(1, _lib.regression_relu_workspace_size(batch)), dtype=DTYPE)
         self.ptr = {k: getattr(self, k).ctypes.data for k in ("x", "t", "y", "theta", "grad", "work")}
+        self.keep = {}  # converted inputs passed by address
 
 
 def _buffers_for(batch):
@@ -229,8 +233,18 @@ def _targets(y, a0):
 def pack(params, out=None):
     """The parameters as one contiguous vector in the C layout (OFFSETS)."""
     theta = np.empty(N_PARAMS, dtype=DTYPE) if out is None else out
-    for (_, offset, size, _), p in zip(_LAYOUT, _params(params)):
-        theta[offset:offset + size] = p.reshape(-1)
+    try:
+        arrays = [params[name] for name in PARAM_NAMES]
+    except (KeyError, TypeError):
+        arrays = None
+    if arrays is None or CHECK_FINITE:
+        arrays = _params(params)
+    else:
+        for a, shape in zip(arrays, _SHAPE_LIST):
+            if type(a) is not np.ndarray or a.dtype is not _DT or a.shape != shape:
+                arrays = _params(params)  # converts, or raises the NumPy module's ValueError
+                break
+    _concat([a.ravel() for a in arrays], out=theta)
     return theta
 
 
@@ -239,22 +253,34 @@ def unpack(theta):
     return {name: theta[offset:offset + size].reshape(shape) for name, offset, size, shape in _LAYOUT}
 
 
+def _ready(v, rows, width):
+    """Whether v can go to C as it is: a C-contiguous DTYPE array of shape (rows or any, width)."""
+    return (type(v) is np.ndarray and v.dtype is _DT and v.ndim == 2 and v.shape[1] == width and v.shape[0]
+            and (rows is None or v.shape[0] == rows) and v.flags.c_contiguous and not CHECK_FINITE)
+
+
 def _pointer(a, buffer, name, b):
-    """Address of a itself when it is C-contiguous, else of the buffer it is copied into."""
+    """Address of a itself when it is C-contiguous (kept alive in b until the next call), else of its copy in b."""
     if a.flags.c_contiguous:
-        return _address(a)
+        b.keep[name] = a
+        return a.ctypes.data
     buffer[...] = a
     return b.ptr[name]
 
 
 def _prepare(params, x, y, targets=True):
     """(buffers, x address, targets address, batch, single) with the parameters packed into the buffers."""
-    a0, single = _batch(x, N_INPUTS, "x")
-    b = _buffers_for(a0.shape[0])
-    px = _pointer(a0, b.x, "x", b)
+    if _ready(x, None, N_INPUTS):  # fast path: no conversion, no copy
+        a0, single = x, False
+        b = _buffers_for(x.shape[0])
+        px = _address(x)
+    else:
+        a0, single = _batch(x, N_INPUTS, "x")
+        b = _buffers_for(a0.shape[0])
+        px = _pointer(a0, b.x, "x", b)
     pt = b.ptr["t"]
     if targets:
-        pt = _pointer(_targets(y, a0), b.t, "t", b)
+        pt = _address(y) if _ready(y, a0.shape[0], N_OUTPUTS) else _pointer(_targets(y, a0), b.t, "t", b)
     pack(params, b.theta)
     return b, px, pt, a0.shape[0], single
 
