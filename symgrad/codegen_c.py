@@ -16,6 +16,7 @@ from pathlib import Path
 import sympy as sp
 
 from . import __version__
+from . import build as _build
 from .activations import net as NET
 from .codegen_numpy import _init_lines
 from .derivation import derive_layers, ops_estimate, straight_line
@@ -426,17 +427,26 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
         n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=list(model.inputs),
         output_names=list(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
-        train=train_context(model),
+        train=train_context(model), build_code=_build_code(),
     )
     if with_main:
         files["main.c"] = _main_source(model, layout, dtype)
     pkg = Path(out_dir) / f"{name}_c"
     written = [write_atomic(pkg / fname, text) for fname, text in files.items()]
     if build:
-        from .api import import_generated
+        from .cli import ToolError
 
-        import_generated(f"{name}_c", out_dir)
+        try:
+            _build.build_library(pkg / f"{name}.c", blas if use_blas else "no")
+        except _build.BuildError as exc:
+            raise ToolError(str(exc)) from None
     return written
+
+
+def _build_code():
+    """The part of symgrad/build.py that every generated package carries (so it needs no symgrad)."""
+    text = Path(_build.__file__).read_text()
+    return text.split("# --- copied into generated C packages from here ---\n", 1)[1].strip()
 
 
 def _main_source(model, layout, dtype):

@@ -161,7 +161,7 @@ def test_generation_is_deterministic_and_committed_copies_are_current(tmp_path):
                 f"generated/{name}_c/{f.name} is stale: run `symgrad generate examples/{name}.toml --target c`"
 
 
-def test_second_import_does_not_recompile_and_a_changed_source_does(tmp_path):
+def test_second_import_does_not_recompile_and_a_changed_source_does(tmp_path, monkeypatch):
     model = symgrad.load(ROOT / "examples/mazur.toml")
     generate(model, "c", tmp_path)
     first = import_generated("mazur_c", tmp_path).LIBRARY
@@ -169,7 +169,10 @@ def test_second_import_does_not_recompile_and_a_changed_source_does(tmp_path):
     assert import_generated("mazur_c", tmp_path).LIBRARY == first and first.stat().st_mtime_ns == stamp
     src = tmp_path / "mazur_c" / "mazur.c"
     src.write_text(src.read_text() + "\n/* changed */\n")
-    assert import_generated("mazur_c", tmp_path).LIBRARY != first
+    second = import_generated("mazur_c", tmp_path).LIBRARY
+    assert second != first
+    monkeypatch.setenv("CFLAGS", "-O1")
+    assert import_generated("mazur_c", tmp_path).LIBRARY not in (first, second)  # the command is in the key
 
 
 def test_no_compiler_gives_a_clear_error(tmp_path):
@@ -179,6 +182,11 @@ def test_no_compiler_gives_a_clear_error(tmp_path):
                          env=dict(os.environ, CC="/nonexistent/cc"))
     assert res.returncode != 0
     assert "no C compiler found" in res.stderr and "install gcc" in res.stderr
+    cli = subprocess.run([sys.executable, "-m", "symgrad", "generate", "examples/mazur.toml", "--target", "c", "--build",
+                          "-o", str(tmp_path / "cli")], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, CC="/nonexistent/cc"))
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert cli.stderr.startswith("symgrad: error: no C compiler found") and "install gcc" in cli.stderr
 
 
 def test_cli_target_c_with_build(tmp_path):

@@ -72,6 +72,7 @@ class BuildError(RuntimeError):
 
 
 def _compiler():
+    """The C compiler command: $CC, else cc, gcc or clang on PATH."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc or not shutil.which(shlex.split(cc)[0]):
         raise BuildError(f"no C compiler found{f' (CC={cc!r})' if cc else ''}: install gcc (Debian: apt-get install gcc) "
@@ -80,6 +81,7 @@ def _compiler():
 
 
 def _blas_available(cc):
+    """Whether cc finds <cblas.h> and links -lopenblas."""
     probe = "#include <cblas.h>\nint main(void) { return 0; }\n"
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "probe.c"
@@ -88,37 +90,42 @@ def _blas_available(cc):
     return res.returncode == 0
 
 
-def _build():
-    """Path of the shared library, compiled into the cache unless an identical build is there."""
+def build_library(source, blas="no"):
+    """Path of the shared library of source (x.c beside x.h): cache/x-<sha256>.so, compiled only when not there.
+
+    blas: "yes" links OpenBLAS (-DSYMGRAD_USE_BLAS), "auto" when its header is found, "no" never. CC and CFLAGS
+    (default -O3) choose the compiler and flags; $SYMGRAD_CACHE (default ~/.cache/symgrad) the cache folder.
+    """
+    source = Path(source)
     cc = _compiler()
     flags = shlex.split(os.environ.get("CFLAGS", "-O3"))
     link = ["-lm"]
-    if BLAS == "yes" or (BLAS == "auto" and _blas_available(cc)):
+    if blas == "yes" or (blas == "auto" and _blas_available(cc)):
         flags.append("-DSYMGRAD_USE_BLAS")
         link.insert(0, "-lopenblas")
     command = [*cc, "-std=c99", *flags, "-fPIC", "-shared"]
-    source = (_HERE / "regression_relu.c").read_bytes() + (_HERE / "regression_relu.h").read_bytes()
-    key = hashlib.sha256(source + " ".join(command + link).encode()).hexdigest()[:24]
+    text = source.read_bytes() + source.with_suffix(".h").read_bytes()
+    key = hashlib.sha256(text + " ".join(command + link).encode()).hexdigest()[:24]
     cache = Path(os.environ.get("SYMGRAD_CACHE", Path.home() / ".cache" / "symgrad"))
-    lib = cache / f"regression_relu-{key}.so"
+    lib = cache / f"{source.stem}-{key}.so"
     if lib.exists():
         return lib
     cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".regression_relu-", suffix=".so", dir=cache)
+    fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=cache)
     os.close(fd)
     try:
-        res = subprocess.run([*command, "-I", str(_HERE), "-o", tmp, str(_HERE / "regression_relu.c"), *link],
+        res = subprocess.run([*command, "-I", str(source.parent), "-o", tmp, str(source), *link],
                              capture_output=True, text=True)
         if res.returncode != 0:
-            raise BuildError(f"compiling regression_relu.c failed:\n{res.stderr}")
-        os.replace(tmp, lib)
+            raise BuildError(f"compiling {source.name} failed ({' '.join(command)}):\n{res.stderr}")
+        os.replace(tmp, lib)  # atomic: a concurrent import sees the whole library or none
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return lib
 
 
-LIBRARY = _build()
+LIBRARY = build_library(_HERE / "regression_relu.c", BLAS)
 _lib = ctypes.CDLL(str(LIBRARY))
 _real = ctypes.c_double if DTYPE == np.float64 else ctypes.c_float
 _ptr = ctypes.c_void_p

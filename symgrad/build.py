@@ -1,0 +1,74 @@
+"""Compile a generated C source into a shared library, cached by a SHA-256 of source and compiler command.
+
+Everything after the marker line below is copied verbatim into every generated C package
+(templates/c/package.py.j2), so a package builds itself with no symgrad installed; `symgrad generate
+--build` runs this same code.
+"""
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+# --- copied into generated C packages from here ---
+
+
+class BuildError(RuntimeError):
+    """The C source could not be compiled (no compiler, or the compiler failed)."""
+
+
+def _compiler():
+    """The C compiler command: $CC, else cc, gcc or clang on PATH."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc or not shutil.which(shlex.split(cc)[0]):
+        raise BuildError(f"no C compiler found{f' (CC={cc!r})' if cc else ''}: install gcc (Debian: apt-get install gcc) "
+                         "or set CC; the NumPy module (symgrad generate --target numpy) needs none")
+    return shlex.split(cc)
+
+
+def _blas_available(cc):
+    """Whether cc finds <cblas.h> and links -lopenblas."""
+    probe = "#include <cblas.h>\nint main(void) { return 0; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.c"
+        src.write_text(probe)
+        res = subprocess.run([*cc, str(src), "-o", str(Path(tmp) / "probe"), "-lopenblas"], capture_output=True)
+    return res.returncode == 0
+
+
+def build_library(source, blas="no"):
+    """Path of the shared library of source (x.c beside x.h): cache/x-<sha256>.so, compiled only when not there.
+
+    blas: "yes" links OpenBLAS (-DSYMGRAD_USE_BLAS), "auto" when its header is found, "no" never. CC and CFLAGS
+    (default -O3) choose the compiler and flags; $SYMGRAD_CACHE (default ~/.cache/symgrad) the cache folder.
+    """
+    source = Path(source)
+    cc = _compiler()
+    flags = shlex.split(os.environ.get("CFLAGS", "-O3"))
+    link = ["-lm"]
+    if blas == "yes" or (blas == "auto" and _blas_available(cc)):
+        flags.append("-DSYMGRAD_USE_BLAS")
+        link.insert(0, "-lopenblas")
+    command = [*cc, "-std=c99", *flags, "-fPIC", "-shared"]
+    text = source.read_bytes() + source.with_suffix(".h").read_bytes()
+    key = hashlib.sha256(text + " ".join(command + link).encode()).hexdigest()[:24]
+    cache = Path(os.environ.get("SYMGRAD_CACHE", Path.home() / ".cache" / "symgrad"))
+    lib = cache / f"{source.stem}-{key}.so"
+    if lib.exists():
+        return lib
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=cache)
+    os.close(fd)
+    try:
+        res = subprocess.run([*command, "-I", str(source.parent), "-o", tmp, str(source), *link],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise BuildError(f"compiling {source.name} failed ({' '.join(command)}):\n{res.stderr}")
+        os.replace(tmp, lib)  # atomic: a concurrent import sees the whole library or none
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
