@@ -248,3 +248,20 @@ def test_argument_checks_match_the_numpy_module(tmp_path):
         for k in gn:
             np.testing.assert_allclose(g[k], gn[k], rtol=1e-12)
     np.testing.assert_allclose(cm.forward(p, x[0]), npm.forward(p, x[0]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_architectures_agree_with_numpy(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    acts = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "silu", "gelu"]
+    loss = [("half_sse", None), ("sse", None), ("mse", None), ("bce", None), ("softmax_cross_entropy", None),
+            (None, "(t - y)**2 + y**2/10")][rng.integers(6)]
+    sizes = [int(n) for n in rng.integers(1, 6, size=rng.integers(2, 5))]
+    if loss[0] == "softmax_cross_entropy":
+        sizes[-1] = max(2, sizes[-1])
+    model = make_net(sizes, str(rng.choice(acts)), output_activation(loss), loss, seed=seed,
+                     reduction=str(rng.choice(["sum", "mean"])))
+    shape = ["unrolled", "loops"][seed % 2]
+    npm, cm = both(model, tmp_path, shape=shape)
+    x, y = sample(model, int(rng.integers(1, 9)), seed)
+    assert_same(npm, cm, x, y)

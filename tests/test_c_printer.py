@@ -1,0 +1,43 @@
+"""The C printer: one exact string per override of C99CodePrinter."""
+
+import sympy as sp
+
+from symgrad.functions import relu, sigmoid, softplus, step
+from symgrad.printers_c import c_code
+
+x, y = sp.symbols("x y")
+
+
+def test_sigmoid_and_softplus_call_the_stable_helpers():
+    assert c_code(sigmoid(x)) == "symgrad_sigmoid(x)"
+    assert c_code(softplus(x)) == "symgrad_softplus(x)"
+    assert c_code(sigmoid(x), "float32") == "symgrad_sigmoidf(x)"
+
+
+def test_relu_and_step():
+    assert c_code(relu(x)) == "fmax(x, 0)"
+    assert c_code(step(x)) == "((x) > 0 ? 1.0 : 0.0)"
+    assert c_code(step(x), "float32") == "((x) > 0 ? 1.0F : 0.0F)"
+
+
+def test_squares_and_cubes_are_products():
+    assert c_code(x**2) == "x*x"
+    assert c_code((x + y)**3) == "(x + y)*(x + y)*(x + y)"
+
+
+def test_constants_are_literals_not_macros():
+    assert c_code(sp.pi * x) == "3.1415926535897932*x"
+    assert c_code(1 / sp.sqrt(2)) == "0.70710678118654752"
+
+
+def test_piecewise_is_a_ternary():
+    assert c_code(sp.Piecewise((x, x > 0), (0.01 * x, True))) == "((x > 0) ? x : 0.01*x)"
+
+
+def test_float32_suffixes_math_calls_and_literals():
+    assert c_code(sp.exp(x) + sp.Rational(1, 2), "float32") == "expf(x) + 1.0F/2.0F"
+    assert c_code(sp.tanh(x), "float32") == "tanhf(x)"
+
+
+def test_names_rename_symbols():
+    assert c_code(x + y, names={"x": "A1[_q]"}) == "A1[_q] + y"
