@@ -64,14 +64,18 @@ def profile(func, namespace, k):
     exec(empty, namespace)
     base = (time.perf_counter() - start) / k
     for text, stmts in _statements(func):
-        if text.startswith("if ") and "return" in text:  # the dispatch to the per-sample path: its test only
-            stmts = [ast.Expr(stmts[0].test)]
+        dispatch = text.startswith("if ") and "return" in text  # to the per-sample path: time its test only
+        if dispatch:
+            test = stmts[0].test
+            stmts = [ast.Expr(test)]
         loop = ast.For(ast.Name("_", ast.Store()), ast.Call(ast.Name("range", ast.Load()), [ast.Constant(k)], []), stmts, [])
         code = compile(ast.fix_missing_locations(ast.Module([loop], [])), "<stmt>", "exec")
         exec(compile(ast.fix_missing_locations(ast.Module(stmts, [])), "<once>", "exec"), namespace)
         start = time.perf_counter()
         exec(code, namespace)
         rows.append((text.splitlines()[0][:90], max(0.0, ((time.perf_counter() - start) / k - base) * 1e6)))
+        if dispatch and eval(compile(ast.Expression(test), "<test>", "eval"), namespace):
+            break  # the call returns from the per-sample path here
     return rows
 
 
