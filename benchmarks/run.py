@@ -622,7 +622,7 @@ def report(rows, sym_time, peers, out):
         lines += ["", f"WARNING: other processes used over 10% of the CPUs while timing {'; '.join(busy)}: multi-threaded "
                       "BLAS (NumPy, PyTorch, the C module) slows down by up to 10x under such contention; rerun on a quiet "
                       "machine before trusting those rows."]
-    notes = sorted({n for r in rows for n in r["notes"]}) + [f"{p} not installed: its columns are skipped"
+    notes = sorted({n for r in rows for n in r["notes"]}) + [f"{p} not installed (or --no-peers): its columns show –"
                                                             for p in ("torch", "jax", "casadi") if p not in peers]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -698,7 +698,7 @@ def peer_versions(peers):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the 2-2-2 config only, few rounds (a smoke run)")
-    ap.add_argument("--configs", help="comma-separated labels with batch, e.g. 2-2-2/1,784-128-64-10/64")
+    ap.add_argument("--configs", help="comma-separated label/batch, e.g. 2-2-2/1,784-128-64-10/64 (softmax row: '784-128-64-10 CE/64')")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 41, quick 3)")
     ap.add_argument("--out", help="also write the Markdown to this file")
     ap.add_argument("--no-peers", action="store_true", help="skip PyTorch, JAX and CasADi")
