@@ -64,6 +64,21 @@ def _sigmoid1(z):
     return e / (1.0 + e)
 
 
+def _sigmoid_(z):
+    """z <- sigma(z) = 1 / (1 + exp(-z)) in place, with no overflow warning at any z."""
+    np.negative(z, out=z)
+    if z.size <= 128:  # small arrays: sigma = exp(-log(1 + exp(-z))), the fewest calls
+        np.logaddexp(0.0, z, out=z)
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+    else:  # logaddexp is ~20x slower than exp per element: exp(-z) is inf only where sigma(z) < 1e-308
+        with np.errstate(over="ignore"):
+            np.exp(z, out=z)
+        z += 1.0
+        np.reciprocal(z, out=z)  # 1 / (1 + inf) = 0
+    return z
+
+
 def init_params():
     """A fresh dict of parameters: the spec's values, or its seeded initialisation."""
     return {
@@ -125,17 +140,11 @@ def forward(params, x):
     W1, b1, W2, b2 = _params(params)
     z1 = a0 @ W1.T  # net of layer 'hidden': 2 units
     z1 += b1
-    np.negative(z1, out=z1)
-    np.logaddexp(0.0, z1, out=z1)
-    np.negative(z1, out=z1)
-    np.exp(z1, out=z1)
+    _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
     z2 = a1 @ W2.T  # net of layer 'output': 2 units
     z2 += b2
-    np.negative(z2, out=z2)
-    np.logaddexp(0.0, z2, out=z2)
-    np.negative(z2, out=z2)
-    np.exp(z2, out=z2)
+    _sigmoid_(z2)
     a2 = z2  # sigmoid, in place
     result = a2
     return result[0] if single else result
@@ -148,21 +157,15 @@ def loss(params, x, y):
     W1, b1, W2, b2 = _params(params)
     z1 = a0 @ W1.T  # net of layer 'hidden': 2 units
     z1 += b1
-    np.negative(z1, out=z1)
-    np.logaddexp(0.0, z1, out=z1)
-    np.negative(z1, out=z1)
-    np.exp(z1, out=z1)
+    _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
     z2 = a1 @ W2.T  # net of layer 'output': 2 units
     z2 += b2
-    np.negative(z2, out=z2)
-    np.logaddexp(0.0, z2, out=z2)
-    np.negative(z2, out=z2)
-    np.exp(z2, out=z2)
+    _sigmoid_(z2)
     a2 = z2  # sigmoid, in place
     s = 1.0
     e0 = t - a2
-    E = s * float(np.sum(0.5*e0**2))
+    E = s * 0.5 * float(np.vdot(e0, e0))
     return E
 
 
@@ -175,22 +178,19 @@ def loss_and_gradients(params, x, y):
     W1, b1, W2, b2 = _params(params)
     z1 = a0 @ W1.T  # net of layer 'hidden': 2 units
     z1 += b1
-    np.negative(z1, out=z1)
-    np.logaddexp(0.0, z1, out=z1)
-    np.negative(z1, out=z1)
-    np.exp(z1, out=z1)
+    _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
     z2 = a1 @ W2.T  # net of layer 'output': 2 units
     z2 += b2
-    np.negative(z2, out=z2)
-    np.logaddexp(0.0, z2, out=z2)
-    np.negative(z2, out=z2)
-    np.exp(z2, out=z2)
+    _sigmoid_(z2)
     a2 = z2  # sigmoid, in place
     s = 1.0
     e0 = t - a2
-    E = s * float(np.sum(0.5*e0**2))
-    d2 = e0*a2*(a2 - 1)  # dE/dnet of the output layer, per unit of the loss scale
+    E = s * 0.5 * float(np.vdot(e0, e0))
+    d2 = e0
+    d2 *= a2
+    a2 -= 1
+    d2 *= a2  # dE/dnet of the output layer, per unit of the loss scale
     gW2 = d2.T @ a1  # dE/dW of 'output'
     d1 = d2 @ W2  # dE/da of 'hidden'
     a1 *= 1.0 - a1

@@ -33,8 +33,33 @@ HELPERS = {
     """log(1 + exp(z)) for one float, without overflow."""
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))''',
     "_sigmoid": '''def _sigmoid(z):
-    """sigma(z) = 1 / (1 + exp(-z)), as exp(-log(1 + exp(-z))): no overflow at any z."""
-    return np.exp(-np.logaddexp(0.0, -z))''',
+    """sigma(z) = 1 / (1 + exp(-z)) elementwise, without overflow (see _sigmoid_)."""
+    return _sigmoid_(np.array(z, dtype=DTYPE, ndmin=1)).reshape(np.shape(z))''',
+    "_sigmoid_": '''def _sigmoid_(z):
+    """z <- sigma(z) = 1 / (1 + exp(-z)) in place, with no overflow warning at any z."""
+    np.negative(z, out=z)
+    if z.size <= 128:  # small arrays: sigma = exp(-log(1 + exp(-z))), the fewest calls
+        np.logaddexp(0.0, z, out=z)
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+    else:  # logaddexp is ~20x slower than exp per element: exp(-z) is inf only where sigma(z) < 1e-308
+        with np.errstate(over="ignore"):
+            np.exp(z, out=z)
+        z += 1.0
+        np.reciprocal(z, out=z)  # 1 / (1 + inf) = 0
+    return z''',
+    "_ones": '''_ONES = {}
+
+
+def _ones(n):
+    """A read-only vector of n ones (cached): column sums of d as one product, ones @ d."""
+    v = _ONES.get(n)
+    if v is None:
+        v = np.ones(n, dtype=DTYPE)
+        v.flags.writeable = False
+        if len(_ONES) < 16:
+            _ONES[n] = v
+    return v''',
     "_erf": '''_erf_ufunc = np.frompyfunc(math.erf, 1, 1)
 
 
@@ -43,13 +68,14 @@ def _erf(z):
     return _erf_ufunc(z).astype(DTYPE)''',
 }
 
+HELPER_NEEDS = {"_sigmoid": ("_sigmoid_",)}
+
 # Activations whose out = f(net) can overwrite net in place: name -> statements (z is net).
 IN_PLACE = {
     "identity": [],
     "tanh": ["np.tanh({z}, out={z})"],
     "relu": ["np.maximum({z}, 0.0, out={z})"],
-    "sigmoid": ["np.negative({z}, out={z})", "np.logaddexp(0.0, {z}, out={z})", "np.negative({z}, out={z})",
-                "np.exp({z}, out={z})"],
+    "sigmoid": ["_sigmoid_({z})"],
 }
 
 
@@ -99,7 +125,7 @@ class _Printer:
     def used(self, code):
         for h in HELPERS:
             if h + "(" in code:
-                self.helpers.add(h)
+                self.helpers.update((h,) + HELPER_NEEDS.get(h, ()))
         return code
 
 
@@ -173,7 +199,7 @@ def _network_bodies(model, pr):
                     f"sum{k} = {a}.sum(axis=1, keepdims=True)",
                     f"{a} /= sum{k}  # softmax"]
         elif not der.keeps_net[s.index] and act.name in IN_PLACE:
-            fwd += [st.format(z=z) for st in IN_PLACE[act.name]]
+            fwd += [pr.used(st.format(z=z)) for st in IN_PLACE[act.name]]
             fwd.append(f"{a} = {z}  # {act.name}, in place")
         else:
             fwd.append(f"{a} = {pr(act.at(NET), {'net': z})}  # {act.name}")
@@ -189,16 +215,21 @@ def _network_bodies(model, pr):
     for sym, expr in shared:
         lossl.append(f"{sym.name} = {pr(expr, names)}")
         names[sym.name] = sym.name
-    lossl.append(f"E = {scale} * float(np.sum({pr(loss_term, names)}))")
+    total = _batch_sum(loss_term, names, pr)
+    lossl.append(f"E = -{scale} * {total[1:]}" if total.startswith("-") else f"E = {scale} * {total}")
     back = []
     lowest = min((s.index for s in layers if s.weight.trainable or (s.bias is not None and s.bias.trainable)), default=None)
     grads = []
+    have_ones = False
     if lowest is not None:
         dexpr = pr(delta_out, names)
         if der.softmax:
             back += [f"h = {dexpr}", f"d{L} = h - {y} * h.sum(axis=1, keepdims=True)"]
         else:
-            back.append(f"d{L} = {dexpr}  # dE/dnet of the output layer, per unit of the loss scale")
+            owned = {sym.name for sym, _ in shared}  # fresh arrays, dead once the loss is summed
+            inplace = _product_in_place(delta_out, f"d{L}", names, owned, {"y"}, pr)
+            back += inplace or [f"d{L} = {dexpr}"]
+            back[-1] += "  # dE/dnet of the output layer, per unit of the loss scale"
         if not (c == 1 and model.loss.reduction == "sum"):
             back.append(f"d{L} *= {scale}")
         for s in reversed(layers):
@@ -207,7 +238,10 @@ def _network_bodies(model, pr):
                 back.append(f"gW{k} = d{k}.T @ a{k - 1}  # dE/dW of {s.layer.name!r}")
                 grads.append((s.weight.name, f"gW{k}"))
             if s.bias is not None and s.bias.trainable:
-                back.append(f"gb{k} = d{k}.sum(axis=0)" if s.bias.shape else f"gb{k} = np.asarray(d{k}.sum())")
+                if s.bias.shape and not have_ones:
+                    have_ones = True
+                    back.append(pr.used("ones = _ones(a0.shape[0])  # column sums over the batch as products"))
+                back.append(f"gb{k} = ones @ d{k}" if s.bias.shape else f"gb{k} = np.asarray(d{k}.sum())")
                 grads.append((s.bias.name, f"gb{k}"))
             if s.index > lowest:
                 j = k - 1
@@ -223,6 +257,56 @@ def _network_bodies(model, pr):
     grads.sort(key=lambda g: order[g[0]])
     return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": y,
             "rewrites": der.rewrites, "derivation": der}
+
+
+def _batch_sum(term, names, pr):
+    """Python source for the sum of ``term`` over the batch and outputs: c*u**2 and c*u*v as one dot product."""
+    coeff, factors = term.as_coeff_mul()
+    arrays = [f for f in factors if f.is_Symbol and f.name in names]
+    if len(factors) == 1 and factors[0].is_Pow and factors[0].exp == 2 and factors[0].base.is_Symbol \
+            and factors[0].base.name in names:
+        u = names[factors[0].base.name]
+        arrays = [u, u]
+    elif len(factors) == 2 and len(arrays) == 2:
+        arrays = [names[f.name] for f in arrays]
+    else:
+        return f"float(np.sum({pr(term, names)}))"
+    dot = f"float(np.vdot({arrays[0]}, {arrays[1]}))"
+    return dot if coeff == 1 else f"-{dot}" if coeff == -1 else f"{pr(coeff)} * {dot}"
+
+
+def _product_in_place(expr, target, names, owned, writable, pr):
+    """Lines computing ``target = expr`` for a product, multiplying in place into one of the owned arrays.
+
+    Factors that are a writable array plus a number (y - 1) are formed in place too, once no later
+    factor needs that array. None when expr is not such a product.
+    """
+    coeff, factors = expr.as_coeff_mul()
+    base = next((f for f in factors if f.is_Symbol and f.name in owned), None)
+    if base is None:
+        return None
+    rest = [f for f in factors if f != base]
+    plain = [f for f in rest if f.is_Symbol or f.is_Number]
+    other = [f for f in rest if not (f.is_Symbol or f.is_Number)]
+    lines = [f"{target} = {names[base.name]}"]
+    lines += [f"{target} *= {pr(f, names)}" for f in plain]
+    for k, f in enumerate(other):
+        c, u = f.as_coeff_add()
+        later = other[k + 1:]
+        if len(u) == 1 and u[0].is_Symbol and u[0].name in writable and not any(g.has(u[0]) for g in later) and c != 0:
+            a = names[u[0].name]
+            lines += [f"{a} -= {pr(-c)}" if c < 0 else f"{a} += {pr(c)}", f"{target} *= {a}"]
+        elif (len(u) == 1 and u[0].is_Mul and u[0].args == (-1, u[0].args[1]) and u[0].args[1].is_Symbol
+              and u[0].args[1].name in writable and not any(g.has(u[0].args[1]) for g in later)):
+            a = names[u[0].args[1].name]
+            lines += [f"np.subtract({pr(c)}, {a}, out={a})", f"{target} *= {a}"]
+        else:
+            lines.append(f"{target} *= {pr(f, names)}")
+    if coeff == -1:
+        lines.append(f"np.negative({target}, out={target})")
+    elif coeff != 1:
+        lines.append(f"{target} *= {pr(coeff)}")
+    return lines
 
 
 INTERNAL = frozenset({"a0", "t", "s", "E", "single", "params", "np", "math", "x", "y", "out"})
