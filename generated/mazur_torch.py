@@ -47,8 +47,8 @@ TRAINABLE = (
     "linear2.weight",
     "linear2.bias",
 )
-INPUT_NAMES = ("i1", "i2", )
-OUTPUT_NAMES = ("o1", "o2", )
+INPUT_NAMES = ("i1", "i2")
+OUTPUT_NAMES = ("o1", "o2")
 N_INPUTS = 2
 N_OUTPUTS = 2
 DTYPE = np.float64

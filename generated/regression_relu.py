@@ -45,8 +45,8 @@ TRAINABLE = (
     "linear2.weight",
     "linear2.bias",
 )
-INPUT_NAMES = ("x", )
-OUTPUT_NAMES = ("y", )
+INPUT_NAMES = ("x",)
+OUTPUT_NAMES = ("y",)
 N_INPUTS = 1
 N_OUTPUTS = 1
 DTYPE = np.float64

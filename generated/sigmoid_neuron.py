@@ -36,8 +36,8 @@ TRAINABLE = (
     "w",
     "b",
 )
-INPUT_NAMES = ("x", )
-OUTPUT_NAMES = ("y", )
+INPUT_NAMES = ("x",)
+OUTPUT_NAMES = ("y",)
 N_INPUTS = 1
 N_OUTPUTS = 1
 DTYPE = np.float64

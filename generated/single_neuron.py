@@ -47,8 +47,8 @@ TRAINABLE = (
     "output.weight",
     "output.bias",
 )
-INPUT_NAMES = ("x1", "x2", )
-OUTPUT_NAMES = ("y", )
+INPUT_NAMES = ("x1", "x2")
+OUTPUT_NAMES = ("y",)
 N_INPUTS = 2
 N_OUTPUTS = 1
 DTYPE = np.float64

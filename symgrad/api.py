@@ -35,9 +35,16 @@ class Derivation:
         return report(self.model, "md")
 
     def _repr_html_(self):
+        """Jupyter: the step-by-step report as one HTML document (MathML)."""
         from .report import report
 
         return report(self.model, "html")
+
+    def _repr_latex_(self):
+        """Jupyter (LaTeX front ends): every gradient with its value and finite-difference check."""
+        from .report import latex_summary
+
+        return latex_summary(self.model)
 
 
 def _model(spec):

@@ -375,7 +375,7 @@ def numpy_module(model, dtype="float64", source=None):
 def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
     from .explain import formula_lines
     from .optim import train_context
-    from .render import render
+    from .render import python_tuple, render
 
     src = source or model.source
     return render(
@@ -396,8 +396,8 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         trainable=trainable,
         n_inputs=model.n_inputs,
         n_outputs=model.n_outputs,
-        input_names=list(model.inputs),
-        output_names=list(model.outputs),
+        input_names=python_tuple(model.inputs),
+        output_names=python_tuple(model.outputs),
         seed=getattr(model, "seed", 0),
         init=init,
         needs_rng=needs_rng,

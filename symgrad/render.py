@@ -30,6 +30,24 @@ def render(template_name, **context):
     return environment().get_template(template_name).render(**context)
 
 
+def python_tuple(items, indent=4, width=110):
+    """Python source of a tuple of strings, wrapped into lines of at most ``width`` characters."""
+    if not items:
+        return "()"
+    parts = [f'"{item}",' for item in items]
+    lines, line = [], ""
+    for part in parts:
+        if line and indent + len(line) + 1 + len(part) > width:
+            lines.append(line)
+            line = part
+        else:
+            line = f"{line} {part}" if line else part
+    lines.append(line)
+    if len(lines) == 1 and len(lines[0]) + 20 <= width:
+        return "(" + (lines[0] if len(items) == 1 else lines[0][:-1]) + ")"
+    return "(\n" + "".join(" " * indent + ln + "\n" for ln in lines) + ")"
+
+
 def write_atomic(path, data):
     """Write text or bytes to ``path`` through a temporary file in the same folder, then rename."""
     path = Path(path)

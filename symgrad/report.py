@@ -244,6 +244,19 @@ def report(spec, fmt="md", params=None, digits=9, steps=0, param_values=None):
     return layout(build(model, params, digits, steps, param_values), fmt)
 
 
+def latex_summary(spec, digits=9):
+    """LaTeX math (for Jupyter's MathJax): every reported gradient, its value and its finite-difference check."""
+    from .api import _model
+
+    rep = build(_model(spec), None, digits)
+    lay = _Layout("md", rep)
+    table = next(b for sec in rep.sections if sec.title.startswith("Summary") for b in sec.blocks if isinstance(b, Table))
+    head = " & ".join(r"\text{%s}" % h for h in table.header)
+    rows = [" & ".join(lay.part(c) if not isinstance(c, str) else r"\text{%s}" % c for c in row) for row in table.rows]
+    body = " \\\\\n".join([head, r"\hline"] + rows)
+    return "$$\n\\begin{array}{l%s}\n%s\n\\end{array}\n$$" % ("r" * (len(table.header) - 1), body.replace(r"\hline \\", r"\hline"))
+
+
 def pdf(tex):
     """PDF bytes of a LaTeX document, built with pdflatex in a temporary folder."""
     from .cli import ToolError

@@ -125,3 +125,14 @@ def test_html_renders_in_chromium(tmp_path):
         assert raw not in text
     assert "http://" not in dom.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
         'xmlns="http://www.w3.org/1998/Math/MathML"', "")
+
+
+def test_derivation_renders_in_jupyter():
+    import symgrad
+
+    d = symgrad.derive(EX / "mazur.toml")
+    latex = d._repr_latex_()
+    assert latex.startswith("$$") and r"\frac{\partial E_{total}}{\partial w_{5}} & 0.0821670406" in latex
+    assert latex.count(r"\frac{\partial") == 8  # every trainable weight; the frozen biases have no gradient
+    assert contains(numbers(d._repr_markdown_()), MAZUR["dE/dw5"])
+    assert "<math" in d._repr_html_()
