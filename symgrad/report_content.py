@@ -152,6 +152,13 @@ def _fmt(v, digits=9):
     return f"{v:.{digits}g}"
 
 
+def _report(model, secs, rewrites, values, digits):
+    """The report: its sections, then the stability rewrites applied by the derivation and the activations."""
+    notes = list(rewrites) + [n for lay in getattr(model, "layers", ()) for n in lay.activation.notes]
+    sec = _notes_section(notes)
+    return Report(f"Backpropagation step by step: {model.name}", secs + ([sec] if sec else []), values, digits)
+
+
 def _notes_section(notes):
     if not notes:
         return None
@@ -257,15 +264,8 @@ class _ScalarReport:
         secs += [self._update_section(), self._summary_section(), _checks_section(m, self._lookup)]
         if self.steps:
             secs.append(_training_section(self.steps, self._loss_at, self._grad_at, self._flat(), m.train.learning_rate))
-        notes = list(getattr(m, "rewrites", []))
-        if m.kind == "network":
-            notes += derive_layers(m).rewrites
-            for lay in m.layers:
-                notes += list(lay.activation.notes)
-        sec = _notes_section(notes)
-        if sec:
-            secs.append(sec)
-        return Report(f"Backpropagation step by step: {m.name}", secs, self.values, self.digits)
+        rewrites = list(getattr(m, "rewrites", [])) + (derive_layers(m).rewrites if m.kind == "network" else [])
+        return _report(m, secs, rewrites, self.values, self.digits)
 
     # -- sections
 
@@ -621,13 +621,7 @@ class _LayerReport:
             secs.append(_training_section(self.steps, lambda w: self._run(self._unflat(w, names))[4],
                                           lambda w: np.concatenate([self._run(self._unflat(w, names))[3][n].reshape(-1)
                                                                     for n in names]), w0, m.train.learning_rate))
-        notes = list(self.der.rewrites)
-        for lay in m.layers:
-            notes += list(lay.activation.notes)
-        sec = _notes_section(notes)
-        if sec:
-            secs.append(sec)
-        return Report(f"Backpropagation step by step: {m.name}", secs, self.values, self.digits)
+        return _report(m, secs, self.der.rewrites, self.values, self.digits)
 
     def _unflat(self, w, names):
         P, i = dict(self.P), 0
