@@ -189,15 +189,17 @@ def _params(params):
             p = params[name]
         except KeyError:
             raise ValueError(f"params is missing {name!r} (expected keys: {', '.join(PARAM_NAMES)})") from None
-        if type(p) is not np.ndarray or p.dtype != DTYPE or CHECK_FINITE:
+        if type(p) is not np.ndarray or p.dtype is not _DT or p.shape != shape or CHECK_FINITE:
             p = _real(p, f"params[{name!r}]")
-        if p.shape != shape:
-            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
+            if p.shape != shape:
+                raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
         arrays.append(p)
     return arrays
 
 
 def _real(v, what):
+    if type(v) is np.ndarray and v.dtype is _DT and not CHECK_FINITE:
+        return v
     a = np.asarray(v)
     if a.dtype.kind not in "fiu":
         raise ValueError(f"{what} must hold real numbers, got dtype {a.dtype}")
