@@ -22,7 +22,7 @@ from .codegen_numpy import _init_lines
 from .derivation import derive_layers, ops_estimate, straight_line
 from .explain import formula_lines
 from .printers_c import CPrinter
-from .render import render, write_atomic
+from .render import python_tuple, render, write_atomic
 
 C_INTERNAL = frozenset({"params", "x", "t", "y", "batch", "grad", "work", "real", "net", "m", "s", "logs", "hs"})
 UNROLL_LIMIT = 1000  # networks with at most this many scalar parameters get unrolled code by default
@@ -424,8 +424,8 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
         dtype="np.float64" if dtype == "float64" else "np.float32", shape=shape, blas=blas if use_blas else "no",
         param_names=[p.name for p in model.params], shapes=[(p.name, p.shape) for p in model.params],
         trainable=[p.name for p in model.params if p.trainable], layout=layout, n_params=n_params,
-        n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=list(model.inputs),
-        output_names=list(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
+        n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=python_tuple(model.inputs),
+        output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
         train=train_context(model), build_code=_build_code(),
     )

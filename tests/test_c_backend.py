@@ -209,6 +209,33 @@ def test_train_step_runs_on_the_c_module(tmp_path):
         np.testing.assert_allclose(p_c[k], p_n[k], rtol=1e-13)
 
 
+@pytest.mark.parametrize("name", ["mazur", "regression_relu", "single_neuron"])
+def test_valgrind_memcheck_reports_nothing(tmp_path, name):
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.skip("valgrind is not installed (Debian package valgrind)")
+    generate(symgrad.load(ROOT / "examples" / f"{name}.toml"), "c", tmp_path, with_main=True)
+    d = tmp_path / f"{name}_c"
+    exe = tmp_path / "main"
+    subprocess.run([CC, *STRICT, "-g", "-O1", str(d / "main.c"), str(d / f"{name}.c"), "-lm", "-o", str(exe)], check=True)
+    run = subprocess.run([valgrind, "--error-exitcode=3", "--leak-check=full", "--errors-for-leak-kinds=all",
+                          str(exe), "--bench", "3", "5"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ERROR SUMMARY: 0 errors" in run.stderr and "All heap blocks were freed" in run.stderr
+
+
+def test_main_driver_of_a_wide_network_keeps_its_arrays_off_the_stack(tmp_path):
+    model = symgrad.Network("wide", 2048, [symgrad.Dense("h", 1024, activation="tanh"), symgrad.Dense("o", 2)],
+                            symgrad.get_loss("half_sse"), init="xavier", seed=0, sample=symgrad.Sample(None, None, seed=0))
+    generate(model, "c", tmp_path, with_main=True, shape="loops")
+    d = tmp_path / "wide_c"
+    exe = tmp_path / "wide_main"
+    subprocess.run([CC, "-std=c99", "-O1", str(d / "main.c"), str(d / "wide.c"), "-lm", "-o", str(exe)], check=True)
+    run = subprocess.run(["sh", "-c", f"ulimit -s 8192 && {exe}"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr  # 2 M parameters: 16 MiB of gradient would overflow an 8 MiB stack
+    assert "gradient norm h.weight" in run.stdout
+
+
 def test_flat_and_bound_calls_match_the_dict_contract(tmp_path):
     model = symgrad.load(ROOT / "examples/mazur_torch.toml")
     _, cm = both(model, tmp_path)
@@ -219,7 +246,7 @@ def test_flat_and_bound_calls_match_the_dict_contract(tmp_path):
     theta, grad = cm.pack(p), np.empty(cm.N_PARAMS)
     assert cm.loss_and_gradients_flat(theta, x, t, grad) == pytest.approx(E, rel=1e-15)
     call = cm.bind(theta, x, t, np.zeros(cm.N_PARAMS))
-    assert call() == pytest.approx(E, rel=1e-15)
+    assert call() == pytest.approx(E, rel=1e-15) and call() == pytest.approx(E, rel=1e-15)
     for k in g:
         np.testing.assert_array_equal(cm.unpack(grad)[k], g[k])
         np.testing.assert_array_equal(cm.unpack(call.arrays[3])[k], g[k])

@@ -184,3 +184,8 @@ real mazur_loss_and_gradients(const real *restrict params, const real *restrict 
     grad[9] = 0;
     return _s * _E;
 }
+
+real mazur_loss_and_gradients_call(const mazur_call *call)
+{
+    return mazur_loss_and_gradients(call->params, call->x, call->t, call->batch, call->grad, call->work);
+}

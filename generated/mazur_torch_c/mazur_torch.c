@@ -196,3 +196,8 @@ real mazur_torch_loss_and_gradients(const real *restrict params, const real *res
     grad[11] = _s * _g11;
     return _s * _E;
 }
+
+real mazur_torch_loss_and_gradients_call(const mazur_torch_call *call)
+{
+    return mazur_torch_loss_and_gradients(call->params, call->x, call->t, call->batch, call->grad, call->work);
+}

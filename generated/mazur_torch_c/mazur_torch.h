@@ -44,4 +44,18 @@ double mazur_torch_loss(const double *params, const double *x, const double *t, 
 double mazur_torch_loss_and_gradients(const double *params, const double *x, const double *t, int batch,
     double *grad, double *work);
 
+/* The arguments of mazur_torch_loss_and_gradients in one block, for bindings where each argument of a
+ * call costs time (Python's ctypes: one pointer instead of six). */
+typedef struct {
+    const double *params;
+    const double *x;
+    const double *t;
+    double *grad;
+    double *work;
+    int batch;
+} mazur_torch_call;
+
+/* mazur_torch_loss_and_gradients with the arguments in *call. */
+double mazur_torch_loss_and_gradients_call(const mazur_torch_call *call);
+
 #endif

@@ -347,3 +347,8 @@ real mnist_mlp_loss_and_gradients(const real *restrict params, const real *restr
     }
     return _s * _E;
 }
+
+real mnist_mlp_loss_and_gradients_call(const mnist_mlp_call *call)
+{
+    return mnist_mlp_loss_and_gradients(call->params, call->x, call->t, call->batch, call->grad, call->work);
+}

@@ -48,4 +48,18 @@ double mnist_mlp_loss(const double *params, const double *x, const double *t, in
 double mnist_mlp_loss_and_gradients(const double *params, const double *x, const double *t, int batch,
     double *grad, double *work);
 
+/* The arguments of mnist_mlp_loss_and_gradients in one block, for bindings where each argument of a
+ * call costs time (Python's ctypes: one pointer instead of six). */
+typedef struct {
+    const double *params;
+    const double *x;
+    const double *t;
+    double *grad;
+    double *work;
+    int batch;
+} mnist_mlp_call;
+
+/* mnist_mlp_loss_and_gradients with the arguments in *call. */
+double mnist_mlp_loss_and_gradients_call(const mnist_mlp_call *call);
+
 #endif

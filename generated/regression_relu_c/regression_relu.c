@@ -137,3 +137,8 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
     grad[6] = _s * _g6;
     return _s * _E;
 }
+
+real regression_relu_loss_and_gradients_call(const regression_relu_call *call)
+{
+    return regression_relu_loss_and_gradients(call->params, call->x, call->t, call->batch, call->grad, call->work);
+}

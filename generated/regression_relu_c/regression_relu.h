@@ -44,4 +44,18 @@ double regression_relu_loss(const double *params, const double *x, const double 
 double regression_relu_loss_and_gradients(const double *params, const double *x, const double *t, int batch,
     double *grad, double *work);
 
+/* The arguments of regression_relu_loss_and_gradients in one block, for bindings where each argument of a
+ * call costs time (Python's ctypes: one pointer instead of six). */
+typedef struct {
+    const double *params;
+    const double *x;
+    const double *t;
+    double *grad;
+    double *work;
+    int batch;
+} regression_relu_call;
+
+/* regression_relu_loss_and_gradients with the arguments in *call. */
+double regression_relu_loss_and_gradients_call(const regression_relu_call *call);
+
 #endif

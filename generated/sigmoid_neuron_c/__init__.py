@@ -15,6 +15,7 @@ loss_and_gradients_flat(theta, x, t, grad) is the allocation-free call on a flat
 """
 
 import ctypes
+import functools
 import hashlib
 import os
 import shlex
@@ -42,8 +43,8 @@ OFFSETS = {
     "w": 0,
     "b": 1,
 }
-INPUT_NAMES = ("x", )
-OUTPUT_NAMES = ("y", )
+INPUT_NAMES = ("x",)
+OUTPUT_NAMES = ("y",)
 N_INPUTS = 1
 N_OUTPUTS = 1
 N_PARAMS = 2
@@ -129,6 +130,17 @@ _lib.sigmoid_neuron_loss.restype = _real
 _lib.sigmoid_neuron_loss.argtypes = [_ptr, _ptr, _ptr, ctypes.c_int, _ptr]
 _lib.sigmoid_neuron_loss_and_gradients.restype = _real
 _lib.sigmoid_neuron_loss_and_gradients.argtypes = [_ptr, _ptr, _ptr, ctypes.c_int, _ptr, _ptr]
+
+
+
+class _Call(ctypes.Structure):
+    """sigmoid_neuron_call: the arguments of one loss_and_gradients call in one block."""
+
+    _fields_ = [("params", _ptr), ("x", _ptr), ("t", _ptr), ("grad", _ptr), ("work", _ptr), ("batch", ctypes.c_int)]
+
+
+_lag_call_c = _lib.sigmoid_neuron_loss_and_gradients_call
+_lag_call_c.restype = _real
 _forward_c = _lib.sigmoid_neuron_forward
 _loss_c = _lib.sigmoid_neuron_loss
 _lag_c = _lib.sigmoid_neuron_loss_and_gradients
@@ -326,8 +338,9 @@ def loss_and_gradients_flat(theta, x, t, grad):
 def bind(theta, x, t, grad):
     """A no-argument function that computes E and writes dE/dtheta into grad for these very arrays.
 
-    The pointers are resolved once, so a call costs one ctypes call: for hot loops that update theta,
-    x and t in place. Same array requirements as loss_and_gradients_flat; the arrays are kept alive.
+    The pointers are resolved once into a sigmoid_neuron_call block, so a call is one ctypes call with one
+    argument: for hot loops that update theta, x and t in place. Same array requirements as
+    loss_and_gradients_flat; the arrays are kept alive.
     """
     for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
         if a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
@@ -336,14 +349,9 @@ def bind(theta, x, t, grad):
         if a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 or a.shape[1] != w or a.shape[0] != x.shape[0]:
             raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} array of shape ({x.shape[0]}, {w})")
     work = _buffers_for(x.shape[0]).work
-    args = tuple(ctypes.c_void_p(a.ctypes.data) for a in (theta, x, t))
-    args += (ctypes.c_int(x.shape[0]), ctypes.c_void_p(grad.ctypes.data), ctypes.c_void_p(work.ctypes.data))
-    fn = _lag_c
-
-    def call():
-        return fn(*args)
-
-    call.arrays = (theta, x, t, grad, work)
+    block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), x.shape[0])
+    call = functools.partial(_lag_call_c, ctypes.byref(block))  # one ctypes argument, no Python frame
+    call.arrays = (theta, x, t, grad, work, block)
     return call
 
 

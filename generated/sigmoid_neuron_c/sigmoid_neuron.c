@@ -97,3 +97,8 @@ real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *
     grad[1] = _s * _g1;
     return _s * _E;
 }
+
+real sigmoid_neuron_loss_and_gradients_call(const sigmoid_neuron_call *call)
+{
+    return sigmoid_neuron_loss_and_gradients(call->params, call->x, call->t, call->batch, call->grad, call->work);
+}

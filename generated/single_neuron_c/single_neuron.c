@@ -133,3 +133,8 @@ real single_neuron_loss_and_gradients(const real *restrict params, const real *r
     grad[4] = _s * _g4;
     return _s * _E;
 }
+
+real single_neuron_loss_and_gradients_call(const single_neuron_call *call)
+{
+    return single_neuron_loss_and_gradients(call->params, call->x, call->t, call->batch, call->grad, call->work);
+}
