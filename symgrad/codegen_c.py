@@ -49,8 +49,13 @@ static inline {ctype} symgrad_softplus{f}({ctype} x)
 }}"""
 
 
-def _gemm_helpers(ctype, blas):
+def _gemm_helpers(ctype, blas, name):
     g = "s" if ctype == "float" else "d"
+
+    def hook(trans_a, trans_b, lda, ldb):
+        return (f"    if (symgrad_gemm) {{  /* a BLAS handed over at run time ({name}_set_gemm) */\n"
+                f"        symgrad_gemm(101, {trans_a}, {trans_b}, m, n, k, 1, A, {lda}, B, {ldb}, 0, C, n);\n"
+                "        return;\n    }\n")
 
     def call(trans_a, trans_b, lda, ldb):
         return (f"    cblas_{g}gemm(CblasRowMajor, {trans_a}, {trans_b}, m, n, k, 1, A, {lda}, B, {ldb}, 0, C, n);\n"
@@ -61,7 +66,7 @@ def _gemm_helpers(ctype, blas):
             return loops
         return f"#ifdef SYMGRAD_USE_BLAS\n{blas_call}#else\n{loops}#endif\n"
 
-    nt = body(call("CblasNoTrans", "CblasTrans", "k", "k"), """\
+    nt = hook(111, 112, "k", "k") + body(call("CblasNoTrans", "CblasTrans", "k", "k"), """\
     for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
         for (int j = 0; j < n; ++j) {
             T[(size_t)p * n + j] = B[(size_t)j * k + p];
@@ -106,14 +111,17 @@ def _gemm_helpers(ctype, blas):
         }
     }
 """
-    tn = body(call("CblasTrans", "CblasNoTrans", "m", "n"), rows4.replace("AI(i, p)", "(size_t)p * m + i")
+    tn = hook(112, 111, "m", "n") + body(call("CblasTrans", "CblasNoTrans", "m", "n"), rows4.replace("AI(i, p)", "(size_t)p * m + i")
               .replace("AI(i + 1, p)", "(size_t)p * m + i + 1").replace("AI(i + 2, p)", "(size_t)p * m + i + 2")
               .replace("AI(i + 3, p)", "(size_t)p * m + i + 3"))
-    nn = body(call("CblasNoTrans", "CblasNoTrans", "k", "n"), rows4.replace("AI(i, p)", "(size_t)i * k + p")
+    nn = hook(111, 111, "k", "n") + body(call("CblasNoTrans", "CblasNoTrans", "k", "n"), rows4.replace("AI(i, p)", "(size_t)i * k + p")
               .replace("AI(i + 1, p)", "(size_t)(i + 1) * k + p").replace("AI(i + 2, p)", "(size_t)(i + 2) * k + p")
               .replace("AI(i + 3, p)", "(size_t)(i + 3) * k + p"))
     unused = "#ifdef SYMGRAD_USE_BLAS\n    (void)T;\n#endif\n" if blas else ""
+    setter = (f"static {name}_gemm64 symgrad_gemm = 0;\n\nvoid {name}_set_gemm({name}_gemm64 gemm)\n{{\n"
+              "    symgrad_gemm = gemm;\n}")
     return [
+        setter,
         f"/* C (m x n) = A B, A (m x k), B (k x n). */\nstatic void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, "
         f"const real *restrict B, real *restrict C)\n{{\n{nn}}}",
         f"/* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */\nstatic void symgrad_gemm_nt("
@@ -399,13 +407,13 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
         helpers.append(_softplus_helper(ctype, f))
     use_blas = shape == "loops" and blas != "no"
     if shape == "loops":
-        helpers += _gemm_helpers(ctype, use_blas)
+        helpers += _gemm_helpers(ctype, use_blas, model.name)
     name = model.name
     der = derive_layers(model) if model.kind == "network" else straight_line(model).derivation
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,
                   prefix=name.upper(), n_inputs=model.n_inputs, n_outputs=model.n_outputs, n_params=n_params,
                   layout=layout)
-    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", **common)
+    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape == "loops", **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
                     helpers=helpers, workspace=body.workspace(), forward=forward, loss=loss, backward=backward, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
@@ -427,7 +435,7 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
         n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=python_tuple(model.inputs),
         output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
-        train=train_context(model), build_code=_build_code(),
+        train=train_context(model), build_code=_build_code(), gemm_hook=shape == "loops",
     )
     if with_main:
         files["main.c"] = _main_source(model, layout, dtype)

@@ -292,3 +292,26 @@ def test_random_architectures_agree_with_numpy(tmp_path, seed):
     npm, cm = both(model, tmp_path, shape=shape)
     x, y = sample(model, int(rng.integers(1, 9)), seed)
     assert_same(npm, cm, x, y)
+
+
+def test_loop_code_uses_the_process_blas_and_agrees_with_its_own_kernels(tmp_path, monkeypatch):
+    model = symgrad.load(ROOT / "examples/mnist_mlp.toml")
+    npm, cm = both(model, tmp_path, shape="loops")
+    if cm.HOST_GEMM is None:
+        pytest.skip("NumPy's BLAS here is not an ILP64 OpenBLAS with cblas_dgemm64_")
+    p = npm.init_params()
+    rng = np.random.default_rng(3)
+    x, t = rng.uniform(size=(37, 784)), np.eye(10)[rng.integers(0, 10, 37)]
+    assert_same(npm, cm, x, t)  # matrix products by NumPy's own BLAS
+    theta, grad = cm.pack(p), np.empty(cm.N_PARAMS)
+    E_host = cm.loss_and_gradients_flat(theta, x, t, grad)
+    g_host = grad.copy()
+    cm._lib.mnist_mlp_set_gemm(None)  # back to the generated kernels
+    E_own = cm.loss_and_gradients_flat(theta, x, t, grad)
+    assert E_own == pytest.approx(E_host, rel=1e-12)
+    np.testing.assert_allclose(grad, g_host, rtol=1e-10, atol=1e-14)
+    cm._lib.mnist_mlp_set_gemm(cm._host[0])
+    monkeypatch.setenv("SYMGRAD_HOST_BLAS", "0")
+    own = import_generated("mnist_mlp_c", tmp_path)
+    assert own.HOST_GEMM is None
+    assert own.loss_and_gradients_flat(theta, x, t, grad) == E_own  # the import switched the shared library back

@@ -27,9 +27,20 @@
 
 typedef double real;
 
+static mnist_mlp_gemm64 symgrad_gemm = 0;
+
+void mnist_mlp_set_gemm(mnist_mlp_gemm64 gemm)
+{
+    symgrad_gemm = gemm;
+}
+
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
+    if (symgrad_gemm) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+        symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
+        return;
+    }
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -71,6 +82,10 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 /* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */
 static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)
 {
+    if (symgrad_gemm) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+        symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
+        return;
+    }
     for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
         for (int j = 0; j < n; ++j) {
             T[(size_t)p * n + j] = B[(size_t)j * k + p];
@@ -82,6 +97,10 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 /* C (m x n) = A^T B, A (k x m), B (k x n). */
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
+    if (symgrad_gemm) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+        symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
+        return;
+    }
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;

@@ -126,8 +126,35 @@ def build_library(source, blas="no"):
     return lib
 
 
+def host_gemm(kind="d"):
+    """(address, "library:symbol") of the ILP64 cblas_?gemm NumPy already loaded into this process, or None.
+
+    NumPy's wheels carry OpenBLAS with 64-bit integers (scipy_cblas_dgemm64_); handing it to the C code
+    keeps one BLAS thread pool in the process, where two pools would spin against each other on a few
+    cores. Linux only (/proc/self/maps); $SYMGRAD_HOST_BLAS=0 turns it off.
+    """
+    if os.environ.get("SYMGRAD_HOST_BLAS", "1") == "0":
+        return None
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "blas" in line.lower() and line.split()[-1].startswith("/")})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in (f"scipy_cblas_{kind}gemm64_", f"cblas_{kind}gemm64_"):
+            fn = getattr(lib, symbol, None)
+            if fn is not None:
+                return ctypes.cast(fn, ctypes.c_void_p).value, f"{Path(path).name}:{symbol}"
+    return None
+
+
 LIBRARY = build_library(_HERE / "single_neuron.c", BLAS)
 _lib = ctypes.CDLL(str(LIBRARY))
+HOST_GEMM = None  # unrolled code: no matrix products
 _real = ctypes.c_double if DTYPE == np.float64 else ctypes.c_float
 _ptr = ctypes.c_void_p
 _lib.single_neuron_workspace_size.restype = ctypes.c_size_t
