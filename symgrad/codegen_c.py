@@ -211,17 +211,21 @@ class _Unrolled:
         grads_free = set().union(*[sp.sympify(g).free_symbols for _, g in self.sl.grads]) if self.sl.grads else set()
         body, needed = _live(self.sl.body, list(roots) + list(grads_free))
         n = len(self.sl.grads)
-        loop = self._row(needed) + self._assign(body) + [f"_E += {self.pr.doprint(self.prog.loss)};"]
-        loop += [f"_g{k} += {self.pr.doprint(g)};" for k, (_, g) in enumerate(self.sl.grads)]
-        lines = self._prologue(needed, True) + ["real _E = 0;"]
+        row = self._row(needed) + self._assign(body)
+        grads = [self.pr.doprint(g) for _, g in self.sl.grads]
+        loop = row + [f"_E += {self.pr.doprint(self.prog.loss)};"] + [f"_g{k} += {g};" for k, g in enumerate(grads)]
+        total = sum(p.size for p in self.model.params)
+        stored = {self.offsets[p.name]: g for (p, _), g in zip(self.sl.grads, grads)}
+        one = [f"grad[{i}] = {stored.get(i, '0')};" for i in range(total)] + [f"return {self.pr.doprint(self.prog.loss)};"]
+        lines = self._prologue(needed, True)
+        lines += ["if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */"]
+        lines += ["    " + line for line in ["const int _r = 0;"] + row + one] + ["}"]
+        lines.append("real _E = 0;")
         if n:
             lines.append("real " + ", ".join(f"_g{k} = 0" for k in range(n)) + ";")
         lines += _for_rows(loop)
         lines.append(f"const real _s = {self._scale()};")
-        written = {}
-        for k, (p, _) in enumerate(self.sl.grads):
-            written[self.offsets[p.name]] = f"_s * _g{k}"
-        total = sum(p.size for p in self.model.params)
+        written = {self.offsets[p.name]: f"_s * _g{k}" for k, (p, _) in enumerate(self.sl.grads)}
         lines += [f"grad[{i}] = {written.get(i, '0')};" for i in range(total)]
         lines.append("return _s * _E;")
         return lines

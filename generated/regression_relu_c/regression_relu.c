@@ -96,6 +96,36 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
     const real linear2_w1_1 = params[4];
     const real linear2_w1_2 = params[5];
     const real linear2_b = params[6];
+    if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */
+        const int _r = 0;
+        const real x_ = x[(size_t)_r * 1 + 0];
+        const real target_y = t[(size_t)_r * 1 + 0];
+        const real net_linear11 = linear1_b1 + linear1_w1_1*x_;
+        const real net_linear12 = linear1_b2 + linear1_w2_1*x_;
+        const real out_linear11 = fmax(net_linear11, 0);
+        const real out_linear12 = fmax(net_linear12, 0);
+        const real net_linear21 = linear2_b + linear2_w1_1*out_linear11 + linear2_w1_2*out_linear12;
+        const real out_linear21 = net_linear21;
+        const real E_y = (-out_linear21 + target_y)*(-out_linear21 + target_y);
+        const real E_total = E_y;
+        const real dE_dout_linear21 = 2*out_linear21 - 2*target_y;
+        const real dE_dout_linear12 = dE_dout_linear21*linear2_w1_2;
+        const real dE_dout_linear11 = dE_dout_linear21*linear2_w1_1;
+        const real delta_linear12 = dE_dout_linear12*((out_linear12) > 0 ? 1.0 : 0.0);
+        const real delta_linear11 = dE_dout_linear11*((out_linear11) > 0 ? 1.0 : 0.0);
+        const real dE_dlinear1_w1_1 = delta_linear11*x_;
+        const real dE_dlinear1_w2_1 = delta_linear12*x_;
+        const real dE_dlinear2_w1_1 = dE_dout_linear21*out_linear11;
+        const real dE_dlinear2_w1_2 = dE_dout_linear21*out_linear12;
+        grad[0] = dE_dlinear1_w1_1;
+        grad[1] = dE_dlinear1_w2_1;
+        grad[2] = delta_linear11;
+        grad[3] = delta_linear12;
+        grad[4] = dE_dlinear2_w1_1;
+        grad[5] = dE_dlinear2_w1_2;
+        grad[6] = dE_dout_linear21;
+        return E_total;
+    }
     real _E = 0;
     real _g0 = 0, _g1 = 0, _g2 = 0, _g3 = 0, _g4 = 0, _g5 = 0, _g6 = 0;
     for (int _r = 0; _r < batch; ++_r) {

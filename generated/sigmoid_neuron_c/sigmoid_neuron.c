@@ -78,6 +78,19 @@ real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *
     /* parameters */
     const real w = params[0];
     const real b = params[1];
+    if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */
+        const int _r = 0;
+        const real x_ = x[(size_t)_r * 1 + 0];
+        const real y_ = symgrad_sigmoid(b + w*x_);
+        const real _c0 = y_*(1 - y_);
+        const real E_y = y_;
+        const real E_total = E_y;
+        const real dE_dw = _c0*x_;
+        const real dE_db = _c0;
+        grad[0] = dE_dw;
+        grad[1] = dE_db;
+        return E_total;
+    }
     real _E = 0;
     real _g0 = 0, _g1 = 0;
     for (int _r = 0; _r < batch; ++_r) {

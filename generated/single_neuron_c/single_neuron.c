@@ -99,6 +99,31 @@ real single_neuron_loss_and_gradients(const real *restrict params, const real *r
     const real b = params[2];
     const real w5 = params[3];
     const real b5 = params[4];
+    if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */
+        const int _r = 0;
+        const real x1 = x[(size_t)_r * 2 + 0];
+        const real x2 = x[(size_t)_r * 2 + 1];
+        const real target_y = t[(size_t)_r * 1 + 0];
+        const real net_h = b + w1*x1 + w2*x2;
+        const real out_h = symgrad_sigmoid(net_h);
+        const real net_o = b5 + out_h*w5;
+        const real out_o = net_o;
+        const real _c0 = out_o - target_y;
+        const real E_y = (1.0/2.0)*_c0*_c0;
+        const real E_total = E_y;
+        const real dE_dout_o = _c0;
+        const real dE_dout_h = dE_dout_o*w5;
+        const real delta_h = dE_dout_h*out_h*(1 - out_h);
+        const real dE_dw1 = delta_h*x1;
+        const real dE_dw2 = delta_h*x2;
+        const real dE_dw5 = dE_dout_o*out_h;
+        grad[0] = dE_dw1;
+        grad[1] = dE_dw2;
+        grad[2] = delta_h;
+        grad[3] = dE_dw5;
+        grad[4] = dE_dout_o;
+        return E_total;
+    }
     real _E = 0;
     real _g0 = 0, _g1 = 0, _g2 = 0, _g3 = 0, _g4 = 0;
     for (int _r = 0; _r < batch; ++_r) {
