@@ -316,3 +316,22 @@ def test_loop_code_uses_the_process_blas_and_agrees_with_its_own_kernels(tmp_pat
     own = import_generated("mnist_mlp_c", tmp_path)
     assert own.HOST_GEMM is None
     assert own.loss_and_gradients_flat(theta, x, t, grad) == E_own  # the import switched the shared library back
+
+
+def test_parameters_that_are_views_of_one_vector_are_not_packed(tmp_path):
+    model = symgrad.load(ROOT / "examples/mnist_mlp.toml")
+    npm, cm = both(model, tmp_path, shape="loops")
+    p = cm.init_params()
+    assert cm._packed(p) is not None  # views of one vector in the C layout
+    copies = {k: v.copy() for k, v in p.items()}
+    assert cm._packed(copies) is None
+    rng = np.random.default_rng(5)
+    x, t = rng.uniform(size=(9, 784)), np.eye(10)[rng.integers(0, 10, 9)]
+    E_views, g_views = cm.loss_and_gradients(p, x, t)
+    E_copies, g_copies = cm.loss_and_gradients(copies, x, t)
+    assert E_views == E_copies
+    for k in g_views:
+        np.testing.assert_array_equal(g_views[k], g_copies[k])
+    shuffled = dict(p)
+    shuffled["fc3.bias"] = p["fc2.bias"][:10]  # a view of the same vector, at the wrong offset
+    assert cm._packed(shuffled) is None

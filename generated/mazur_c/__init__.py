@@ -219,13 +219,16 @@ def _address(a):
 
 
 def init_params():
-    """A fresh dict of parameters: the spec's values, or its seeded initialisation."""
-    return {
+    """A fresh dict of parameters: the spec's values, or its seeded initialisation.
+
+    The arrays are views of one vector in the C layout (unpack(pack(...))), so calls need not pack them.
+    """
+    return unpack(pack({
         "hidden.weight": np.array([[0.15, 0.2], [0.25, 0.3]], dtype=DTYPE),
         "hidden.bias": np.array(0.35, dtype=DTYPE),
         "output.weight": np.array([[0.4, 0.45], [0.5, 0.55]], dtype=DTYPE),
         "output.bias": np.array(0.6, dtype=DTYPE),
-    }
+    }))
 
 
 def _params(params):
@@ -314,7 +317,10 @@ def _pointer(a, buffer, name, b):
 
 
 def _prepare(params, x, y, targets=True):
-    """(buffers, x address, targets address, batch, single) with the parameters packed into the buffers."""
+    """(buffers, parameter vector address, x address, targets address, batch, single).
+
+    Parameters are packed into the buffers unless they already are views of one vector (big networks).
+    """
     if _ready(x, None, N_INPUTS):  # fast path: no conversion, no copy
         a0, single = x, False
         b = _buffers_for(x.shape[0])
@@ -326,31 +332,51 @@ def _prepare(params, x, y, targets=True):
     pt = b.ptr["t"]
     if targets:
         pt = _address(y) if _ready(y, a0.shape[0], N_OUTPUTS) else _pointer(_targets(y, a0), b.t, "t", b)
-    pack(params, b.theta)
-    return b, px, pt, a0.shape[0], single
+    theta = _packed(params) if N_PARAMS > 4096 else None
+    if theta is None:
+        pack(params, b.theta)
+        theta = b.ptr["theta"]
+    return b, theta, px, pt, a0.shape[0], single
+
+
+def _packed(params):
+    """Address of the vector params are the unpack() views of (no packing needed), else None."""
+    try:
+        arrays = [params[name] for name in PARAM_NAMES]
+    except (KeyError, TypeError):
+        return None
+    base = arrays[0].base if type(arrays[0]) is np.ndarray else None
+    if type(base) is not np.ndarray or base.dtype is not _DT or base.shape != (N_PARAMS,) or CHECK_FINITE:
+        return None
+    start = _address(base)
+    for a, (_, offset, _, shape) in zip(arrays, _LAYOUT):
+        if type(a) is not np.ndarray or a.base is not base or a.shape != shape or not a.flags.c_contiguous \
+                or _address(a) != start + offset * base.itemsize:
+            return None
+    return start
 
 
 def forward(params, x):
     """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
-    b, px, _, n, single = _prepare(params, x, None, targets=False)
-    _forward_c(b.ptr["theta"], px, n, b.ptr["y"], b.ptr["work"])
+    b, theta, px, _, n, single = _prepare(params, x, None, targets=False)
+    _forward_c(theta, px, n, b.ptr["y"], b.ptr["work"])
     return b.y[0].copy() if single else b.y.copy()
 
 
 def loss(params, x, y):
     """The loss E of the batch (a float)."""
-    b, px, pt, n, _ = _prepare(params, x, y)
-    return float(_loss_c(b.ptr["theta"], px, pt, n, b.ptr["work"]))
+    b, theta, px, pt, n, _ = _prepare(params, x, y)
+    return float(_loss_c(theta, px, pt, n, b.ptr["work"]))
 
 
 def loss_and_gradients(params, x, y):
     """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
-    b, px, pt, n, _ = _prepare(params, x, y)
+    b, theta, px, pt, n, _ = _prepare(params, x, y)
     if N_PARAMS > 4096:  # big: C writes into a fresh array
         g = np.empty(N_PARAMS, dtype=DTYPE)
-        E = _lag_c(b.ptr["theta"], px, pt, n, g.ctypes.data, b.ptr["work"])
+        E = _lag_c(theta, px, pt, n, g.ctypes.data, b.ptr["work"])
     else:  # small: into the buffer, then one copy (cheaper than reading a new array's address)
-        E = _lag_c(b.ptr["theta"], px, pt, n, b.ptr["grad"], b.ptr["work"])
+        E = _lag_c(theta, px, pt, n, b.ptr["grad"], b.ptr["work"])
         g = b.grad.copy()
     return float(E), {name: g[offset:offset + size].reshape(shape) for name, offset, size, shape in _GRADS}
 
