@@ -37,7 +37,8 @@ void mnist_mlp_set_gemm(mnist_mlp_gemm64 gemm)
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
-    if (symgrad_gemm) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
         symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
         return;
     }
@@ -82,7 +83,8 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 /* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */
 static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)
 {
-    if (symgrad_gemm) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
         symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
         return;
     }
@@ -97,7 +99,8 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 /* C (m x n) = A^T B, A (k x m), B (k x n). */
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
-    if (symgrad_gemm) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
         symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
         return;
     }
