@@ -30,6 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import symgrad  # noqa: E402
 from symgrad.api import generate, import_generated  # noqa: E402
+from symgrad.build import DEFAULT_CFLAGS  # noqa: E402
+
+CFLAGS = DEFAULT_CFLAGS.split()  # every C column (symgrad's and CasADi's) is compiled with the same flags
 
 CONFIGS = [  # (label, sizes, batch, loss)
     ("2-2-2", (2, 2, 2), 1, "mazur"),
@@ -229,7 +232,7 @@ def jax_impl(model, params, x, t):
 
 
 class CasadiC:
-    """CasADi SX (or MX) gradient of the same network compiled to C with gcc -O3, called via ctypes and in a C loop."""
+    """CasADi SX (or MX) gradient of the same network compiled to C with gcc and CFLAGS, called via ctypes and in a C loop."""
 
     def __init__(self, model, params, x, t, workdir, kind="SX"):
         import casadi as ca
@@ -271,7 +274,7 @@ class CasadiC:
         src = Path(workdir) / "casadi_f.c"
         lib = Path(workdir) / "casadi_f.so"
         try:
-            subprocess.run(["gcc", "-O3", "-fPIC", "-shared", str(src), "-o", str(lib), "-lm"], check=True, capture_output=True,
+            subprocess.run(["gcc", *CFLAGS, "-fPIC", "-shared", str(src), "-o", str(lib), "-lm"], check=True, capture_output=True,
                            timeout=CASADI_COMPILE_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"gcc -O3 did not compile CasADi's {src.stat().st_size // 1024} KiB of C in "
@@ -330,7 +333,7 @@ int main(void) {{
 }}
 """)
         exe = self.workdir / "casadi_main"
-        subprocess.run(["gcc", "-O3", "-I", str(self.workdir), str(driver), str(self.src), "-o", str(exe), "-lm"], check=True,
+        subprocess.run(["gcc", *CFLAGS, "-I", str(self.workdir), str(driver), str(self.src), "-o", str(exe), "-lm"], check=True,
                        capture_output=True)
         return float(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
 
@@ -339,7 +342,7 @@ def symgrad_c_loop_us(model, workdir, batch, n_calls):
     generate(model, "c", workdir, with_main=True, blas="auto")
     d = Path(workdir) / f"{model.name}_c"
     exe = Path(workdir) / f"{model.name}_main"
-    flags = ["-O3"]
+    flags = list(CFLAGS)
     link = ["-lm"]
     if shutil.which("gcc") and model.kind == "network" and "SYMGRAD_USE_BLAS" in (d / f"{model.name}.c").read_text():
         probe = subprocess.run(["gcc", "-xc", "-", "-o", os.devnull, "-lopenblas"], input="#include <cblas.h>\nint main(void){return 0;}",

@@ -31,25 +31,123 @@ UNROLL_LIMIT = 200  # networks with at most this many scalar parameters get unro
 # 12.5 us; 316 parameters unrolled 0.83 / 45 us, loops 0.67 / 27 us; loops win every size at batch 64)
 
 
-def _sigmoid_helper(ctype, f):
-    return f"""/* sigma(x) = 1 / (1 + exp(-x)), without overflow at any x. */
-static inline {ctype} symgrad_sigmoid{f}({ctype} x)
-{{
-    if (x >= 0) {{
-        return 1 / (1 + exp{f}(-x));
-    }} else {{
-        const {ctype} e = exp{f}(x);
-        return e / (1 + e);
-    }}
-}}"""
+_POW2 = """\
+/* 2^n for an integer n in [-1022, 1023], straight from the bits. */
+static inline double symgrad_pow2(int64_t n)
+{
+    const uint64_t bits = (uint64_t)(n + 1023) << 52;
+    double s;
+    memcpy(&s, &bits, sizeof s);
+    return s;
+}"""
+
+_EXP = """\
+/* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2)/2, exp(r) by its Taylor polynomial to r^13.
+ * Within 1 ulp of glibc's exp on all doubles (subnormal results, inf and NaN included); no branches,
+ * so loops over it vectorise. */
+static inline double symgrad_exp(double x)
+{
+    const double xc = x < -746.0 ? -746.0 : (x > 710.0 ? 710.0 : x);
+    const double k = xc * 1.4426950408889634 + 0x1.8p52;  /* round(x / ln 2) in the low bits of k */
+    const double n = k - 0x1.8p52;
+    const double r = (xc - n * 0x1.62e42fee00000p-1) - n * 0x1.a39ef35793c76p-33;  /* ln 2 in two parts */
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    uint64_t kb;
+    memcpy(&kb, &k, sizeof kb);
+    const int64_t ni = (int64_t)(kb - 0x4338000000000000ULL);
+    const int64_t n1 = (int64_t)((uint64_t)(ni + 2048) >> 1) - 1024;  /* 2^n = 2^n1 2^(n - n1), both normal */
+    return p * symgrad_pow2(n1) * symgrad_pow2(ni - n1);
+}"""
+
+_TANH = """\
+/* tanh(x) = sign(x) m / (m + 2), m = expm1(2|x|) = 2^n (e^r - 1) + (2^n - 1), e^r - 1 by Taylor to r^14.
+ * Within 4 ulp of glibc's tanh; no branches, so loops over it vectorise. */
+static inline double symgrad_tanh(double x)
+{
+    const double a = 2 * fabs(x);
+    const double k = a * 1.4426950408889634 + 0x1.8p52;
+    const double n = k - 0x1.8p52;
+    const double r = (a - n * 0x1.62e42fee00000p-1) - n * 0x1.a39ef35793c76p-33;
+    double p = 1.0 / 87178291200.0;
+    p = p * r + 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    const double q = r + r * r * p;
+    uint64_t kb;
+    memcpy(&kb, &k, sizeof kb);
+    const double s = symgrad_pow2((int64_t)((kb - 0x4338000000000000ULL) & 1023));  /* n <= 58 unless |x| > 20 */
+    const double m = s * q + (s - 1);
+    return copysign(a > 40.0 ? 1.0 : m / (m + 2), x);  /* tanh(x) rounds to +-1 above |x| = 19.1 */
+}"""
+
+_FLOAT_WRAPPERS = {  # single precision: the double helper, rounded once
+    "exp": "static inline float symgrad_expf(float x)\n{\n    return (float)symgrad_exp(x);\n}",
+    "tanh": "static inline float symgrad_tanhf(float x)\n{\n    return (float)symgrad_tanh(x);\n}",
+    "sigmoid": "static inline float symgrad_sigmoidf(float x)\n{\n    return (float)symgrad_sigmoid(x);\n}",
+    "softplus": "static inline float symgrad_softplusf(float x)\n{\n    return (float)symgrad_softplus(x);\n}",
+}
+
+_SIGMOID = """\
+/* sigma(x) = 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) below: no overflow at any x, no branches. */
+static inline double symgrad_sigmoid(double x)
+{
+    const double e = symgrad_exp(-fabs(x));
+    const double p = 1 / (1 + e);
+    return x >= 0 ? p : e * p;
+}"""
+
+_SOFTPLUS = """\
+/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow. */
+static inline double symgrad_softplus(double x)
+{
+    return fmax(x, 0) + log1p(symgrad_exp(-fabs(x)));
+}"""
 
 
-def _softplus_helper(ctype, f):
-    return f"""/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow. */
-static inline {ctype} symgrad_softplus{f}({ctype} x)
-{{
-    return fmax{f}(x, 0) + log1p{f}(exp{f}(-fabs{f}(x)));
-}}"""
+def _math_helpers(text, ctype):
+    """The helpers the function bodies call (exp, tanh, sigmoid, softplus), in dependency order.
+
+    exp and tanh are symgrad's own rather than libm's: branch-free, so the elementwise loops vectorise
+    (1.6 vs 15 ns per tanh with -march=native), and the same on every libm.
+    """
+    f = "f" if ctype == "float" else ""
+    used = [fn for fn in ("exp", "tanh", "sigmoid", "softplus") if f"symgrad_{fn}{f}(" in text]
+    if not used:
+        return []
+    helpers = [_POW2]
+    if {"exp", "sigmoid", "softplus"} & set(used):
+        helpers.append(_EXP)
+    if "tanh" in used:
+        helpers.append(_TANH)
+    if "sigmoid" in used:
+        helpers.append(_SIGMOID)
+    if "softplus" in used:
+        helpers.append(_SOFTPLUS)
+    if f:
+        helpers += [_FLOAT_WRAPPERS[fn] for fn in used]
+    return helpers
 
 
 def _gemm_helpers(ctype, blas, name):
@@ -301,7 +399,8 @@ class _Loops:
                     "real m = zr[0];",
                     f"for (int _j = 1; _j < {n_out}; ++_j) {{", "    m = zr[_j] > m ? zr[_j] : m;", "}",
                     "real s = 0;",
-                    f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    ar[_j] = exp{self.pr.suffix}(zr[_j] - m);", "    s += ar[_j];", "}",
+                    f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    ar[_j] = symgrad_exp{self.pr.suffix}(zr[_j] - m);",
+                    "    s += ar[_j];", "}",
                     f"const real logs = log{self.pr.suffix}(s);",
                     f"for (int _j = 0; _j < {n_out}; ++_j) {{", "    ar[_j] /= s;",
                     "    zr[_j] = zr[_j] - m - logs;  /* log softmax, stable */", "}",
@@ -403,15 +502,10 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     layout, n_params = _layout(model)
     pr = CPrinter(dtype)
     ctype = "double" if dtype == "float64" else "float"
-    f = pr.suffix
     body = _Unrolled(model, layout, pr) if shape == "unrolled" else _Loops(model, layout, pr, dtype)
     forward, loss, backward = body.forward(), body.loss(), body.backward()
     text = "\n".join(forward + loss + backward)
-    helpers = []
-    if "symgrad_sigmoid" in text:
-        helpers.append(_sigmoid_helper(ctype, f))
-    if "symgrad_softplus" in text:
-        helpers.append(_softplus_helper(ctype, f))
+    helpers = _math_helpers(text, ctype)
     use_blas = shape == "loops" and blas != "no"
     if shape == "loops":
         helpers += _gemm_helpers(ctype, use_blas, model.name)
@@ -422,7 +516,9 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
                   layout=layout)
     header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape == "loops", **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
-                    helpers=helpers, workspace=body.workspace(), forward=forward, loss=loss, backward=backward, **common)
+                    helpers=helpers,
+                    helpers_need_bits=any("symgrad_pow2" in h for h in helpers), workspace=body.workspace(),
+                    forward=forward, loss=loss, backward=backward, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
 
 

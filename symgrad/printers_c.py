@@ -49,6 +49,13 @@ class CPrinter(C99CodePrinter):
             code = "((%s) ? %s : %s)" % (self._print(c), self._print(value), code)
         return code
 
+    def _print_exp(self, expr):
+        """symgrad's branch-free exp (codegen_c._EXP): loops over it vectorise."""
+        return "symgrad_exp%s(%s)" % (self.suffix, self._print(expr.args[0]))
+
+    def _print_tanh(self, expr):
+        return "symgrad_tanh%s(%s)" % (self.suffix, self._print(expr.args[0]))
+
     def _print_sigmoid(self, expr):
         return "symgrad_sigmoid%s(%s)" % (self.suffix, self._print(expr.args[0]))
 

@@ -175,6 +175,20 @@ def test_second_import_does_not_recompile_and_a_changed_source_does(tmp_path, mo
     assert import_generated("mazur_c", tmp_path).LIBRARY not in (first, second)  # the command is in the key
 
 
+def test_a_compiler_without_march_native_gets_portable_flags(tmp_path, monkeypatch):
+    cc = tmp_path / "oldcc"
+    cc.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -march=native ] && {{ echo "unknown option $a" >&2; exit 1; }}; done\n'
+                  f'exec {CC} "$@"\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.delenv("CFLAGS", raising=False)
+    model = symgrad.load(ROOT / "examples/mazur.toml")
+    both(model, tmp_path)
+    npm, cm = import_generated("mazur", tmp_path), import_generated("mazur_c", tmp_path)
+    x, y = sample(model, 3, 0)
+    assert_same(npm, cm, x, y)
+
+
 def test_no_compiler_gives_a_clear_error(tmp_path):
     generate(symgrad.load(ROOT / "examples/mazur.toml"), "c", tmp_path)
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import mazur_c"
