@@ -319,10 +319,10 @@ class CasadiC:
 #include <time.h>
 #include "casadi_f.h"
 int main(void) {{
-    static casadi_real theta[{self.theta.size}], x[{self.x.size}], t[{self.t.size}], E[1], g[{self.g.size}];
-    static casadi_real w[{self.w.size}]; static casadi_int iw[{self.iw.size}];
-    for (int i = 0; i < {self.theta.size}; ++i) theta[i] = 0.01 * (i % 7);
-    for (int i = 0; i < {self.x.size}; ++i) x[i] = 0.1 * (i % 5);
+    static casadi_real theta[{self.theta.size}] = {{{_c_numbers(self.theta)}}};
+    static casadi_real x[{self.x.size}] = {{{_c_numbers(self.x)}}};
+    static casadi_real t[{self.t.size}] = {{{_c_numbers(self.t)}}};
+    static casadi_real E[1], g[{self.g.size}], w[{self.w.size}]; static casadi_int iw[{self.iw.size}];
     const casadi_real *arg[3] = {{theta, x, t}}; casadi_real *res[2] = {{E, g}};
     struct timespec t0, t1; volatile double sink = 0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -336,6 +336,11 @@ int main(void) {{
         subprocess.run(["gcc", *CFLAGS, "-I", str(self.workdir), str(driver), str(self.src), "-o", str(exe), "-lm"], check=True,
                        capture_output=True)
         return float(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
+
+
+def _c_numbers(a):
+    """A C initialiser list of the values of a (exact: 17 significant digits)."""
+    return ", ".join(f"{v:.17g}" for v in np.ravel(a))
 
 
 def symgrad_c_loop_us(model, workdir, batch, n_calls):

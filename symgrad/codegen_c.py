@@ -41,30 +41,30 @@ static inline double symgrad_pow2(int64_t n)
     return s;
 }"""
 
+_EXPM1R = """\
+/* e^r - 1 for |r| <= ln(2)/2: r + r^2 (1/2 + r/6 + ... + r^12/14!), the sum by Estrin's scheme (short
+ * dependency chains: fast one at a time, and loops over it vectorise). */
+static inline double symgrad_expm1r(double r)
+{
+    const double r2 = r * r, r4 = r2 * r2;
+    const double a0 = 1.0 / 2 + r * (1.0 / 6), a1 = 1.0 / 24 + r * (1.0 / 120), a2 = 1.0 / 720 + r * (1.0 / 5040),
+        a3 = 1.0 / 40320 + r * (1.0 / 362880), a4 = 1.0 / 3628800 + r * (1.0 / 39916800),
+        a5 = 1.0 / 479001600 + r * (1.0 / 6227020800), a6 = 1.0 / 87178291200;
+    const double b0 = a0 + a1 * r2, b1 = a2 + a3 * r2, b2 = a4 + a5 * r2;
+    return r + r2 * (b0 + (b1 + (b2 + a6 * r4) * r4) * r4);
+}"""
+
 _EXP = """\
-/* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2)/2, exp(r) by its Taylor polynomial to r^13.
- * Within 1 ulp of glibc's exp on all doubles (subnormal results, inf and NaN included); no branches,
- * so loops over it vectorise. */
+/* exp(x) = 2^n (1 + expm1(r)), n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, n ln2_hi exact).
+ * Within 1 ulp of the correctly rounded value on all doubles (subnormal results, inf and NaN included); no
+ * branches. */
 static inline double symgrad_exp(double x)
 {
     const double xc = x < -746.0 ? -746.0 : (x > 710.0 ? 710.0 : x);
     const double k = xc * 1.4426950408889634 + 0x1.8p52;  /* round(x / ln 2) in the low bits of k */
     const double n = k - 0x1.8p52;
-    const double r = (xc - n * 0x1.62e42fee00000p-1) - n * 0x1.a39ef35793c76p-33;  /* ln 2 in two parts */
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    const double r = (xc - n * 0x1.62e42fee00000p-1) - n * 0x1.a39ef35793c76p-33;
+    const double p = 1 + symgrad_expm1r(r);
     uint64_t kb;
     memcpy(&kb, &k, sizeof kb);
     const int64_t ni = (int64_t)(kb - 0x4338000000000000ULL);
@@ -73,28 +73,14 @@ static inline double symgrad_exp(double x)
 }"""
 
 _TANH = """\
-/* tanh(x) = sign(x) m / (m + 2), m = expm1(2|x|) = 2^n (e^r - 1) + (2^n - 1), e^r - 1 by Taylor to r^14.
- * Within 4 ulp of glibc's tanh; no branches, so loops over it vectorise. */
+/* tanh(x) = sign(x) m / (m + 2), m = expm1(2|x|) = 2^n expm1(r) + (2^n - 1); within 4 ulp; no branches. */
 static inline double symgrad_tanh(double x)
 {
     const double a = 2 * fabs(x);
     const double k = a * 1.4426950408889634 + 0x1.8p52;
     const double n = k - 0x1.8p52;
     const double r = (a - n * 0x1.62e42fee00000p-1) - n * 0x1.a39ef35793c76p-33;
-    double p = 1.0 / 87178291200.0;
-    p = p * r + 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    const double q = r + r * r * p;
+    const double q = symgrad_expm1r(r);
     uint64_t kb;
     memcpy(&kb, &k, sizeof kb);
     const double s = symgrad_pow2((int64_t)((kb - 0x4338000000000000ULL) & 1023));  /* n <= 58 unless |x| > 20 */
@@ -118,6 +104,21 @@ static inline double symgrad_sigmoid(double x)
     return x >= 0 ? p : e * p;
 }"""
 
+_SIGMOID_SCALAR = """\
+/* sigma(x) = 1 / (1 + exp(-x)), and exp(x) where that is sigma(x) to the last bit (x <= -708, where exp(-x)
+ * would overflow): libm's exp, whose latency is lower than symgrad_exp's in one-at-a-time code. */
+static inline double symgrad_sigmoid(double x)
+{
+    return x > -708.0 ? 1 / (1 + exp(-x)) : exp(x);
+}"""
+
+_SOFTPLUS_SCALAR = """\
+/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow. */
+static inline double symgrad_softplus(double x)
+{
+    return fmax(x, 0) + log1p(exp(-fabs(x)));
+}"""
+
 _SOFTPLUS = """\
 /* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow. */
 static inline double symgrad_softplus(double x)
@@ -126,17 +127,22 @@ static inline double symgrad_softplus(double x)
 }"""
 
 
-def _math_helpers(text, ctype):
+def _math_helpers(text, ctype, vector_math=True):
     """The helpers the function bodies call (exp, tanh, sigmoid, softplus), in dependency order.
 
-    exp and tanh are symgrad's own rather than libm's: branch-free, so the elementwise loops vectorise
-    (1.6 vs 15 ns per tanh with -march=native), and the same on every libm.
+    Loop code (vector_math) takes symgrad's own exp and tanh: branch-free, so the elementwise loops
+    vectorise (1.2 vs 15 ns per tanh with -march=native), and the same on every libm. Straight-line code
+    computes one value at a time, where libm's table-driven exp has the shorter latency (2-2-2 gradient:
+    40 vs 58 ns), so its sigmoid and softplus call libm.
     """
     f = "f" if ctype == "float" else ""
+    if not vector_math:
+        scalar = [h for fn, h in (("sigmoid", _SIGMOID_SCALAR), ("softplus", _SOFTPLUS_SCALAR)) if f"symgrad_{fn}{f}(" in text]
+        return scalar + [_FLOAT_WRAPPERS[fn] for fn in ("sigmoid", "softplus") if f and f"symgrad_{fn}{f}(" in text]
     used = [fn for fn in ("exp", "tanh", "sigmoid", "softplus") if f"symgrad_{fn}{f}(" in text]
     if not used:
         return []
-    helpers = [_POW2]
+    helpers = [_POW2, _EXPM1R]
     if {"exp", "sigmoid", "softplus"} & set(used):
         helpers.append(_EXP)
     if "tanh" in used:
@@ -262,7 +268,7 @@ class _Unrolled:
         self.prog = self.sl.derivation.program
         taken = {s.name for s in list(self.prog.inputs) + list(self.prog.targets) + list(self.prog.params)}
         taken |= {s.sym.name for s in self.prog.steps}
-        self.pr = CPrinter(pr.dtype, {n: n + "_" for n in taken & C_INTERNAL})
+        self.pr = CPrinter(pr.dtype, {n: n + "_" for n in taken & C_INTERNAL}, vector_math=False)
         self.offsets = {}
         for p in layout:
             for k, s in enumerate(p["scalars"]):
@@ -505,7 +511,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     body = _Unrolled(model, layout, pr) if shape == "unrolled" else _Loops(model, layout, pr, dtype)
     forward, loss, backward = body.forward(), body.loss(), body.backward()
     text = "\n".join(forward + loss + backward)
-    helpers = _math_helpers(text, ctype)
+    helpers = _math_helpers(text, ctype, vector_math=shape == "loops")
     use_blas = shape == "loops" and blas != "no"
     if shape == "loops":
         helpers += _gemm_helpers(ctype, use_blas, model.name)

@@ -11,8 +11,9 @@ C_TYPES = {"float64": ("double", float64, ""), "float32": ("float", float32, "f"
 class CPrinter(C99CodePrinter):
     """C99 with stable helpers for symgrad's functions, x*x for squares, one-line ternaries."""
 
-    def __init__(self, dtype="float64", names=None):
+    def __init__(self, dtype="float64", names=None, vector_math=True):
         ctype, ast_type, suffix = C_TYPES[dtype]
+        self.vector_math = vector_math  # exp/tanh as symgrad's branch-free helpers (loops) or libm's (scalar code)
         super().__init__({"type_aliases": {real: ast_type}, "math_macros": {}})
         self.suffix = suffix
         self.dtype = dtype
@@ -50,10 +51,14 @@ class CPrinter(C99CodePrinter):
         return code
 
     def _print_exp(self, expr):
-        """symgrad's branch-free exp (codegen_c._EXP): loops over it vectorise."""
+        """symgrad's branch-free exp (codegen_c._EXP), over which loops vectorise; else libm's."""
+        if not self.vector_math:
+            return super()._print_Function(expr)
         return "symgrad_exp%s(%s)" % (self.suffix, self._print(expr.args[0]))
 
     def _print_tanh(self, expr):
+        if not self.vector_math:
+            return super()._print_Function(expr)
         return "symgrad_tanh%s(%s)" % (self.suffix, self._print(expr.args[0]))
 
     def _print_sigmoid(self, expr):
@@ -70,6 +75,6 @@ class CPrinter(C99CodePrinter):
         return "((%s) > 0 ? %s : %s)" % (self._print(expr.args[0]), one, zero)
 
 
-def c_code(expr, dtype="float64", names=None):
+def c_code(expr, dtype="float64", names=None, vector_math=True):
     """C source for one expression; ``names`` renames symbols (e.g. y -> Y[k])."""
-    return CPrinter(dtype, names).doprint(sp.sympify(expr))
+    return CPrinter(dtype, names, vector_math).doprint(sp.sympify(expr))
