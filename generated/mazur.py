@@ -141,11 +141,11 @@ def forward(params, x):
     """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
     a0, single = _batch(x, N_INPUTS, "x")
     W1, b1, W2, b2 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'hidden': 2 units
+    z1 = a0.dot(W1.T)  # net of layer 'hidden': 2 units
     z1 += b1
     _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
-    z2 = a1 @ W2.T  # net of layer 'output': 2 units
+    z2 = a1.dot(W2.T)  # net of layer 'output': 2 units
     z2 += b2
     _sigmoid_(z2)
     a2 = z2  # sigmoid, in place
@@ -158,11 +158,11 @@ def loss(params, x, y):
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
     W1, b1, W2, b2 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'hidden': 2 units
+    z1 = a0.dot(W1.T)  # net of layer 'hidden': 2 units
     z1 += b1
     _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
-    z2 = a1 @ W2.T  # net of layer 'output': 2 units
+    z2 = a1.dot(W2.T)  # net of layer 'output': 2 units
     z2 += b2
     _sigmoid_(z2)
     a2 = z2  # sigmoid, in place
@@ -179,11 +179,11 @@ def loss_and_gradients(params, x, y):
     if a0.shape[0] <= 16:
         return _loss_and_gradients_rows(_params(params), a0, t)
     W1, b1, W2, b2 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'hidden': 2 units
+    z1 = a0.dot(W1.T)  # net of layer 'hidden': 2 units
     z1 += b1
     _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
-    z2 = a1 @ W2.T  # net of layer 'output': 2 units
+    z2 = a1.dot(W2.T)  # net of layer 'output': 2 units
     z2 += b2
     _sigmoid_(z2)
     a2 = z2  # sigmoid, in place
@@ -194,11 +194,11 @@ def loss_and_gradients(params, x, y):
     d2 *= a2
     a2 -= 1
     d2 *= a2  # dE/dnet of the output layer, per unit of the loss scale
-    gW2 = d2.T @ a1  # dE/dW of 'output'
-    d1 = d2 @ W2  # dE/da of 'hidden'
+    gW2 = d2.T.dot(a1)  # dE/dW of 'output'
+    d1 = d2.dot(W2)  # dE/da of 'hidden'
     a1 *= 1.0 - a1
     d1 *= a1  # times f'(net) = out*(1 - out)
-    gW1 = d1.T @ a0  # dE/dW of 'hidden'
+    gW1 = d1.T.dot(a0)  # dE/dW of 'hidden'
     return E, {
         "hidden.weight": gW1,
         "output.weight": gW2,

@@ -132,7 +132,7 @@ _ONES = {}
 
 
 def _ones(n):
-    """A read-only vector of n ones (cached): column sums of d as one product, ones @ d."""
+    """A read-only vector of n ones (cached): column sums of d as one product, ones.dot(d)."""
     v = _ONES.get(n)
     if v is None:
         v = np.ones(n, dtype=DTYPE)
@@ -206,15 +206,15 @@ def forward(params, x):
     """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
     a0, single = _batch(x, N_INPUTS, "x")
     W1, b1, W2, b2, W3, b3 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'fc1': 128 units
+    z1 = a0.dot(W1.T)  # net of layer 'fc1': 128 units
     z1 += b1
     np.maximum(z1, 0.0, out=z1)
     a1 = z1  # relu, in place
-    z2 = a1 @ W2.T  # net of layer 'fc2': 64 units
+    z2 = a1.dot(W2.T)  # net of layer 'fc2': 64 units
     z2 += b2
     np.maximum(z2, 0.0, out=z2)
     a2 = z2  # relu, in place
-    z3 = a2 @ W3.T  # net of layer 'fc3': 10 units
+    z3 = a2.dot(W3.T)  # net of layer 'fc3': 10 units
     z3 += b3
     z3 -= z3.max(axis=1, keepdims=True)
     a3 = np.exp(z3)
@@ -229,15 +229,15 @@ def loss(params, x, y):
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
     W1, b1, W2, b2, W3, b3 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'fc1': 128 units
+    z1 = a0.dot(W1.T)  # net of layer 'fc1': 128 units
     z1 += b1
     np.maximum(z1, 0.0, out=z1)
     a1 = z1  # relu, in place
-    z2 = a1 @ W2.T  # net of layer 'fc2': 64 units
+    z2 = a1.dot(W2.T)  # net of layer 'fc2': 64 units
     z2 += b2
     np.maximum(z2, 0.0, out=z2)
     a2 = z2  # relu, in place
-    z3 = a2 @ W3.T  # net of layer 'fc3': 10 units
+    z3 = a2.dot(W3.T)  # net of layer 'fc3': 10 units
     z3 += b3
     z3 -= z3.max(axis=1, keepdims=True)
     a3 = np.exp(z3)
@@ -254,15 +254,15 @@ def loss_and_gradients(params, x, y):
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
     W1, b1, W2, b2, W3, b3 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'fc1': 128 units
+    z1 = a0.dot(W1.T)  # net of layer 'fc1': 128 units
     z1 += b1
     np.maximum(z1, 0.0, out=z1)
     a1 = z1  # relu, in place
-    z2 = a1 @ W2.T  # net of layer 'fc2': 64 units
+    z2 = a1.dot(W2.T)  # net of layer 'fc2': 64 units
     z2 += b2
     np.maximum(z2, 0.0, out=z2)
     a2 = z2  # relu, in place
-    z3 = a2 @ W3.T  # net of layer 'fc3': 10 units
+    z3 = a2.dot(W3.T)  # net of layer 'fc3': 10 units
     z3 += b3
     z3 -= z3.max(axis=1, keepdims=True)
     a3 = np.exp(z3)
@@ -274,17 +274,17 @@ def loss_and_gradients(params, x, y):
     h = -t
     d3 = h - a3 * h.sum(axis=1, keepdims=True)
     d3 *= s
-    gW3 = d3.T @ a2  # dE/dW of 'fc3'
+    gW3 = d3.T.dot(a2)  # dE/dW of 'fc3'
     ones = _ones(a0.shape[0])  # column sums over the batch as products
-    gb3 = ones @ d3
-    d2 = d3 @ W3  # dE/da of 'fc2'
+    gb3 = ones.dot(d3)
+    d2 = d3.dot(W3)  # dE/da of 'fc2'
     d2[a2 <= 0.0] = 0.0  # times f'(net) = step(out)
-    gW2 = d2.T @ a1  # dE/dW of 'fc2'
-    gb2 = ones @ d2
-    d1 = d2 @ W2  # dE/da of 'fc1'
+    gW2 = d2.T.dot(a1)  # dE/dW of 'fc2'
+    gb2 = ones.dot(d2)
+    d1 = d2.dot(W2)  # dE/da of 'fc1'
     d1[a1 <= 0.0] = 0.0  # times f'(net) = step(out)
-    gW1 = d1.T @ a0  # dE/dW of 'fc1'
-    gb1 = ones @ d1
+    gW1 = d1.T.dot(a0)  # dE/dW of 'fc1'
+    gb1 = ones.dot(d1)
     return E, {
         "fc1.weight": gW1,
         "fc1.bias": gb1,

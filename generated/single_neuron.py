@@ -63,7 +63,7 @@ _ONES = {}
 
 
 def _ones(n):
-    """A read-only vector of n ones (cached): column sums of d as one product, ones @ d."""
+    """A read-only vector of n ones (cached): column sums of d as one product, ones.dot(d)."""
     v = _ONES.get(n)
     if v is None:
         v = np.ones(n, dtype=DTYPE)
@@ -157,11 +157,11 @@ def forward(params, x):
     """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
     a0, single = _batch(x, N_INPUTS, "x")
     W1, b1, W2, b2 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'hidden': 1 units
+    z1 = a0.dot(W1.T)  # net of layer 'hidden': 1 units
     z1 += b1
     _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
-    z2 = a1 @ W2.T  # net of layer 'output': 1 units
+    z2 = a1.dot(W2.T)  # net of layer 'output': 1 units
     z2 += b2
     a2 = z2  # identity, in place
     result = a2
@@ -173,11 +173,11 @@ def loss(params, x, y):
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
     W1, b1, W2, b2 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'hidden': 1 units
+    z1 = a0.dot(W1.T)  # net of layer 'hidden': 1 units
     z1 += b1
     _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
-    z2 = a1 @ W2.T  # net of layer 'output': 1 units
+    z2 = a1.dot(W2.T)  # net of layer 'output': 1 units
     z2 += b2
     a2 = z2  # identity, in place
     s = 1.0
@@ -193,11 +193,11 @@ def loss_and_gradients(params, x, y):
     if a0.shape[0] <= 36:
         return _loss_and_gradients_rows(_params(params), a0, t)
     W1, b1, W2, b2 = _params(params)
-    z1 = a0 @ W1.T  # net of layer 'hidden': 1 units
+    z1 = a0.dot(W1.T)  # net of layer 'hidden': 1 units
     z1 += b1
     _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
-    z2 = a1 @ W2.T  # net of layer 'output': 1 units
+    z2 = a1.dot(W2.T)  # net of layer 'output': 1 units
     z2 += b2
     a2 = z2  # identity, in place
     s = 1.0
@@ -205,14 +205,14 @@ def loss_and_gradients(params, x, y):
     E = s * 0.5 * float(np.vdot(e0, e0))
     d2 = e0
     np.negative(d2, out=d2)  # dE/dnet of the output layer, per unit of the loss scale
-    gW2 = d2.T @ a1  # dE/dW of 'output'
+    gW2 = d2.T.dot(a1)  # dE/dW of 'output'
     ones = _ones(a0.shape[0])  # column sums over the batch as products
-    gb2 = ones @ d2
-    d1 = d2 @ W2  # dE/da of 'hidden'
+    gb2 = ones.dot(d2)
+    d1 = d2.dot(W2)  # dE/da of 'hidden'
     a1 *= 1.0 - a1
     d1 *= a1  # times f'(net) = out*(1 - out)
-    gW1 = d1.T @ a0  # dE/dW of 'hidden'
-    gb1 = ones @ d1
+    gW1 = d1.T.dot(a0)  # dE/dW of 'hidden'
+    gb1 = ones.dot(d1)
     return E, {
         "hidden.weight": gW1,
         "hidden.bias": gb1,

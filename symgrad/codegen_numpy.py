@@ -52,7 +52,7 @@ HELPERS = {
 
 
 def _ones(n):
-    """A read-only vector of n ones (cached): column sums of d as one product, ones @ d."""
+    """A read-only vector of n ones (cached): column sums of d as one product, ones.dot(d)."""
     v = _ONES.get(n)
     if v is None:
         v = np.ones(n, dtype=DTYPE)
@@ -180,7 +180,11 @@ def _scalar_path(model, pr):
 
 
 def _network_bodies(model, pr):
-    """Source lines of the forward, loss and backward parts of a Network module."""
+    """Source lines of the forward, loss and backward parts of a Network module.
+
+    Matrix products are ``ndarray.dot`` calls, the same BLAS call as ``@`` without the ufunc and
+    ``__array_function__`` dispatch (16x16 at batch 1: 0.6 instead of 1.6 us per product).
+    """
     der = derive_layers(model)
     layers = der.program.layers
     L = len(layers)
@@ -189,7 +193,7 @@ def _network_bodies(model, pr):
     for s in layers:
         k = s.index + 1
         z, a = f"z{k}", f"a{k}"
-        fwd.append(f"{z} = a{k - 1} @ W{k}.T  # net of layer {s.layer.name!r}: {s.layer.units} units")
+        fwd.append(f"{z} = a{k - 1}.dot(W{k}.T)  # net of layer {s.layer.name!r}: {s.layer.units} units")
         if s.bias is not None:
             fwd.append(f"{z} += b{k}")
         act = s.layer.activation
@@ -235,19 +239,19 @@ def _network_bodies(model, pr):
         for s in reversed(layers):
             k = s.index + 1
             if s.weight.trainable:
-                back.append(f"gW{k} = d{k}.T @ a{k - 1}  # dE/dW of {s.layer.name!r}")
+                back.append(f"gW{k} = d{k}.T.dot(a{k - 1})  # dE/dW of {s.layer.name!r}")
                 grads.append((s.weight.name, f"gW{k}"))
             if s.bias is not None and s.bias.trainable:
                 if s.bias.shape and not have_ones:
                     have_ones = True
                     back.append(pr.used("ones = _ones(a0.shape[0])  # column sums over the batch as products"))
-                back.append(f"gb{k} = ones @ d{k}" if s.bias.shape else f"gb{k} = np.asarray(d{k}.sum())")
+                back.append(f"gb{k} = ones.dot(d{k})" if s.bias.shape else f"gb{k} = np.asarray(d{k}.sum())")
                 grads.append((s.bias.name, f"gb{k}"))
             if s.index > lowest:
                 j = k - 1
                 prev = layers[s.index - 1]
                 fp = der.derivs[s.index - 1]
-                back.append(f"d{j} = d{k} @ W{k}  # dE/da of {prev.layer.name!r}")
+                back.append(f"d{j} = d{k}.dot(W{k})  # dE/da of {prev.layer.name!r}")
                 act = prev.layer.activation.name
                 if act in DERIV_IN_PLACE and not der.keeps_net[s.index - 1]:
                     back += [st.format(a=f"a{j}", d=f"d{j}") for st in DERIV_IN_PLACE[act]]
