@@ -472,7 +472,10 @@ def bench_config(label, sizes, batch, loss, rounds, peers, workdir):
             notes.append(f"{column} failed: {type(exc).__name__}: {str(exc)[:200]}")
 
     if cm is not None:
-        attempt("symgrad C (Python)", lambda: (lambda: cm.loss_and_gradients(params, x, t), cm.gradients(params, x, t)))
+        own = cm.init_params()  # the package's own dict (views of one vector, kept so by train_step), same values
+        for name, value in params.items():
+            own[name][...] = value
+        attempt("symgrad C (Python)", lambda: (lambda: cm.loss_and_gradients(own, x, t), cm.gradients(own, x, t)))
         attempt("symgrad C bound call (Python)", lambda: (cm.bind(cm.pack(params), np.ascontiguousarray(x),
                                                                   np.ascontiguousarray(t), np.empty(cm.N_PARAMS)), None))
     impls["hand NumPy"] = hand_numpy(model, params, x, t)

@@ -349,3 +349,22 @@ def test_parameters_that_are_views_of_one_vector_are_not_packed(tmp_path):
     shuffled = dict(p)
     shuffled["fc3.bias"] = p["fc2.bias"][:10]  # a view of the same vector, at the wrong offset
     assert cm._packed(shuffled) is None
+
+
+def test_small_network_dicts_from_init_params_are_not_packed_and_stay_correct(tmp_path):
+    model = symgrad.load(ROOT / "examples/mazur.toml")
+    npm, cm = both(model, tmp_path)
+    p = cm.init_params()
+    assert cm._packed(p) is not None  # unpack() remembered these views
+    copies = {k: v.copy() for k, v in p.items()}
+    assert cm._packed(copies) is None  # small network: other dicts are packed
+    x, t = sample(model, 3, 1)
+    E1, g1 = cm.loss_and_gradients(p, x, t)
+    p["hidden.weight"][0, 0] += 0.25  # in place: the vector the views share changes too
+    copies["hidden.weight"][0, 0] += 0.25
+    E2, g2 = cm.loss_and_gradients(p, x, t)
+    assert E2 != E1 and E2 == cm.loss_and_gradients(copies, x, t)[0] == pytest.approx(npm.loss(copies, x, t), rel=1e-14)
+    p["hidden.weight"] = p["hidden.weight"] * 2  # a new array: no longer a view, packed again
+    assert cm._packed(p) is None
+    np.testing.assert_allclose(cm.gradients(p, x, t)["hidden.weight"], npm.gradients(p, x, t)["hidden.weight"], rtol=1e-13)
+    assert not np.shares_memory(g1["hidden.weight"], g2["hidden.weight"])  # every call returns fresh arrays

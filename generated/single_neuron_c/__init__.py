@@ -211,6 +211,7 @@ _LAYOUT = tuple((name, OFFSETS[name], int(np.prod(shape, dtype=int)), shape) for
 _GRADS = tuple(item for item in _LAYOUT if item[0] in TRAINABLE)
 _buffers = {}
 _addresses = {}
+_views = {}  # id(first view) -> (weak references to the views unpack() made, address of their vector)
 
 
 class _Buffers:
@@ -222,6 +223,7 @@ class _Buffers:
         self.y = np.empty((batch, N_OUTPUTS), dtype=DTYPE)
         self.theta = np.empty(N_PARAMS, dtype=DTYPE)
         self.grad = np.empty(N_PARAMS, dtype=DTYPE)
+        self.grads = tuple((name, self.grad[offset:offset + size].reshape(shape)) for name, offset, size, shape in _GRADS)
         self.work = np.empty(max(1, _lib.single_neuron_workspace_size(batch)), dtype=DTYPE)
         self.ptr = {k: getattr(self, k).ctypes.data for k in ("x", "t", "y", "theta", "grad", "work")}
         self.keep = {}  # converted inputs passed by address
@@ -327,8 +329,14 @@ def pack(params, out=None):
 
 
 def unpack(theta):
-    """{name: array} views of a flat parameter vector."""
-    return {name: theta[offset:offset + size].reshape(shape) for name, offset, size, shape in _LAYOUT}
+    """{name: array} views of a flat parameter vector (remembered: calls on them skip packing)."""
+    views = {name: theta[offset:offset + size].reshape(shape) for name, offset, size, shape in _LAYOUT}
+    if type(theta) is np.ndarray and theta.dtype is _DT and theta.shape == (N_PARAMS,) and theta.flags.c_contiguous:
+        arrays = [views[name] for name in PARAM_NAMES]
+        if len(_views) > 64:
+            _views.clear()
+        _views[id(arrays[0])] = (tuple(weakref.ref(a) for a in arrays), _address(theta))
+    return views
 
 
 def _ready(v, rows, width):
@@ -349,7 +357,8 @@ def _pointer(a, buffer, name, b):
 def _prepare(params, x, y, targets=True):
     """(buffers, parameter vector address, x address, targets address, batch, single).
 
-    Parameters are packed into the buffers unless they already are views of one vector (big networks).
+    Parameters are packed into the buffers unless they are views unpack() (or init_params()) made, or, for big
+    networks, any views of one vector in the C layout.
     """
     if _ready(x, None, N_INPUTS):  # fast path: no conversion, no copy
         a0, single = x, False
@@ -362,7 +371,7 @@ def _prepare(params, x, y, targets=True):
     pt = b.ptr["t"]
     if targets:
         pt = _address(y) if _ready(y, a0.shape[0], N_OUTPUTS) else _pointer(_targets(y, a0), b.t, "t", b)
-    theta = _packed(params) if N_PARAMS > 4096 else None
+    theta = _packed(params)
     if theta is None:
         pack(params, b.theta)
         theta = b.ptr["theta"]
@@ -374,6 +383,15 @@ def _packed(params):
     try:
         arrays = [params[name] for name in PARAM_NAMES]
     except (KeyError, TypeError):
+        return None
+    hit = _views.get(id(arrays[0]))
+    if hit is not None and not CHECK_FINITE:  # views unpack() made: the same array objects are the same memory
+        for ref, a in zip(hit[0], arrays):
+            if ref() is not a:
+                break
+        else:
+            return hit[1]
+    if N_PARAMS <= 4096:  # small: packing costs less than checking views made elsewhere
         return None
     base = arrays[0].base if type(arrays[0]) is np.ndarray else None
     if type(base) is not np.ndarray or base.dtype is not _DT or base.shape != (N_PARAMS,) or CHECK_FINITE:
@@ -402,13 +420,13 @@ def loss(params, x, y):
 def loss_and_gradients(params, x, y):
     """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
     b, theta, px, pt, n, _ = _prepare(params, x, y)
-    if N_PARAMS > 4096:  # big: C writes into a fresh array
+    if N_PARAMS > 4096:  # big: C writes into a fresh array, returned as views of it
         g = np.empty(N_PARAMS, dtype=DTYPE)
         E = _lag_c(theta, px, pt, n, g.ctypes.data, b.ptr["work"])
-    else:  # small: into the buffer, then one copy (cheaper than reading a new array's address)
-        E = _lag_c(theta, px, pt, n, b.ptr["grad"], b.ptr["work"])
-        g = b.grad.copy()
-    return float(E), {name: g[offset:offset + size].reshape(shape) for name, offset, size, shape in _GRADS}
+        return float(E), {name: g[offset:offset + size].reshape(shape) for name, offset, size, shape in _GRADS}
+    # small: into the buffer, then a copy of each gradient (cheaper than a new array's address and views of it)
+    E = _lag_c(theta, px, pt, n, b.ptr["grad"], b.ptr["work"])
+    return float(E), {name: v.copy() for name, v in b.grads}
 
 
 def gradients(params, x, y):
