@@ -32,6 +32,7 @@ import symgrad  # noqa: E402
 from symgrad.api import generate, import_generated  # noqa: E402
 from symgrad.build import DEFAULT_CFLAGS  # noqa: E402
 
+LOOP_RUNS = 5  # runs of each C loop driver (~0.2 s each) per config
 CFLAGS = DEFAULT_CFLAGS.split()  # every C column (symgrad's and CasADi's) is compiled with the same flags
 
 CONFIGS = [  # (label, sizes, batch, loss)
@@ -310,8 +311,8 @@ class CasadiC:
             pos += self.sizes[n]
         return out
 
-    def c_loop_us(self, n_calls):
-        """Microseconds per call of f in a C loop (a small driver around the generated code)."""
+    def c_loop(self, n_calls):
+        """A function running f n_calls times in a C loop (a small driver around the generated code): us per call."""
         driver = self.workdir / "casadi_main.c"
         driver.write_text(f"""#define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
@@ -335,7 +336,7 @@ int main(void) {{
         exe = self.workdir / "casadi_main"
         subprocess.run(["gcc", *CFLAGS, "-I", str(self.workdir), str(driver), str(self.src), "-o", str(exe), "-lm"], check=True,
                        capture_output=True)
-        return float(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
+        return lambda: float(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
 
 
 def _c_numbers(a):
@@ -343,7 +344,8 @@ def _c_numbers(a):
     return ", ".join(f"{v:.17g}" for v in np.ravel(a))
 
 
-def symgrad_c_loop_us(model, workdir, batch, n_calls):
+def symgrad_c_loop(model, workdir, batch, n_calls):
+    """A function running the generated main.c's --bench loop once: microseconds per gradient call."""
     generate(model, "c", workdir, with_main=True, blas="auto")
     d = Path(workdir) / f"{model.name}_c"
     exe = Path(workdir) / f"{model.name}_main"
@@ -357,10 +359,13 @@ def symgrad_c_loop_us(model, workdir, batch, n_calls):
             link.insert(0, "-lopenblas")
     subprocess.run(["gcc", "-std=c99", *flags, str(d / "main.c"), str(d / f"{model.name}.c"), "-o", str(exe), *link],
                    check=True, capture_output=True)
-    # the generated main() keeps arrays of N_PARAMS on the stack: allow the hard limit (wide networks)
-    out = subprocess.run(["sh", "-c", 'ulimit -s "$(ulimit -H -s)" 2>/dev/null; exec "$0" "$@"', str(exe), "--bench",
-                          str(n_calls), str(batch)], capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1].split(":")[1].split()[0])
+
+    def run():
+        # the generated main() keeps arrays of N_PARAMS on the stack: allow the hard limit (wide networks)
+        out = subprocess.run(["sh", "-c", 'ulimit -s "$(ulimit -H -s)" 2>/dev/null; exec "$0" "$@"', str(exe), "--bench",
+                              str(n_calls), str(batch)], capture_output=True, text=True, check=True).stdout
+        return float(out.strip().splitlines()[-1].split(":")[1].split()[0])
+    return run
 
 
 def torch_gemm_floor(model, params, x, t):
@@ -520,17 +525,23 @@ def bench_config(label, sizes, batch, loss, rounds, peers, workdir):
             samples[k].append((time.perf_counter() - start) / n * 1e6)
     result = {k: statistics.median(v) for k, v in samples.items()}
     load = other_load(busy_start, _busy())
+    loops = {}
     if cm is not None:
-        n_calls = max(10, int(2e5 / max(1.0, result.get("symgrad C bound call (Python)", 100.0))))
+        n_calls = max(10, int(2e5 / max(0.05, result.get("symgrad C bound call (Python)", 100.0))))
         try:
-            result["symgrad C loop (in C)"] = symgrad_c_loop_us(model, tempfile.mkdtemp(dir=workdir), batch, n_calls)
+            loops["symgrad C loop (in C)"] = symgrad_c_loop(model, tempfile.mkdtemp(dir=workdir), batch, n_calls)
         except Exception as exc:  # the C backend failing is a note, not a crash
             notes.append(f"symgrad C loop failed: {type(exc).__name__}: {str(exc)[:200]}")
     if casadi is not None:
         try:
-            result["CasADi C loop (in C)"] = casadi.c_loop_us(max(10, int(2e5 / max(0.05, result["CasADi C (ctypes)"]))))
+            loops["CasADi C loop (in C)"] = casadi.c_loop(max(10, int(2e5 / max(0.05, result["CasADi C (ctypes)"]))))
         except Exception as exc:  # a peer failing is a note, not a crash
             notes.append(f"CasADi C loop failed: {type(exc).__name__}: {str(exc)[:200]}")
+    for _ in range(LOOP_RUNS):  # the C loops alternate too, run by run, and give medians and paired ratios
+        for k in shuffler.sample(sorted(loops), len(loops)):
+            samples.setdefault(k, []).append(loops[k]())
+    for k in loops:
+        result[k] = statistics.median(samples[k])
     agree = {}
     for k, (_, grads) in impls.items():
         if grads is not None:
