@@ -49,8 +49,9 @@ def build_parser():
     g.add_argument("--target", choices=["numpy", "c"], default="numpy", help="code to generate (default: numpy)")
     g.add_argument("-o", "--out", default="generated", metavar="DIR", help="output folder (default: generated/)")
     g.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="floating type (default: float64)")
-    g.add_argument("--shape", choices=["auto", "unrolled", "loops"], default="auto",
-                   help="C code shape: straight-line unrolled code or loops (default: auto, by size)")
+    g.add_argument("--shape", choices=["auto", "unrolled", "loops", "hybrid"], default="auto",
+                   help="C code shape: straight-line unrolled code, loops, or loops with unrolled code for batch 1 "
+                        "(default: auto, by size)")
     g.add_argument("--with-main", action="store_true", help="C: also write a main() driver that runs the worked sample")
     g.add_argument("--build", action="store_true", help="C: compile the shared library now")
     g.add_argument("--blas", choices=["auto", "yes", "no"], default="no",

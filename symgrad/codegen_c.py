@@ -1,11 +1,13 @@
 """The C backend: print the forward and backward programs as C99, plus a ctypes package over them.
 
-Two code shapes:
+Three code shapes:
 
 * ``unrolled`` — the neuron-level program as straight-line code with common subexpressions pulled
-  out, looped over the batch: every weight a local constant, nothing but arithmetic (small networks);
+  out, looped over the batch: every weight a local constant, nothing but arithmetic (expression models);
 * ``loops`` — the layer program as loops over the batch and units, with the three matrix products per
-  layer in small kernels that gcc vectorises, or ``cblas_?gemm`` when built with BLAS (large networks).
+  layer in small kernels that gcc vectorises, or ``cblas_?gemm`` when built with BLAS (networks);
+* ``hybrid`` — loops, with the straight-line code for one sample in front (networks up to UNROLL_LIMIT
+  parameters, where that is the fastest per-sample call).
 
 No generated function allocates: the caller passes the parameter block, inputs, targets, outputs,
 gradients and a work buffer of ``<name>_workspace_size(batch)`` values.
@@ -26,9 +28,10 @@ from .render import python_tuple, render, write_atomic
 
 C_INTERNAL = frozenset({"params", "x", "t", "y", "batch", "grad", "work", "real", "net", "m", "s", "logs", "hs"})
 BLAS_MIN_WORK = 4096  # m*n*k below which the built-in kernels beat a BLAS call (8-16-16-4: 1.07 vs 1.7 us at batch 1)
-UNROLL_LIMIT = 200  # networks with at most this many scalar parameters get unrolled code by default
-# (measured per gradient call, gcc -O3, batch 1 / batch 64: 130 parameters unrolled 0.36 / 16.3 us, loops 0.45 /
-# 12.5 us; 316 parameters unrolled 0.83 / 45 us, loops 0.67 / 27 us; loops win every size at batch 64)
+UNROLL_LIMIT = 40  # networks with at most this many scalar parameters get a straight-line path for batch 1
+# (measured per gradient call at batch 1, gcc -O3 -march=native, straight-line / loops: 2-2-2 (10 parameters) 0.035 /
+# 0.10 us, 3-5-2 (32) 0.096 / 0.123, 4-6-3 (51) 0.136 / 0.121, 4-8-8-2 (130) 0.34 / 0.27, 8-16-16-4 (484) 0.88 / 0.69;
+# at batch 64 the loops win at every size: 2-2-2 0.80 vs 2.2 us)
 
 
 _POW2 = """\
@@ -88,13 +91,6 @@ static inline double symgrad_tanh(double x)
     return copysign(a > 40.0 ? 1.0 : m / (m + 2), x);  /* tanh(x) rounds to +-1 above |x| = 19.1 */
 }"""
 
-_FLOAT_WRAPPERS = {  # single precision: the double helper, rounded once
-    "exp": "static inline float symgrad_expf(float x)\n{\n    return (float)symgrad_exp(x);\n}",
-    "tanh": "static inline float symgrad_tanhf(float x)\n{\n    return (float)symgrad_tanh(x);\n}",
-    "sigmoid": "static inline float symgrad_sigmoidf(float x)\n{\n    return (float)symgrad_sigmoid(x);\n}",
-    "softplus": "static inline float symgrad_softplusf(float x)\n{\n    return (float)symgrad_softplus(x);\n}",
-}
-
 _SIGMOID = """\
 /* sigma(x) = 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) below: no overflow at any x, no branches. */
 static inline double symgrad_sigmoid(double x)
@@ -106,15 +102,15 @@ static inline double symgrad_sigmoid(double x)
 
 _SIGMOID_SCALAR = """\
 /* sigma(x) = 1 / (1 + exp(-x)), and exp(x) where that is sigma(x) to the last bit (x <= -708, where exp(-x)
- * would overflow): libm's exp, whose latency is lower than symgrad_exp's in one-at-a-time code. */
-static inline double symgrad_sigmoid(double x)
+ * would overflow), one value at a time: libm's exp, whose latency is lower than symgrad_exp's. */
+static inline double symgrad_sigmoid1(double x)
 {
     return x > -708.0 ? 1 / (1 + exp(-x)) : exp(x);
 }"""
 
 _SOFTPLUS_SCALAR = """\
-/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow. */
-static inline double symgrad_softplus(double x)
+/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow, one value at a time (libm). */
+static inline double symgrad_softplus1(double x)
 {
     return fmax(x, 0) + log1p(exp(-fabs(x)));
 }"""
@@ -127,32 +123,27 @@ static inline double symgrad_softplus(double x)
 }"""
 
 
-def _math_helpers(text, ctype, vector_math=True):
-    """The helpers the function bodies call (exp, tanh, sigmoid, softplus), in dependency order.
+def _math_helpers(text, ctype):
+    """The helpers the function bodies call, in dependency order (clang rejects unused static functions).
 
-    Loop code (vector_math) takes symgrad's own exp and tanh: branch-free, so the elementwise loops
-    vectorise (1.2 vs 15 ns per tanh with -march=native), and the same on every libm. Straight-line code
-    computes one value at a time, where libm's table-driven exp has the shorter latency (2-2-2 gradient:
-    40 vs 58 ns), so its sigmoid and softplus call libm.
+    Loop code takes symgrad's own exp and tanh (and the sigmoid and softplus over them): branch-free, so
+    the elementwise loops vectorise (1.2 vs 15 ns per tanh with -march=native), and the same on every libm.
+    Straight-line code computes one value at a time, where libm's table-driven exp has the shorter latency
+    (2-2-2 gradient: 40 vs 58 ns): its sigmoid1 and softplus1 call libm. float code calls the double
+    helpers and rounds once.
     """
     f = "f" if ctype == "float" else ""
-    if not vector_math:
-        scalar = [h for fn, h in (("sigmoid", _SIGMOID_SCALAR), ("softplus", _SOFTPLUS_SCALAR)) if f"symgrad_{fn}{f}(" in text]
-        return scalar + [_FLOAT_WRAPPERS[fn] for fn in ("sigmoid", "softplus") if f and f"symgrad_{fn}{f}(" in text]
-    used = [fn for fn in ("exp", "tanh", "sigmoid", "softplus") if f"symgrad_{fn}{f}(" in text]
-    if not used:
-        return []
-    helpers = [_POW2, _EXPM1R]
+    used = [fn for fn in ("exp", "tanh", "sigmoid", "softplus", "sigmoid1", "softplus1") if f"symgrad_{fn}{f}(" in text]
+    helpers = []
+    if {"exp", "tanh", "sigmoid", "softplus"} & set(used):
+        helpers += [_POW2, _EXPM1R]
     if {"exp", "sigmoid", "softplus"} & set(used):
         helpers.append(_EXP)
-    if "tanh" in used:
-        helpers.append(_TANH)
-    if "sigmoid" in used:
-        helpers.append(_SIGMOID)
-    if "softplus" in used:
-        helpers.append(_SOFTPLUS)
+    table = {"tanh": _TANH, "sigmoid": _SIGMOID, "softplus": _SOFTPLUS, "sigmoid1": _SIGMOID_SCALAR,
+             "softplus1": _SOFTPLUS_SCALAR}
+    helpers += [table[fn] for fn in used if fn in table]
     if f:
-        helpers += [_FLOAT_WRAPPERS[fn] for fn in used]
+        helpers += [f"static inline float symgrad_{fn}f(float x)\n{{\n    return (float)symgrad_{fn}(x);\n}}" for fn in used]
     return helpers
 
 
@@ -305,6 +296,18 @@ class _Unrolled:
         loop += [f"y[(size_t)_r * {n_out} + {k}] = {self.pr.doprint(o)};" for k, o in enumerate(self.prog.outputs)]
         return self._prologue(needed) + _for_rows(loop)
 
+    def forward_one(self):
+        """The forward body for batch 1 (no row loop)."""
+        body, needed = _live(self.sl.forward, self.prog.outputs)
+        lines = self._prologue(needed) + ["const int _r = 0;"] + self._row(needed) + self._assign(body)
+        return lines + [f"y[{k}] = {self.pr.doprint(o)};" for k, o in enumerate(self.prog.outputs)] + ["return;"]
+
+    def loss_one(self):
+        """The loss body for batch 1 (the mean of one sample is the sum)."""
+        body, needed = _live(self.sl.loss, [self.prog.loss])
+        return (self._prologue(needed, True) + ["const int _r = 0;"] + self._row(needed) + self._assign(body)
+                + [f"return {self.pr.doprint(self.prog.loss)};"])
+
     def _scale(self):
         return "1" if self.model.loss.reduction == "sum" else "(real)1 / batch"
 
@@ -324,6 +327,7 @@ class _Unrolled:
         total = sum(p.size for p in self.model.params)
         stored = {self.offsets[p.name]: g for (p, _), g in zip(self.sl.grads, grads)}
         one = [f"grad[{i}] = {stored.get(i, '0')};" for i in range(total)] + [f"return {self.pr.doprint(self.prog.loss)};"]
+        self._one = self._prologue(needed, True) + ["const int _r = 0;"] + row + one
         lines = self._prologue(needed, True)
         lines += ["if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */"]
         lines += ["    " + line for line in ["const int _r = 0;"] + row + one] + ["}"]
@@ -336,6 +340,11 @@ class _Unrolled:
         lines += [f"grad[{i}] = {written.get(i, '0')};" for i in range(total)]
         lines.append("return _s * _E;")
         return lines
+
+    def backward_one(self):
+        """The backward body for batch 1: each gradient stored once known."""
+        self.backward()
+        return self._one
 
     def workspace(self):
         return "0"
@@ -498,29 +507,58 @@ class _Loops:
         return ops_estimate(self.model)
 
 
+class _Hybrid:
+    """Loop code with the straight-line program in front for one sample: batch 1 takes the unrolled code
+    (scalar, libm's exp: the shortest latency), other batches the loops (vectorised activations)."""
+
+    def __init__(self, model, layout, pr, dtype):
+        self.unrolled = _Unrolled(model, layout, pr)
+        self.loops = _Loops(model, layout, pr, dtype)
+
+    @staticmethod
+    def _join(one, loops):
+        return (["if (batch == 1) {  /* one sample: straight-line code */"] + ["    " + line for line in one] + ["}"]
+                + loops)
+
+    def forward(self):
+        return self._join(self.unrolled.forward_one(), self.loops.forward())
+
+    def loss(self):
+        return self._join(self.unrolled.loss_one(), self.loops.loss())
+
+    def backward(self):
+        return self._join(self.unrolled.backward_one(), self.loops.backward())
+
+    def workspace(self):
+        return self.loops.workspace()
+
+    def count(self):
+        return self.loops.count()
+
+
 def c_sources(model, dtype="float64", shape="auto", blas="no"):
     """{file name: text} of the header, the source and the ctypes package for ``model``."""
-    if model.kind != "network" and shape == "loops":
+    if model.kind != "network" and shape in ("loops", "hybrid"):
         raise ValueError("expression models have unrolled code only")
     n_scalars = sum(p.size for p in model.params)
     if shape == "auto":
-        shape = "unrolled" if model.kind != "network" or n_scalars <= UNROLL_LIMIT else "loops"
+        shape = "unrolled" if model.kind != "network" else "hybrid" if n_scalars <= UNROLL_LIMIT else "loops"
     layout, n_params = _layout(model)
     pr = CPrinter(dtype)
     ctype = "double" if dtype == "float64" else "float"
-    body = _Unrolled(model, layout, pr) if shape == "unrolled" else _Loops(model, layout, pr, dtype)
+    body = {"unrolled": _Unrolled, "hybrid": _Hybrid, "loops": _Loops}[shape](model, layout, pr, *([] if shape == "unrolled" else [dtype]))
     forward, loss, backward = body.forward(), body.loss(), body.backward()
     text = "\n".join(forward + loss + backward)
-    helpers = _math_helpers(text, ctype, vector_math=shape == "loops")
-    use_blas = shape == "loops" and blas != "no"
-    if shape == "loops":
+    helpers = _math_helpers(text, ctype)
+    use_blas = shape != "unrolled" and blas != "no"
+    if shape != "unrolled":
         helpers += _gemm_helpers(ctype, use_blas, model.name)
     name = model.name
     der = derive_layers(model) if model.kind == "network" else straight_line(model).derivation
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,
                   prefix=name.upper(), n_inputs=model.n_inputs, n_outputs=model.n_outputs, n_params=n_params,
                   layout=layout)
-    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape == "loops", **common)
+    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
                     helpers=helpers,
                     helpers_need_bits=any("symgrad_pow2" in h for h in helpers), workspace=body.workspace(),
@@ -544,7 +582,7 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
         n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=python_tuple(model.inputs),
         output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
-        train=train_context(model), build_code=_build_code(), gemm_hook=shape == "loops",
+        train=train_context(model), build_code=_build_code(), gemm_hook=shape != "unrolled",
     )
     if with_main:
         files["main.c"] = _main_source(model, layout, dtype)

@@ -62,10 +62,12 @@ class CPrinter(C99CodePrinter):
         return "symgrad_tanh%s(%s)" % (self.suffix, self._print(expr.args[0]))
 
     def _print_sigmoid(self, expr):
-        return "symgrad_sigmoid%s(%s)" % (self.suffix, self._print(expr.args[0]))
+        one = "" if self.vector_math else "1"  # symgrad_sigmoid1: one value at a time, over libm's exp
+        return "symgrad_sigmoid%s%s(%s)" % (one, self.suffix, self._print(expr.args[0]))
 
     def _print_softplus(self, expr):
-        return "symgrad_softplus%s(%s)" % (self.suffix, self._print(expr.args[0]))
+        one = "" if self.vector_math else "1"
+        return "symgrad_softplus%s%s(%s)" % (one, self.suffix, self._print(expr.args[0]))
 
     def _print_relu(self, expr):
         return "fmax%s(%s, 0)" % (self.suffix, self._print(expr.args[0]))

@@ -22,7 +22,7 @@ MAX_ULP = {"exp": 1, "tanh": 4, "sigmoid": 3, "sigmoid_scalar": 3}
 def lib(request, tmp_path_factory):
     """A library with apply_<f>(n, in, out) loops over each helper, built with the package's flags."""
     calls = "\n".join(f"symgrad_{f}(0.0)" for f in FUNCTIONS)
-    helpers = "\n\n".join(_math_helpers(calls, "double") + [_SIGMOID_SCALAR.replace("symgrad_sigmoid", "symgrad_sigmoid_scalar")])
+    helpers = "\n\n".join(_math_helpers(calls, "double") + [_SIGMOID_SCALAR.replace("symgrad_sigmoid1", "symgrad_sigmoid_scalar")])
     loops = "\n".join(f"void apply_{f}(int n, const double *restrict in, double *restrict out)\n"
                       f"{{\n    for (int i = 0; i < n; ++i) {{\n        out[i] = symgrad_{f}(in[i]);\n    }}\n}}"
                       for f in FUNCTIONS)

@@ -58,4 +58,14 @@ typedef struct {
 /* regression_relu_loss_and_gradients with the arguments in *call. */
 double regression_relu_loss_and_gradients_call(const regression_relu_call *call);
 
+/* A row-major cblas_?gemm with 64-bit integers (ILP64 BLAS, e.g. OpenBLAS built with INTERFACE64). */
+typedef void (*regression_relu_gemm64)(int order, int trans_a, int trans_b, long long m, long long n, long long k,
+    double alpha, const double *a, long long lda, const double *b, long long ldb, double beta,
+    double *c, long long ldc);
+
+/* Use gemm for every matrix product from now on (NULL: back to the built-in kernels). A host process that
+ * already runs a BLAS hands it over here, so one thread pool does all products. Not thread-safe: set it
+ * before any call. */
+void regression_relu_set_gemm(regression_relu_gemm64 gemm);
+
 #endif

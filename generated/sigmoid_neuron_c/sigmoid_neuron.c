@@ -21,8 +21,8 @@
 typedef double real;
 
 /* sigma(x) = 1 / (1 + exp(-x)), and exp(x) where that is sigma(x) to the last bit (x <= -708, where exp(-x)
- * would overflow): libm's exp, whose latency is lower than symgrad_exp's in one-at-a-time code. */
-static inline double symgrad_sigmoid(double x)
+ * would overflow), one value at a time: libm's exp, whose latency is lower than symgrad_exp's. */
+static inline double symgrad_sigmoid1(double x)
 {
     return x > -708.0 ? 1 / (1 + exp(-x)) : exp(x);
 }
@@ -42,7 +42,7 @@ void sigmoid_neuron_forward(const real *restrict params, const real *restrict x,
     const real b = params[1];
     for (int _r = 0; _r < batch; ++_r) {
         const real x_ = x[(size_t)_r * 1 + 0];
-        const real y_ = symgrad_sigmoid(b + w*x_);
+        const real y_ = symgrad_sigmoid1(b + w*x_);
         y[(size_t)_r * 1 + 0] = y_;
     }
 }
@@ -58,7 +58,7 @@ real sigmoid_neuron_loss(const real *restrict params, const real *restrict x, co
     real _E = 0;
     for (int _r = 0; _r < batch; ++_r) {
         const real x_ = x[(size_t)_r * 1 + 0];
-        const real y_ = symgrad_sigmoid(b + w*x_);
+        const real y_ = symgrad_sigmoid1(b + w*x_);
         const real E_y = y_;
         const real E_total = E_y;
         _E += E_total;
@@ -77,7 +77,7 @@ real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *
     if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */
         const int _r = 0;
         const real x_ = x[(size_t)_r * 1 + 0];
-        const real y_ = symgrad_sigmoid(b + w*x_);
+        const real y_ = symgrad_sigmoid1(b + w*x_);
         const real _c0 = y_*(1 - y_);
         const real E_y = y_;
         const real E_total = E_y;
@@ -91,7 +91,7 @@ real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *
     real _g0 = 0, _g1 = 0;
     for (int _r = 0; _r < batch; ++_r) {
         const real x_ = x[(size_t)_r * 1 + 0];
-        const real y_ = symgrad_sigmoid(b + w*x_);
+        const real y_ = symgrad_sigmoid1(b + w*x_);
         const real _c0 = y_*(1 - y_);
         const real E_y = y_;
         const real E_total = E_y;
