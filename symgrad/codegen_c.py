@@ -316,35 +316,42 @@ class _Unrolled:
         loop = self._row(needed) + self._assign(body) + [f"_E += {self.pr.doprint(self.prog.loss)};"]
         return self._prologue(needed, True) + ["real _E = 0;"] + _for_rows(loop) + [f"return {self._scale()} * _E;"]
 
-    def backward(self):
+    def _backward_parts(self):
+        """(symbols used, the per-row lines, the printed gradients, the whole one-sample body after the prologue)."""
         roots = [self.prog.loss] + [g for _, g in self.sl.grads]
         grads_free = set().union(*[sp.sympify(g).free_symbols for _, g in self.sl.grads]) if self.sl.grads else set()
         body, needed = _live(self.sl.body, list(roots) + list(grads_free))
-        n = len(self.sl.grads)
         row = self._row(needed) + self._assign(body)
         grads = [self.pr.doprint(g) for _, g in self.sl.grads]
-        loop = row + [f"_E += {self.pr.doprint(self.prog.loss)};"] + [f"_g{k} += {g};" for k, g in enumerate(grads)]
-        total = sum(p.size for p in self.model.params)
         stored = {self.offsets[p.name]: g for (p, _), g in zip(self.sl.grads, grads)}
-        one = [f"grad[{i}] = {stored.get(i, '0')};" for i in range(total)] + [f"return {self.pr.doprint(self.prog.loss)};"]
-        self._one = self._prologue(needed, True) + ["const int _r = 0;"] + row + one
+        one = (["const int _r = 0;"] + row + [f"grad[{i}] = {stored.get(i, '0')};" for i in range(self._total())]
+               + [f"return {self.pr.doprint(self.prog.loss)};"])
+        return needed, row, grads, one
+
+    def _total(self):
+        return sum(p.size for p in self.model.params)
+
+    def backward_one(self):
+        """The backward body for batch 1: each gradient stored once known, no accumulators."""
+        needed, _, _, one = self._backward_parts()
+        return self._prologue(needed, True) + one
+
+    def backward(self):
+        needed, row, grads, one = self._backward_parts()
+        n = len(grads)
+        loop = row + [f"_E += {self.pr.doprint(self.prog.loss)};"] + [f"_g{k} += {g};" for k, g in enumerate(grads)]
         lines = self._prologue(needed, True)
         lines += ["if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */"]
-        lines += ["    " + line for line in ["const int _r = 0;"] + row + one] + ["}"]
+        lines += ["    " + line for line in one] + ["}"]
         lines.append("real _E = 0;")
         if n:
             lines.append("real " + ", ".join(f"_g{k} = 0" for k in range(n)) + ";")
         lines += _for_rows(loop)
         lines.append(f"const real _s = {self._scale()};")
         written = {self.offsets[p.name]: f"_s * _g{k}" for k, (p, _) in enumerate(self.sl.grads)}
-        lines += [f"grad[{i}] = {written.get(i, '0')};" for i in range(total)]
+        lines += [f"grad[{i}] = {written.get(i, '0')};" for i in range(self._total())]
         lines.append("return _s * _E;")
         return lines
-
-    def backward_one(self):
-        """The backward body for batch 1: each gradient stored once known."""
-        self.backward()
-        return self._one
 
     def workspace(self):
         return "0"
@@ -360,8 +367,8 @@ def _for_rows(body):
 class _Loops:
     """Function bodies of loops over the layer program."""
 
-    def __init__(self, model, layout, pr, dtype):
-        self.model, self.pr, self.dtype = model, pr, dtype
+    def __init__(self, model, layout, pr):
+        self.model, self.pr, self.dtype = model, pr, pr.dtype
         self.der = derive_layers(model)
         self.off = {p["name"]: p["offset"] for p in layout}
         self.sizes = [model.n_inputs] + [lay.units for lay in model.layers]
@@ -511,9 +518,9 @@ class _Hybrid:
     """Loop code with the straight-line program in front for one sample: batch 1 takes the unrolled code
     (scalar, libm's exp: the shortest latency), other batches the loops (vectorised activations)."""
 
-    def __init__(self, model, layout, pr, dtype):
+    def __init__(self, model, layout, pr):
         self.unrolled = _Unrolled(model, layout, pr)
-        self.loops = _Loops(model, layout, pr, dtype)
+        self.loops = _Loops(model, layout, pr)
 
     @staticmethod
     def _join(one, loops):
@@ -546,7 +553,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     layout, n_params = _layout(model)
     pr = CPrinter(dtype)
     ctype = "double" if dtype == "float64" else "float"
-    body = {"unrolled": _Unrolled, "hybrid": _Hybrid, "loops": _Loops}[shape](model, layout, pr, *([] if shape == "unrolled" else [dtype]))
+    body = {"unrolled": _Unrolled, "hybrid": _Hybrid, "loops": _Loops}[shape](model, layout, pr)
     forward, loss, backward = body.forward(), body.loss(), body.backward()
     text = "\n".join(forward + loss + backward)
     helpers = _math_helpers(text, ctype)
