@@ -191,15 +191,15 @@ def build_library(source, blas="no"):
     source = Path(source)
     cc = _compiler()
     given = os.environ.get("CFLAGS")
-    flags = shlex.split(given if given is not None else DEFAULT_CFLAGS)
     link = ["-lm"]
     extra = []
     if blas == "yes" or (blas == "auto" and _blas_available(cc)):
         extra.append("-DSYMGRAD_USE_BLAS")
         link.insert(0, "-lopenblas")
-    command = [*cc, "-std=c99", *flags, *extra, "-fPIC", "-shared"]
+    commands = [[*cc, "-std=c99", *shlex.split(flags), *extra, "-fPIC", "-shared"]
+                for flags in ([given] if given is not None else [DEFAULT_CFLAGS, PORTABLE_CFLAGS])]
     text = source.read_bytes() + source.with_suffix(".h").read_bytes()
-    key = hashlib.sha256(text + " ".join(command + link).encode() + _host_cpu().encode()).hexdigest()[:24]
+    key = hashlib.sha256(text + " ".join(commands[0] + link).encode() + _host_cpu().encode()).hexdigest()[:24]
     cache = Path(os.environ.get("SYMGRAD_CACHE", Path.home() / ".cache" / "symgrad"))
     lib = cache / f"{source.stem}-{key}.so"
     if lib.exists():
@@ -208,13 +208,12 @@ def build_library(source, blas="no"):
     fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=cache)
     os.close(fd)
     try:
-        res = subprocess.run([*command, "-I", str(source.parent), "-o", tmp, str(source), *link],
-                             capture_output=True, text=True)
-        if res.returncode != 0 and given is None:  # e.g. a compiler without -march=native for this target
-            command = [*cc, "-std=c99", *shlex.split(PORTABLE_CFLAGS), *extra, "-fPIC", "-shared"]
+        for command in commands:  # the portable flags only if the compiler rejects the default ones
             res = subprocess.run([*command, "-I", str(source.parent), "-o", tmp, str(source), *link],
                                  capture_output=True, text=True)
-        if res.returncode != 0:
+            if res.returncode == 0:
+                break
+        else:
             raise BuildError(f"compiling {source.name} failed ({' '.join(command)}):\n{res.stderr}")
         os.replace(tmp, lib)  # atomic: a concurrent import sees the whole library or none
     finally:
