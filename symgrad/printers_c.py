@@ -53,12 +53,12 @@ class CPrinter(C99CodePrinter):
     def _print_exp(self, expr):
         """symgrad's branch-free exp (codegen_c._EXP), over which loops vectorise; else libm's."""
         if not self.vector_math:
-            return super()._print_Function(expr)
+            return super()._print_exp(expr)
         return "symgrad_exp%s(%s)" % (self.suffix, self._print(expr.args[0]))
 
     def _print_tanh(self, expr):
         if not self.vector_math:
-            return super()._print_Function(expr)
+            return super()._print_tanh(expr)
         return "symgrad_tanh%s(%s)" % (self.suffix, self._print(expr.args[0]))
 
     def _print_sigmoid(self, expr):

@@ -40,5 +40,12 @@ def test_float32_suffixes_math_calls_and_literals():
     assert c_code(sp.log(x) + sp.sqrt(x), "float32") == "sqrtf(x) + logf(x)"
 
 
+def test_straight_line_code_calls_libm_and_the_one_at_a_time_helpers():
+    assert c_code(sp.exp(x) + sp.tanh(x), "float32", vector_math=False) == "expf(x) + tanhf(x)"
+    assert c_code(sp.exp(x), vector_math=False) == "exp(x)"
+    assert c_code(sigmoid(x), "float32", vector_math=False) == "symgrad_sigmoid1f(x)"
+    assert c_code(softplus(x), vector_math=False) == "symgrad_softplus1(x)"
+
+
 def test_names_rename_symbols():
     assert c_code(x + y, names={"x": "A1[_q]"}) == "A1[_q] + y"
