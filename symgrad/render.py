@@ -20,9 +20,15 @@ def environment():
     )
 
 
+_CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
 def _load_template(name):
-    path = resources.files("symgrad.templates").joinpath(*name.split("/"))
-    return path.read_text(encoding="utf-8")
+    """A template's text: from the checkout's templates/ beside the package, else the installed copy."""
+    parts = name.split("/")
+    if (_CHECKOUT_TEMPLATES / "numpy" / "module.py.j2").is_file():
+        return _CHECKOUT_TEMPLATES.joinpath(*parts).read_text(encoding="utf-8")
+    return resources.files("symgrad.templates").joinpath(*parts).read_text(encoding="utf-8")
 
 
 def render(template_name, **context):
