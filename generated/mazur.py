@@ -233,8 +233,8 @@ def _loss_and_gradients_rows(params, a0, t):
         _c0 = out_o1 - target_o1
         out_o2 = _sigmoid1(net_o2)
         _c1 = out_o2 - target_o2
-        E_o1 = 0.5*_c0*_c0
-        E_o2 = 0.5*_c1*_c1
+        E_o1 = 0.5*(_c0*_c0)
+        E_o2 = 0.5*(_c1*_c1)
         E_total = E_o1 + E_o2
         dE_dout_o2 = _c1
         dE_dout_o1 = _c0

@@ -212,9 +212,9 @@ def _loss_and_gradients_rows(params, a0, t):
     _g4 = 0.0
     _g5 = 0.0
     _g6 = 0.0
-    for (x,), (target_y,) in zip(a0.tolist(), t.tolist()):
-        net_linear11 = linear1_b1 + linear1_w1_1*x
-        net_linear12 = linear1_b2 + linear1_w2_1*x
+    for (x_,), (target_y,) in zip(a0.tolist(), t.tolist()):
+        net_linear11 = linear1_b1 + linear1_w1_1*x_
+        net_linear12 = linear1_b2 + linear1_w2_1*x_
         out_linear11 = max(net_linear11, 0.0)
         out_linear12 = max(net_linear12, 0.0)
         net_linear21 = linear2_b + linear2_w1_1*out_linear11 + linear2_w1_2*out_linear12
@@ -226,8 +226,8 @@ def _loss_and_gradients_rows(params, a0, t):
         dE_dout_linear11 = dE_dout_linear21*linear2_w1_1
         delta_linear12 = dE_dout_linear12*(1.0 if out_linear12 > 0 else 0.0)
         delta_linear11 = dE_dout_linear11*(1.0 if out_linear11 > 0 else 0.0)
-        dE_dlinear1_w1_1 = delta_linear11*x
-        dE_dlinear1_w2_1 = delta_linear12*x
+        dE_dlinear1_w1_1 = delta_linear11*x_
+        dE_dlinear1_w2_1 = delta_linear12*x_
         dE_dlinear2_w1_1 = dE_dout_linear21*out_linear11
         dE_dlinear2_w1_2 = dE_dout_linear21*out_linear12
         _E += E_total

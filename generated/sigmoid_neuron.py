@@ -176,11 +176,11 @@ def loss_and_gradients(params, x, y):
     _g0 = dE_dy*y_*(1 - y_)
     dE_dw = _g0*x_
     dE_db = _g0
-    g_w = np.asarray(s * _bsum(dE_dw, a0.shape[0]))
-    g_b = np.asarray(s * _bsum(dE_db, a0.shape[0]))
+    _grad0 = np.asarray(s * _bsum(dE_dw, a0.shape[0]))  # dE/dw
+    _grad1 = np.asarray(s * _bsum(dE_db, a0.shape[0]))  # dE/db
     return E, {
-        "w": g_w,
-        "b": g_b,
+        "w": _grad0,
+        "b": _grad1,
     }
 
 

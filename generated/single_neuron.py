@@ -241,7 +241,7 @@ def _loss_and_gradients_rows(params, a0, t):
         net_o = b5 + out_h*w5
         out_o = net_o
         _c0 = out_o - target_y
-        E_y = 0.5*_c0*_c0
+        E_y = 0.5*(_c0*_c0)
         E_total = E_y
         dE_dout_o = _c0
         dE_dout_h = dE_dout_o*w5

@@ -13,10 +13,11 @@ import sympy as sp
 
 from .functions import relu, sigmoid, softplus, stabilize, step
 from .safe_expr import ExpressionError, parse_expression
+from .symbols import derived
 
-x = sp.Symbol("x", real=True)
-net = sp.Symbol("net", real=True)
-out = sp.Symbol("out", real=True)
+x = derived("x", "generic", "x")
+net = derived("net", "generic", "net")
+out = derived("out", "generic", "out")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from .derivation import derive_layers, ops_estimate, straight_line
 from .explain import formula_lines
 from .printers_c import CPrinter
 from .render import python_tuple, render, write_atomic
+from .symbols import Namer
 
-C_INTERNAL = frozenset({"params", "x", "t", "y", "batch", "grad", "work", "real", "net", "m", "s", "logs", "hs"})
 BLAS_MIN_WORK = 4096  # m*n*k below which the built-in kernels beat a BLAS call (8-16-16-4: 1.07 vs 1.7 us at batch 1)
 UNROLL_LIMIT = 40  # networks with at most this many scalar parameters get a straight-line path for batch 1
 # (measured per gradient call at batch 1, gcc -O3 -march=native, straight-line / loops: 2-2-2 (10 parameters) 0.035 /
@@ -257,9 +257,9 @@ class _Unrolled:
         self.model = model
         self.sl = straight_line(model)
         self.prog = self.sl.derivation.program
-        taken = {s.name for s in list(self.prog.inputs) + list(self.prog.targets) + list(self.prog.params)}
-        taken |= {s.sym.name for s in self.prog.steps}
-        self.pr = CPrinter(pr.dtype, {n: n + "_" for n in taken & C_INTERNAL}, vector_math=False)
+        namer = Namer(model.name).add(list(self.prog.params) + list(self.prog.inputs))
+        namer.add([s.sym for s in self.prog.steps] + list(self.prog.targets) + [a.lhs for a in self.sl.body])
+        self.pr = CPrinter(pr.dtype, namer.ids, vector_math=False)
         self.offsets = {}
         for p in layout:
             for k, s in enumerate(p["scalars"]):

@@ -15,6 +15,7 @@ from .activations import net as NET
 from .derivation import LOGSOFTMAX, derive_layers, derive_scalar, straight_line
 from .init import init_plan
 from .printers import math_code, numpy_code
+from .symbols import Namer
 
 TEMPLATE = "numpy/module.py.j2"
 DTYPES = {"float64": "np.float64", "float32": "np.float32"}
@@ -64,8 +65,14 @@ def _ones(n):
 
 
 def _erf(z):
-    """erf(z) elementwise (libm's erf; NumPy has none)."""
-    return _erf_ufunc(z).astype(DTYPE)''',
+    """erf(z) elementwise (libm's erf; NumPy has none), for arrays and plain numbers alike."""
+    return np.asarray(_erf_ufunc(z), dtype=DTYPE)''',
+    "_max1": '''def _max1(a, b):
+    """max(a, b) of two floats, NaN if either is NaN (as np.maximum)."""
+    return a if a >= b or a != a else b''',
+    "_min1": '''def _min1(a, b):
+    """min(a, b) of two floats, NaN if either is NaN (as np.minimum)."""
+    return a if a <= b or a != a else b''',
 }
 
 HELPER_NEEDS = {"_sigmoid": ("_sigmoid_",)}
@@ -119,8 +126,8 @@ class _Printer:
     def __call__(self, expr, names=None):
         return self.used(numpy_code(expr, names))
 
-    def scalar(self, expr):
-        return self.used(math_code(expr))
+    def scalar(self, expr, names=None):
+        return self.used(math_code(expr, names))
 
     def used(self, code):
         for h in HELPERS:
@@ -150,22 +157,32 @@ def _repack(names, shape):
 
 
 def _scalar_path(model, pr):
-    """Per-sample straight-line code from the neuron-level program (small networks, small batches)."""
+    """Per-sample straight-line code from the neuron-level program (small networks, small batches).
+
+    Identifiers come from a :class:`~symgrad.symbols.Namer`: user names as written (``_`` appended
+    where Python reserves them), the derivation's own names never equal to one.
+    """
     if model.kind != "network" or sum(p.size for p in model.params) > SCALAR_PATH_PARAMS:
         return None
     sl = straight_line(model)
     prog = sl.derivation.program
-    pnames = {p.name: [f"{s}" for s in p.scalar_names] for p in model.params}
+    namer = Namer(model.name).add(list(prog.params) + list(prog.inputs))
+    namer.add([s.sym for s in prog.steps] + list(prog.targets) + [a.lhs for a in sl.body])
+    by_name = {s.name: s for s in prog.params}
+    pnames = {p.name: [namer[by_name[s]] for s in p.scalar_names] for p in model.params}
     unpack = [f"{_unpack_pattern(pnames[p.name], p.shape)} = _p{k}.tolist()" for k, p in enumerate(model.params)]
     args = _unpack_pattern([f"_p{k}" for k in range(len(model.params))], (len(model.params),))
-    rows = (f"for ({_unpack_pattern([s.name for s in prog.inputs], (1,))}), "
-            f"({_unpack_pattern([s.name for s in prog.targets], (1,))}) in zip(a0.tolist(), t.tolist()):")
+    row_in = _unpack_pattern([namer[s] for s in prog.inputs], (1,))
+    if model.loss.uses_target:
+        rows = f"for ({row_in}), ({_unpack_pattern([namer[s] for s in prog.targets], (1,))}) in zip(a0.tolist(), t.tolist()):"
+    else:
+        rows = f"for ({row_in}) in a0.tolist():"
     grads = sl.grads
     n_tmp = sum(1 for a in sl.body if a.lhs.name.startswith("_c"))
     lines = [f"# {len(sl.body)} assignments, {n_tmp} common subexpressions (_c0..)"] if n_tmp else []
-    lines += [f"{a.lhs.name} = {pr.scalar(a.rhs)}" for a in sl.body]
-    lines.append(f"_E += {prog.loss.name}")
-    lines += [f"_g{k} += {pr.scalar(g)}" for k, (_, g) in enumerate(grads)]
+    lines += [f"{namer[a.lhs]} = {pr.scalar(a.rhs, namer.ids)}" for a in sl.body]
+    lines.append(f"_E += {namer[prog.loss]}")
+    lines += [f"_g{k} += {pr.scalar(g, namer.ids)}" for k, (_, g) in enumerate(grads)]
     init = ["_E = 0.0"] + [f"_g{k} = 0.0" for k in range(len(grads))]
     out = []
     by_param = {}
@@ -313,26 +330,22 @@ def _product_in_place(expr, target, names, owned, writable, pr):
     return lines
 
 
-INTERNAL = frozenset({"a0", "t", "s", "E", "single", "params", "np", "math", "x", "y", "out"})
-
-
 def _expression_bodies(model, pr):
     """Source lines for an ExpressionModel: its scalar program vectorised over the batch."""
     der = derive_scalar(model)
     prog = der.program
-    names = {}
-    for sym in list(prog.inputs) + list(prog.params) + [s.sym for s in prog.steps]:
-        if sym.name in INTERNAL:
-            names[sym.name] = sym.name + "_"
-    unpack = ", ".join(names.get(p.name, p.name) for p in model.params)
+    namer = Namer(model.name).add(list(prog.params) + list(prog.inputs))
+    namer.add([s.sym for s in prog.steps] + [a.sym for a in der.adjoints])
+    names = namer.ids
+    unpack = ", ".join(namer[p] for p in prog.params)
     fwd = [unpack + (", = " if len(model.params) == 1 else " = ") + "_params(params)"]
     for k, s in enumerate(prog.inputs):
-        fwd.append(f"{names.get(s.name, s.name)} = a0[:, {k}]")
+        fwd.append(f"{namer[s]} = a0[:, {k}]")
     for k, tg in enumerate(prog.targets):
-        names[tg.name] = f"t[:, {k}]"
+        names[tg] = f"t[:, {k}]"
     out_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind == "output"]
     fwd += _block(out_steps, pr, names, "_f")
-    outs = ", ".join(names.get(o.name, o.name) for o in prog.outputs)
+    outs = ", ".join(names[o] for o in prog.outputs)
     loss_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind in ("loss_term", "loss")]
     lossl = ["s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
     lossl += _block(loss_steps, pr, names, "_l")
@@ -340,10 +353,10 @@ def _expression_bodies(model, pr):
     adj = [Assignment(a.sym, a.expr) for a in der.adjoints]
     back = _block(adj, pr, names, "_g")
     grads = []
-    for p_sym, a_sym in der.grads.items():
+    for k, (p_sym, a_sym) in enumerate(der.grads.items()):
         pname = prog.params[p_sym][0]
-        back.append(f"g_{pname} = np.asarray(s * _bsum({pr(a_sym, names)}, a0.shape[0]))")
-        grads.append((pname, f"g_{pname}"))
+        back.append(f"_grad{k} = np.asarray(s * _bsum({pr(a_sym, names)}, a0.shape[0]))  # dE/d{namer[p_sym]}")
+        grads.append((pname, f"_grad{k}"))
     return {"forward": fwd, "loss": lossl, "backward": back, "grads": grads, "y": f"_columns(a0.shape[0], {outs})",
             "rewrites": model.rewrites,
             "derivation": der}
@@ -359,6 +372,7 @@ def _block(assignments, pr, names, prefix):
     if n_tmp:
         lines.append(f"# {n_tmp} common subexpression(s): {prefix}0..{prefix}{n_tmp - 1}")
     for a in block.args:
+        names.setdefault(a.lhs, a.lhs.name)  # numbered temporaries: _f0, _l0, _g0 (no user name starts with _)
         lines.append(f"{pr(a.lhs, names)} = {pr(a.rhs, names)}")
     return lines
 

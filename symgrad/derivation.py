@@ -21,6 +21,7 @@ from .activations import out as OUT
 from .functions import softplus
 from .losses import y as Y
 from .program import layer_program, scalar_program
+from .symbols import Derived, derived, leaf_key
 
 
 @dataclass
@@ -88,11 +89,11 @@ def _num(expr, env):
 
 
 def adjoint_name(sym):
-    """Adjoint symbol of a forward or leaf symbol: delta_h1 for net_h1, dE_dw5 for w5."""
-    name = sym.name
-    if name.startswith("net_"):
-        return sp.Symbol("delta_" + name[4:], real=True)
-    return sp.Symbol("dE_d" + name, real=True)
+    """Adjoint symbol of a forward or leaf symbol: delta_h1 for net_h1, dE_dw5 for w5 (keyed by sym, not its name)."""
+    key = ("adjoint",) + leaf_key(sym)
+    if isinstance(sym, Derived) and sym.key[0] == "net":
+        return derived("delta_" + sym.key[1], *key)
+    return derived("dE_d" + sym.name, *key)
 
 
 def derive_scalar(model_or_program):
@@ -162,7 +163,7 @@ STABLE_LOGS = {
     # activation -> {log of output: the same in net, without overflow or log(0)}
     "sigmoid": {sp.log(Y): -softplus(-NET), sp.log(1 - Y): -softplus(NET)},
 }
-LOGSOFTMAX = sp.Symbol("logy", real=True)  # log softmax(net), computed as net - logsumexp(net)
+LOGSOFTMAX = derived("logy", "generic", "logy")  # log softmax(net), computed as net - logsumexp(net)
 
 
 @dataclass

@@ -7,6 +7,11 @@ built-ins, and each can be rewritten into elementary functions for display or ex
 import sympy as sp
 
 
+def _power(tex, exp):
+    """f(x)^{exp} as LaTeX: SymPy's LaTeX printer passes ``exp`` for powers of a function."""
+    return tex if exp is None else r"%s^{%s}" % (tex, exp)
+
+
 class sigmoid(sp.Function):
     """sigma(x) = 1 / (1 + exp(-x)); sigma'(x) = sigma(x) (1 - sigma(x))."""
 
@@ -28,8 +33,14 @@ class sigmoid(sp.Function):
     def _eval_evalf(self, prec):
         return (1 / (1 + sp.exp(-self.args[0]))).evalf(prec)
 
-    def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_is_positive(self):
+        return self.args[0].is_real
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\sigma\left(%s\right)" % printer._print(self.args[0]), exp)
 
 
 class softplus(sp.Function):
@@ -49,8 +60,14 @@ class softplus(sp.Function):
     def _eval_evalf(self, prec):
         return sp.log(1 + sp.exp(self.args[0])).evalf(prec)
 
-    def _latex(self, printer):
-        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_is_positive(self):
+        return self.args[0].is_real
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0]), exp)
 
 
 class step(sp.Function):
@@ -72,8 +89,14 @@ class step(sp.Function):
     def _eval_evalf(self, prec):
         return sp.Float(1 if self.args[0] > 0 else 0, prec)
 
-    def _latex(self, printer):
-        return r"\mathbb{1}\left[%s > 0\right]" % printer._print(self.args[0])
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_real
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\mathbb{1}\left[%s > 0\right]" % printer._print(self.args[0]), exp)
 
 
 class relu(sp.Function):
@@ -98,8 +121,14 @@ class relu(sp.Function):
     def _eval_evalf(self, prec):
         return sp.Max(self.args[0], 0).evalf(prec)
 
-    def _latex(self, printer):
-        return r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0])
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_real
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0]), exp)
 
 
 def to_elementary(expr):

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .safe_expr import ExpressionError, parse_expression
+from .symbols import derived
 
-y = sp.Symbol("y", real=True)
-t = sp.Symbol("t", real=True)
+y = derived("y", "generic", "y")
+t = derived("t", "generic", "t")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,47 @@
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter as _NumPyPrinter
-from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 
-class _PythonNumbers:
+class PrintedPrecedence:
+    """Brackets from the precedence of the text a printer really writes, not of the SymPy node.
+
+    Overrides may print a node as text of another precedence (``x**2`` as ``x*x``, ``x**-1`` as
+    ``1/x``, a number as a literal); SymPy's own ``_print_Mul``/``_print_Pow`` bracket their
+    arguments through :meth:`parenthesize`, so overriding it here keeps every override correct
+    (``a/(u)**2`` stays ``a/(u*u)``).
+    """
+
+    def printed_precedence(self, expr):
+        """Precedence of ``self._print(expr)``; overrides that change it say so in ``_printed_as``."""
+        kind = self._printed_as(expr)
+        return PRECEDENCE[kind] if kind else precedence(expr)
+
+    def _printed_as(self, expr):
+        """The operator the printed text of ``expr`` ends up as ('Mul', 'Add', ...), or None if SymPy's."""
+        if expr.is_Pow and expr.exp == -1:
+            return "Mul"  # 1/x
+        if expr.is_Number and expr.is_negative:
+            return "Add"  # a literal with a minus sign
+        return None
+
+    def _print_Mul(self, expr, **kwargs):
+        """-(a*b/c) as ``-`` and the positive product: SymPy brackets a negative product's factors at
+        the level of a sum, which would leave ``a/u*u`` for ``-a/u**2`` once u**2 prints as u*u."""
+        if expr.could_extract_minus_sign() and not expr.is_number:
+            return "-" + self.parenthesize(-expr, PRECEDENCE["Mul"], strict=True)
+        return super()._print_Mul(expr, **kwargs)
+
+    def parenthesize(self, item, level, strict=False):
+        prec = self.printed_precedence(item)
+        if prec < level or (not strict and prec <= level):
+            return "(%s)" % self._print(item)
+        return self._print(item)
+
+
+class _PythonNumbers(PrintedPrecedence):
     """Shared by the Python printers: renamed symbols, float literals with every digit, 1/x for x**-1."""
 
     def __init__(self, settings=None, names=None):
@@ -14,7 +50,9 @@ class _PythonNumbers:
         self.names = names or {}
 
     def _print_Symbol(self, expr):
-        return self.names.get(expr.name, expr.name)
+        """A symbol's identifier: ``names`` maps symbols (or, for generic ones, their names) to code."""
+        code = self.names.get(expr)
+        return code if code is not None else self.names.get(expr.name, expr.name)
 
     def _print_Rational(self, expr):
         return repr(float(expr))
@@ -44,6 +82,19 @@ class NumPyPrinter(_PythonNumbers, _NumPyPrinter):
         """Infix comparisons: they broadcast over arrays as the function forms do."""
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
         return "(%s %s %s)" % (self._print(expr.lhs), op, self._print(expr.rhs))
+
+    def _print_Max(self, expr):
+        return self._nested("np.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("np.minimum", expr.args)
+
+    def _nested(self, fn, args):
+        """fn(a, fn(b, c)): a pairwise NaN-propagating reduction without functools."""
+        code = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            code = "%s(%s, %s)" % (fn, self._print(a), code)
+        return code
 
     def _print_sigmoid(self, expr):
         return "_sigmoid(%s)" % self._print(expr.args[0])
@@ -84,10 +135,27 @@ class NumPyPrinter(_PythonNumbers, _NumPyPrinter):
 class MathPrinter(_PythonNumbers, PythonCodePrinter):
     """Plain-Python float code (``math`` module) for straight-line per-sample paths."""
 
+    def _printed_as(self, expr):
+        if expr.is_Pow and expr.exp == 2:
+            return "Mul"  # x*x
+        return super()._printed_as(expr)
+
     def _print_Pow(self, expr, rational=False):
         if expr.exp == 2:
             return "%s*%s" % ((self.parenthesize(expr.base, PRECEDENCE["Mul"]),) * 2)
         return super()._print_Pow(expr, rational)
+
+    def _print_Max(self, expr):
+        return self._nested("_max1", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("_min1", expr.args)
+
+    def _nested(self, fn, args):
+        code = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            code = "%s(%s, %s)" % (fn, self._print(a), code)
+        return code
 
     def _print_sigmoid(self, expr):
         return "_sigmoid1(%s)" % self._print(expr.args[0])
@@ -102,11 +170,11 @@ class MathPrinter(_PythonNumbers, PythonCodePrinter):
         return "(1.0 if %s > 0 else 0.0)" % self._print(expr.args[0])
 
 
-def math_code(expr):
-    """Plain-Python source for one scalar expression."""
+def math_code(expr, names=None):
+    """Plain-Python source for one scalar expression; ``names`` maps symbols to identifiers."""
     expr = sp.sympify(expr)
     expr = expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if not r.is_Integer})
-    return MathPrinter({"fully_qualified_modules": True}).doprint(expr)
+    return MathPrinter({"fully_qualified_modules": True}, names).doprint(expr)
 
 
 def numpy_code(expr, names=None):

@@ -5,10 +5,12 @@ from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.precedence import PRECEDENCE
 
+from .printers import PrintedPrecedence
+
 C_TYPES = {"float64": ("double", float64, ""), "float32": ("float", float32, "f")}
 
 
-class CPrinter(C99CodePrinter):
+class CPrinter(PrintedPrecedence, C99CodePrinter):
     """C99 with stable helpers for symgrad's functions, x*x for squares, one-line ternaries."""
 
     def __init__(self, dtype="float64", names=None, vector_math=True):
@@ -20,8 +22,30 @@ class CPrinter(C99CodePrinter):
         self.names = names or {}
 
     def _print_Symbol(self, expr):
-        name = self.names.get(expr.name)
+        name = self.names.get(expr)
+        if name is None:
+            name = self.names.get(expr.name)
         return name if name is not None else super()._print_Symbol(expr)
+
+    def _printed_as(self, expr):
+        if expr.is_Pow and (expr.exp == 2 or expr.exp == 3) and not (expr.base.is_Number and expr.exp.is_Number):
+            return "Mul"  # x*x, x*x*x
+        if expr.is_number and not expr.is_Atom and not expr.has(sp.Function):
+            value = sp.Float(expr.evalf(17), 17)  # printed as a literal
+            return "Add" if value.is_negative else "Atom"
+        if expr.is_Rational:
+            return "Add" if expr.is_negative else "Atom"  # a literal (_print_Rational)
+        return super()._printed_as(expr)
+
+    def _print_Rational(self, expr):
+        """A literal with every digit (0.5, not 1.0/2.0)."""
+        return self._print(sp.Float(expr, 17))
+
+    def _print_BooleanTrue(self, expr):
+        return "1"  # C99 without <stdbool.h>
+
+    def _print_BooleanFalse(self, expr):
+        return "0"
 
     def _print_Pow(self, expr):
         if expr.base.is_Number and expr.exp.is_Number:  # constants such as 1/sqrt(2): a literal, no M_* macro

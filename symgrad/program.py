@@ -20,6 +20,7 @@ from .activations import out as OUT
 from .functions import softplus
 from .losses import t as T
 from .losses import y as Y
+from .symbols import derived
 
 SCALAR_LIMIT = 5000  # networks with more scalar parameters get no per-neuron program
 
@@ -82,25 +83,25 @@ def scalar_program(model):
             expr = sp.Add(*[W[j][i] * a[i] for i in range(len(a))], evaluate=False)
             if bp is not None:
                 expr = sp.Add(expr, bsyms[j if len(bsyms) > 1 else 0], evaluate=False)
-            net = sp.Symbol(f"net_{neuron}", real=True)
+            net = derived(f"net_{neuron}", "net", neuron)
             steps.append(Step(net, expr, "net", k, j))
             nets.append(net)
         act = layer.activation
         logs = {}
         if act.is_softmax:
-            m = sp.Symbol(f"max_{layer.name}", real=True)
+            m = derived(f"max_{layer.name}", "max", layer.name)
             steps.append(Step(m, sp.Max(*nets), "max", k, no_grad=True))
-            s_sym = sp.Symbol(f"S_{layer.name}", real=True)
+            s_sym = derived(f"S_{layer.name}", "S", layer.name)
             steps.append(Step(s_sym, sp.Add(*[sp.exp(n - m) for n in nets]), "sum", k))
             for j, neuron in enumerate(layer.neurons):
-                o = sp.Symbol(f"out_{neuron}", real=True)
+                o = derived(f"out_{neuron}", "out", neuron)
                 steps.append(Step(o, sp.exp(nets[j] - m) / s_sym, "out", k, j))
                 outs.append(o)
                 logs[sp.log(o)] = nets[j] - m - sp.log(s_sym)  # log softmax without log(0)
         else:
             d = act.derivative_in_out()
             for j, neuron in enumerate(layer.neurons):
-                o = sp.Symbol(f"out_{neuron}", real=True)
+                o = derived(f"out_{neuron}", "out", neuron)
                 local = {nets[j]: d.subs({OUT: o, NET: nets[j]})}
                 steps.append(Step(o, act.at(nets[j]), "out", k, j, local=local))
                 outs.append(o)
@@ -116,7 +117,7 @@ def _expression_program(model):
     params = {model.symbols[p.name]: (p.name, 0) for p in model.params}
     steps, outs = [], []
     for name, expr in model.outputs_expr.items():
-        o = sp.Symbol(name, real=True)
+        o = derived(name, "output", name)
         steps.append(Step(o, expr, "output", None, len(outs)))
         outs.append(o)
     return _with_loss(model, steps, inputs, params, outs)
@@ -125,14 +126,14 @@ def _expression_program(model):
 def _with_loss(model, steps, inputs, params, outs, logs=None):
     """Loss steps E_j = l(out_j, target_j), with logs of outputs in stable forms (``logs``), and E_total."""
     loss = model.loss
-    targets = [sp.Symbol(f"target_{n}", real=True) for n in model.outputs]
+    targets = [derived(f"target_{n}", "target", n) for n in model.outputs]
     terms = []
     for o, tg, name in zip(outs, targets, model.outputs):
-        e = sp.Symbol(f"E_{name}", real=True)
+        e = derived(f"E_{name}", "E", name)
         steps.append(Step(e, loss.expr.subs({Y: o, T: tg}).subs(logs or {}), "loss_term"))
         terms.append(e)
     scale = sp.Rational(1, len(outs)) if loss.average_outputs else sp.S.One
-    total = sp.Symbol("E_total", real=True)
+    total = derived("E_total", "E_total")
     steps.append(Step(total, scale * sp.Add(*terms), "loss"))
     return ScalarProgram(model, steps, inputs, targets, params, outs, total, scale)
 

@@ -33,26 +33,55 @@ C_KEYWORDS = frozenset(
     "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
     "_Bool _Complex _Imaginary".split()
 )
-# names generated code uses for modules, builtins and libm functions: a model name must not shadow them
-RESERVED = frozenset(
-    "np math max min abs float int zip range len sum exp log sqrt pow sin cos tan tanh sinh cosh atan erf fabs "
-    "fmax fmin expf logf main ctypes".split()
+# a model name is a module name, a C prefix and a header file name: it must not shadow what generated code imports
+MODEL_RESERVED = frozenset(
+    "np numpy math ctypes functools generated symgrad main "
+    "assert complex ctype errno fenv float inttypes iso646 limits locale setjmp signal stdarg stdbool stddef stdint "
+    "stdio stdlib string tgmath time wchar wctype stdalign stdnoreturn threads uchar stdatomic".split()
 )
 
 
 def check_name(name, key, what="name"):
-    """A name must be an identifier that no generated module or C compiler would choke on."""
+    """A user name (input, parameter, neuron, output, layer): any identifier that starts with a letter.
+
+    Generated code never uses a user name where it could mean something else: symgrad.symbols maps
+    names that Python or C reserve to other identifiers, and reports keep the name as written.
+    """
     if not isinstance(name, str):
         raise SpecError(f"{what} must be a string, got {type(name).__name__}", key)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
         raise SpecError(f"{what} {name!r} is not an identifier (letters, digits and _; starting with a letter)", key)
-    if keyword.iskeyword(name) or name in C_KEYWORDS:
-        raise SpecError(f"{what} {name!r} is a Python or C keyword", key)
-    if name.startswith("symgrad") or name.startswith("_") or name in RESERVED:
-        raise SpecError(f"{what} {name!r} collides with generated names", key)
     if len(name) > 63:
         raise SpecError(f"{what} {name!r} is longer than 63 characters", key)
     return name
+
+
+def check_model_name(name, key="name"):
+    """A model name also names the generated module, its C functions and header: keywords and shadowing names are refused."""
+    check_name(name, key, "model name")
+    if keyword.iskeyword(name) or name in C_KEYWORDS:
+        raise SpecError(f"model name {name!r} is a Python or C keyword (try {name}_model)", key)
+    if name.lower().startswith("symgrad") or name in MODEL_RESERVED:
+        raise SpecError(f"model name {name!r} would shadow a module or header that generated code uses "
+                        f"(try {name}_model)", key)
+    return name
+
+
+def _input_names(inputs):
+    """Input names from a list of names, or from a count n (x1..xn)."""
+    if isinstance(inputs, bool) or not isinstance(inputs, (int, list, tuple)):
+        raise SpecError("inputs must be a count or a list of names", "inputs")
+    if isinstance(inputs, int):
+        if inputs < 1:
+            raise SpecError("inputs must be at least 1", "inputs")
+        inputs = [f"x{k + 1}" for k in range(inputs)]
+    names = [check_name(n, f"inputs[{k}]", "input name") for k, n in enumerate(inputs)]
+    if not names:
+        raise SpecError("at least one input is required", "inputs")
+    for k, n in enumerate(names):
+        if n in names[:k]:
+            raise SpecError(f"input name {n!r} is used twice", "inputs")
+    return names
 
 
 def _finite_array(value, key, shape=None):
@@ -193,7 +222,7 @@ class TrainConfig:
 @dataclass
 class _ModelBase:
     def _finish_common(self):
-        check_name(self.name, "name", "model name")
+        check_model_name(self.name)
         if self.loss is None:
             raise SpecError("a loss is required", "loss")
         self._check_sample()
@@ -279,15 +308,7 @@ class Network(_ModelBase):
     kind = "network"
 
     def __post_init__(self):
-        if isinstance(self.inputs, bool) or not isinstance(self.inputs, (int, list, tuple)):
-            raise SpecError("inputs must be a count or a list of names", "inputs")
-        if isinstance(self.inputs, int):
-            if self.inputs < 1:
-                raise SpecError("inputs must be at least 1", "inputs")
-            self.inputs = [f"x{k + 1}" for k in range(self.inputs)]
-        self.inputs = [check_name(n, f"inputs[{k}]", "input name") for k, n in enumerate(self.inputs)]
-        if not self.inputs:
-            raise SpecError("at least one input is required", "inputs")
+        self.inputs = _input_names(self.inputs)
         if not isinstance(self.layers, (list, tuple)) or not self.layers:
             raise SpecError("at least one layer is required", "layers")
         if self.init not in INIT_SCHEMES:
@@ -428,9 +449,7 @@ class ExpressionModel(_ModelBase):
     kind = "expression"
 
     def __post_init__(self):
-        if not isinstance(self.inputs, (list, tuple)) or not self.inputs:
-            raise SpecError("inputs must be a non-empty list of names", "inputs")
-        self.inputs = [check_name(n, f"inputs[{k}]", "input name") for k, n in enumerate(self.inputs)]
+        self.inputs = _input_names(self.inputs)
         if not isinstance(self.params_init, dict) or not self.params_init:
             raise SpecError("at least one parameter is required", "expression.params")
         for n, v in self.params_init.items():
@@ -577,8 +596,6 @@ def from_dict(data, source="<dict>"):
                 raise SpecError("expected an expression string", f"expression.outputs.{k}")
         params = _typed(ex, "params", dict, "expression", required=True)
         freeze = _typed(ex, "freeze", list, "expression", [])
-        if inputs is not None and isinstance(inputs, int):
-            raise SpecError("an expression model names its inputs", "inputs")
         return ExpressionModel(name, inputs, outs, params, loss, tuple(freeze), sample, train, expects, description, source)
     init = _typed(data, "init", dict, "", {})
     _check_keys(init, INIT_KEYS, "init")

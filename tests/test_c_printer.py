@@ -35,7 +35,7 @@ def test_piecewise_is_a_ternary():
 
 
 def test_float32_suffixes_math_calls_and_literals():
-    assert c_code(sp.exp(x) + sp.Rational(1, 2), "float32") == "symgrad_expf(x) + 1.0F/2.0F"
+    assert c_code(sp.exp(x) + sp.Rational(1, 2), "float32") == "symgrad_expf(x) + 0.5F"
     assert c_code(sp.tanh(x), "float32") == "symgrad_tanhf(x)"
     assert c_code(sp.log(x) + sp.sqrt(x), "float32") == "sqrtf(x) + logf(x)"
 

@@ -41,7 +41,7 @@ BAD = [
     ('activation = "sigmoid"', 'activaton = "sigmoid"', "layers[0].activaton", "did you mean 'activation'"),
     ('units = 2', 'units = "two"', "layers[0].units", "expected an integer"),
     ('units = 2', 'units = 0', "layers[0].units", "positive integer"),
-    ('name = "hidden"', 'name = "class"', "layers[0].name", "keyword"),
+    ('name = "net"', 'name = "class"', "name", "keyword"),
     ('name = "hidden"', 'name = "out"', "layers[1].name", "used twice"),
     ('name = "hidden"', 'name = "2nd"', "layers[0].name", "not an identifier"),
     ('activation = "sigmoid"', 'activation = "sigmod"', "layers[0].activation", "unknown activation"),
@@ -65,9 +65,8 @@ BAD = [
     ('inputs = 2', 'inputs = ["a", "a"]', "inputs", "used twice"),
     ('inputs = 2', 'inputs = 2\n[sample]\nx = [1.0]\nt = [1.0]', "sample.x", "shape (2,)"),
     ('inputs = 2', 'inputs = 2\ncolour = "red"', "colour", "unknown key"),
-    ('name = "net"', 'name = "symgrad_net"', "name", "collides with generated names"),
-    ('inputs = 2', 'inputs = ["np", "b"]', "inputs[0]", "collides with generated names"),
-    ('name = "hidden"', 'name = "exp"', "layers[0].name", "collides with generated names"),
+    ('name = "net"', 'name = "symgrad_net"', "name", "would shadow"),
+    ('name = "net"', 'name = "stdint"', "name", "would shadow"),
 ]
 
 

@@ -287,8 +287,8 @@ real mazur_loss(const real *restrict params, const real *restrict x, const real 
         const real net_o2 = b2 + out_h1*w7 + out_h2*w8;
         const real out_o1 = symgrad_sigmoid1(net_o1);
         const real out_o2 = symgrad_sigmoid1(net_o2);
-        const real E_o1 = (1.0/2.0)*(-out_o1 + target_o1)*(-out_o1 + target_o1);
-        const real E_o2 = (1.0/2.0)*(-out_o2 + target_o2)*(-out_o2 + target_o2);
+        const real E_o1 = 0.5*((-out_o1 + target_o1)*(-out_o1 + target_o1));
+        const real E_o2 = 0.5*((-out_o2 + target_o2)*(-out_o2 + target_o2));
         const real E_total = E_o1 + E_o2;
         return E_total;
     }
@@ -316,7 +316,7 @@ real mazur_loss(const real *restrict params, const real *restrict x, const real 
     }
     real _E = 0;
     for (size_t _q = 0; _q < (size_t)batch * 2; ++_q) {
-        _E += (1.0/2.0)*(t[_q] - A2[_q])*(t[_q] - A2[_q]);
+        _E += 0.5*((t[_q] - A2[_q])*(t[_q] - A2[_q]));
     }
     const real _s = 1;
     return _s * _E;
@@ -353,8 +353,8 @@ real mazur_loss_and_gradients(const real *restrict params, const real *restrict 
         const real _c0 = out_o1 - target_o1;
         const real out_o2 = symgrad_sigmoid1(net_o2);
         const real _c1 = out_o2 - target_o2;
-        const real E_o1 = (1.0/2.0)*_c0*_c0;
-        const real E_o2 = (1.0/2.0)*_c1*_c1;
+        const real E_o1 = 0.5*(_c0*_c0);
+        const real E_o2 = 0.5*(_c1*_c1);
         const real E_total = E_o1 + E_o2;
         const real dE_dout_o2 = _c1;
         const real dE_dout_o1 = _c0;
@@ -410,7 +410,7 @@ real mazur_loss_and_gradients(const real *restrict params, const real *restrict 
     }
     real _E = 0;
     for (size_t _q = 0; _q < (size_t)batch * 2; ++_q) {
-        _E += (1.0/2.0)*(t[_q] - A2[_q])*(t[_q] - A2[_q]);
+        _E += 0.5*((t[_q] - A2[_q])*(t[_q] - A2[_q]));
     }
     const real _s = 1;
     for (int _i = 0; _i < 1; ++_i) {

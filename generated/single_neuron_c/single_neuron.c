@@ -267,7 +267,7 @@ real single_neuron_loss(const real *restrict params, const real *restrict x, con
         const real out_h = symgrad_sigmoid1(net_h);
         const real net_o = b5 + out_h*w5;
         const real out_o = net_o;
-        const real E_y = (1.0/2.0)*(-out_o + target_y)*(-out_o + target_y);
+        const real E_y = 0.5*((-out_o + target_y)*(-out_o + target_y));
         const real E_total = E_y;
         return E_total;
     }
@@ -295,7 +295,7 @@ real single_neuron_loss(const real *restrict params, const real *restrict x, con
     }
     real _E = 0;
     for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
-        _E += (1.0/2.0)*(t[_q] - A2[_q])*(t[_q] - A2[_q]);
+        _E += 0.5*((t[_q] - A2[_q])*(t[_q] - A2[_q]));
     }
     const real _s = 1;
     return _s * _E;
@@ -321,7 +321,7 @@ real single_neuron_loss_and_gradients(const real *restrict params, const real *r
         const real net_o = b5 + out_h*w5;
         const real out_o = net_o;
         const real _c0 = out_o - target_y;
-        const real E_y = (1.0/2.0)*_c0*_c0;
+        const real E_y = 0.5*(_c0*_c0);
         const real E_total = E_y;
         const real dE_dout_o = _c0;
         const real dE_dout_h = dE_dout_o*w5;
@@ -362,7 +362,7 @@ real single_neuron_loss_and_gradients(const real *restrict params, const real *r
     }
     real _E = 0;
     for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
-        _E += (1.0/2.0)*(t[_q] - A2[_q])*(t[_q] - A2[_q]);
+        _E += 0.5*((t[_q] - A2[_q])*(t[_q] - A2[_q]));
     }
     const real _s = 1;
     for (int _i = 0; _i < 1; ++_i) {
