@@ -66,14 +66,14 @@ def c_comment(s):
             out.append("\\\\")
         elif is_hidden(c):
             out.append(escape_code(c))
-        elif c == "/" and (prev == "*" or i == 0):
-            out.append("\\/")
-        elif c == "*" and (prev == "/" or i == len(s) - 1):
-            out.append("\\*")
-        elif c == "?" and prev == "?":
-            out.append("\\?")
+        elif (c == "/" and prev == "*") or (c == "*" and prev == "/") or (c == "?" and prev == "?"):
+            out.append("\\" + c)
         else:
             out.append(c)
+    if s and s[0] in "*/?":
+        out.insert(0, " ")  # so that a "/", "*" or "?" before the text cannot pair with its first character
+    if s and s[-1] in "*/?":
+        out.append(" ")
     return "".join(out)
 
 
