@@ -22,6 +22,7 @@ from . import build as _build
 from .activations import net as NET
 from .codegen_numpy import _init_lines
 from .derivation import derive_layers, ops_estimate, straight_line
+from .escape import c_string
 from .explain import formula_lines
 from .printers_c import CPrinter
 from .render import python_tuple, render, write_atomic
@@ -636,7 +637,7 @@ def _main_source(model, layout, dtype):
 
 
 def _c_strings(names):
-    quoted = [f'"{n}"' for n in names]
+    quoted = [f'"{c_string(n)}"' for n in names]
     return ",\n        ".join(", ".join(quoted[i:i + 8]) for i in range(0, len(quoted), 8))
 
 

@@ -7,17 +7,47 @@ from pathlib import Path
 
 import jinja2
 
+from .escape import FILTERS, python_string
+
+# Context keys that carry user text (spec path, description, and lines built from user names and expressions):
+# render() marks them, and a template must print them through an escaping filter (see symgrad/escape.py).
+USER_TEXT = ("source", "description", "summary", "formulas", "rewrites")
+
+
+class UserText(str):
+    """Text from a spec or its file name: printing it in a template without an escaping filter is an error."""
+
+
+def _finalize(value):
+    """Refuse user text that reaches a template's output without going through an escaping filter."""
+    if isinstance(value, UserText):
+        raise jinja2.TemplateError(f"user text {str(value)[:40]!r} printed without an escaping filter "
+                                   f"({', '.join(FILTERS)})")
+    return value
+
+
+def _mark(value):
+    """value with its strings (also inside lists and tuples) marked as UserText."""
+    if isinstance(value, str):
+        return UserText(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mark(v) for v in value)
+    return value
+
 
 def environment():
-    """The Jinja environment over symgrad's templates (strict: an undefined name is an error)."""
-    return jinja2.Environment(
+    """The Jinja environment over symgrad's templates: strict, with one escaping filter per target language."""
+    env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_load_template),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=_finalize,
     )
+    env.filters.update(FILTERS)
+    return env
 
 
 _CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -32,7 +62,8 @@ def _load_template(name):
 
 
 def render(template_name, **context):
-    """Render ``template_name`` (relative to templates/) with the given strings."""
+    """Render ``template_name`` (relative to templates/) with the given strings; USER_TEXT keys are marked."""
+    context = {k: _mark(v) if k in USER_TEXT else v for k, v in context.items()}
     return environment().get_template(template_name).render(**context)
 
 
@@ -40,7 +71,7 @@ def python_tuple(items, indent=4, width=110):
     """Python source of a tuple of strings, wrapped into lines of at most ``width`` characters."""
     if not items:
         return "()"
-    parts = [f'"{item}",' for item in items]
+    parts = [f'"{python_string(item)}",' for item in items]
     lines, line = [], ""
     for part in parts:
         if line and indent + len(line) + 1 + len(part) > width:

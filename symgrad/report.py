@@ -10,13 +10,13 @@ its value.
 import shutil
 import subprocess
 import tempfile
-from html import escape
 from pathlib import Path
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
+from .escape import html, latex, markdown
 from .render import render
 from .report_content import Diagram, Math, Subst, Table, Text, build
 
@@ -146,7 +146,7 @@ class _Layout:
 
     def inline(self, frag):
         if isinstance(frag, str):
-            return {"html": escape, "tex": _tex_escape, "md": _md_escape}[self.fmt](frag)
+            return _TEXT[self.fmt](frag)
         s = self.part(frag)
         if self.fmt == "html":
             return f"<math>{s}</math>"
@@ -186,15 +186,16 @@ class _Layout:
     def table(self, t):
         cell = self.inline
         if self.fmt == "html":
-            head = "".join(f"<th>{escape(h)}</th>" for h in t.header)
+            head = "".join(f"<th>{html(h)}</th>" for h in t.header)
             body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>\n" for r in t.rows)
             return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>"
         if self.fmt == "md":
-            lines = ["| " + " | ".join(_md_escape(h) for h in t.header) + " |", "|" + "---|" * len(t.header)]
-            lines += ["| " + " | ".join(cell(c).replace("|", r"\|") for c in r) + " |" for r in t.rows]
+            lines = ["| " + " | ".join(markdown(h) for h in t.header) + " |", "|" + "---|" * len(t.header)]
+            lines += ["| " + " | ".join(cell(c) if isinstance(c, str) else cell(c).replace("|", r"\|") for c in r) + " |"
+                      for r in t.rows]  # text cells: markdown() already escaped | (math: escaped here)
             return "\n".join(lines)
         cols = "l" * len(t.header)
-        lines = [r"\begin{longtable}{%s}" % cols, r"\toprule", " & ".join(_tex_escape(h) for h in t.header) + r" \\",
+        lines = [r"\begin{longtable}{%s}" % cols, r"\toprule", " & ".join(latex(h) for h in t.header) + r" \\",
                  r"\midrule", r"\endhead"]
         lines += [" & ".join(cell(c) for c in r) + r" \\" for r in t.rows]
         lines += [r"\bottomrule", r"\end{longtable}"]
@@ -212,25 +213,15 @@ class _Layout:
         raise TypeError(type(b).__name__)
 
 
-def _tex_escape(s):
-    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-    s = "".join(rep.get(c, c) for c in s)
-    uni = {"σ": r"$\sigma$", "δ": r"$\delta$", "η": r"$\eta$", "∂": r"$\partial$", "⊙": r"$\odot$", "→": r"$\to$",
-           "×": r"$\times$", "←": r"$\leftarrow$", "−": "-", "⁺": r"$^{+}$", "²": r"$^{2}$", "ᵀ": r"$^{T}$",
-           "Σ": r"$\Sigma$", "—": "---", "…": r"\dots{}", "'": "'"}
-    return "".join(uni.get(c, c) for c in s)
-
-
-def _md_escape(s):
-    return s.replace("*", r"\*").replace("_", r"\_").replace("$", r"\$")
+# prose of every format goes through symgrad.escape: user text (descriptions, [[expect]] sources) included
+_TEXT = {"html": html, "tex": latex, "md": markdown}
 
 
 def layout(rep, fmt):
     """The report laid out by templates/report/report.<fmt>.j2."""
     lay = _Layout(fmt, rep)
     sections = [{"title": s.title, "blocks": [lay.block(b) for b in s.blocks]} for s in rep.sections]
-    title = {"html": escape, "tex": _tex_escape, "md": _md_escape}[fmt](rep.title)
+    title = _TEXT[fmt](rep.title)
     return render(f"report/report.{fmt}.j2", title=title, sections=sections)
 
 
@@ -251,8 +242,8 @@ def latex_summary(spec, digits=9):
     rep = build(_model(spec), None, digits)
     lay = _Layout("md", rep)
     table = next(b for sec in rep.sections if sec.title.startswith("Summary") for b in sec.blocks if isinstance(b, Table))
-    head = " & ".join(r"\text{%s}" % h for h in table.header)
-    rows = [" & ".join(lay.part(c) if not isinstance(c, str) else r"\text{%s}" % c for c in row) for row in table.rows]
+    head = " & ".join(r"\text{%s}" % latex(h) for h in table.header)
+    rows = [" & ".join(lay.part(c) if not isinstance(c, str) else r"\text{%s}" % latex(c) for c in row) for row in table.rows]
     body = " \\\\\n".join([head, r"\hline"] + rows)
     return "$$\n\\begin{array}{l%s}\n%s\n\\end{array}\n$$" % ("r" * (len(table.header) - 1), body.replace(r"\hline \\", r"\hline"))
 

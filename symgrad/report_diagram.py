@@ -3,7 +3,8 @@
 Layers with more than MAX_UNITS units are drawn as one box labelled with their size.
 """
 
-from html import escape
+from .escape import html as escape
+from .escape import latex
 
 MAX_UNITS = 8
 DX, DY, R = 170, 70, 22
@@ -72,18 +73,14 @@ def _svg(model, cols, pos, height):
     return "\n".join(out)
 
 
-def _tex(s):
-    return s.replace("_", r"\_")
-
-
 def _tikz(model, cols, pos):
     sc = 1 / 40
     out = [r"\begin{tikzpicture}[x=1cm,y=-1cm,every node/.style={font=\small}]"]
     for ci, (title, names, n) in enumerate(cols):
         x0 = pos[ci][0][0] * sc
-        out.append(rf"\node[font=\small\bfseries] at ({x0:.2f},0.3) {{{_tex(title)}}};")
+        out.append(rf"\node[font=\small\bfseries] at ({x0:.2f},0.3) {{{latex(title)}}};")
         for r, (x, y) in enumerate(pos[ci]):
-            label = _tex(names[r]) if names else f"{n} units"
+            label = latex(names[r]) if names else f"{n} units"
             shape = "circle,minimum size=0.75cm" if names else "rectangle,minimum width=1.2cm,minimum height=2cm"
             out.append(rf"\node[draw,{shape},fill=blue!5] (n{ci}_{r}) at ({x * sc:.2f},{y * sc:.2f}) {{{label}}};")
     for ci in range(1, len(cols)):
@@ -94,7 +91,7 @@ def _tikz(model, cols, pos):
                 lab = ""
                 if small:
                     where = "near start" if j % 2 == 0 else "pos=0.55"
-                    lab = rf" node[{where},above,sloped,font=\scriptsize] {{{_tex(names[j * len(pos[ci - 1]) + i])}}}"
+                    lab = rf" node[{where},above,sloped,font=\scriptsize] {{{latex(names[j * len(pos[ci - 1]) + i])}}}"
                 out.append(rf"\draw[->,gray] (n{ci - 1}_{i}) --{lab} (n{ci}_{j});")
     out.append(r"\end{tikzpicture}")
     return "\n".join(out)

@@ -562,6 +562,20 @@ def _typed(table, key, types, prefix, default=None, required=False):
     return v
 
 
+def _text(table, key, prefix, default=""):
+    """A free-text value (description, source): any characters but NUL and other control characters.
+
+    Tabs and line breaks (\\n, \\r, U+0085) are allowed: generated files show them as escapes. A control character is almost
+    surely a mistake, and NUL cannot reach C or most tools, so both are refused here with their code point.
+    """
+    v = _typed(table, key, str, prefix, default)
+    for i, c in enumerate(v):
+        if (ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0) and c not in "\t\n\r\x85":
+            raise SpecError(f"control character U+{ord(c):04X} at position {i} is not allowed in text "
+                            "(tabs and line breaks are)", f"{prefix}.{key}" if prefix else key)
+    return v
+
+
 def _type_names(types):
     names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true/false"}
     types = types if isinstance(types, tuple) else (types,)
@@ -572,7 +586,7 @@ def from_dict(data, source="<dict>"):
     """A Network or ExpressionModel from the parsed TOML table (raises SpecError)."""
     _check_keys(data, TOP_KEYS, "")
     name = _typed(data, "name", str, "", required=True)
-    description = _typed(data, "description", str, "", "")
+    description = _text(data, "description", "")
     inputs = _typed(data, "inputs", (list, int), "", required=True)
     outputs = _typed(data, "outputs", list, "", None)
     loss = _load_loss(data)
@@ -664,7 +678,7 @@ def _load_expects(data):
             _typed(ed, "what", str, p, required=True), _typed(ed, "name", str, p, None),
             float(_typed(ed, "value", (int, float), p, required=True)),
             float(_typed(ed, "rel_tol", (int, float), p, 1e-6)), float(_typed(ed, "abs_tol", (int, float), p, 0.0)),
-            _typed(ed, "source", str, p, ""),
+            _text(ed, "source", p),
         ))
     return out
 
