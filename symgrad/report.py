@@ -7,9 +7,11 @@ Expressions are printed by SymPy's LaTeX and MathML printers, subclassed only to
 its value.
 """
 
+import re
 import shutil
 import subprocess
 import tempfile
+import unicodedata
 from html import escape
 from pathlib import Path
 
@@ -219,7 +221,17 @@ def _tex_escape(s):
     uni = {"σ": r"$\sigma$", "δ": r"$\delta$", "η": r"$\eta$", "∂": r"$\partial$", "⊙": r"$\odot$", "→": r"$\to$",
            "×": r"$\times$", "←": r"$\leftarrow$", "−": "-", "⁺": r"$^{+}$", "²": r"$^{2}$", "ᵀ": r"$^{T}$",
            "Σ": r"$\Sigma$", "—": "---", "…": r"\dots{}", "'": "'"}
-    return "".join(uni.get(c, c) for c in s)
+    return "".join(uni.get(c) or _tex_printable(c) for c in s)
+
+
+def _tex_printable(c):
+    """``c`` if pdflatex (T1, utf8) prints it, else its ASCII transliteration, else ``[U+XXXX]``."""
+    if c in "\n\t" or (" " <= c <= "~") or ("\u00a0" <= c <= "\u00ff"):
+        return c
+    ascii_form = unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode()
+    if ascii_form and ascii_form.isprintable():
+        return _tex_escape(ascii_form)
+    return f"[U+{ord(c):04X}]"
 
 
 def _md_escape(s):
@@ -257,6 +269,16 @@ def latex_summary(spec, digits=9):
     return "$$\n\\begin{array}{l%s}\n%s\n\\end{array}\n$$" % ("r" * (len(table.header) - 1), body.replace(r"\hline \\", r"\hline"))
 
 
+def _latex_error(log):
+    """One line from a pdflatex log: its first error ("! ...") and the source line it names."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("!"):
+            where = next((ln.split(" ", 1)[0] for ln in lines[i + 1:i + 12] if re.match(r"l\.\d+", ln)), "")
+            return line.lstrip("! ").strip() + (f" (report.tex {where.replace('l.', 'line ')})" if where else "")
+    return lines[-1].strip() if lines else "no log"
+
+
 def pdf(tex):
     """PDF bytes of a LaTeX document, built with pdflatex in a temporary folder."""
     from .cli import ToolError
@@ -270,6 +292,5 @@ def pdf(tex):
             r = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=tmp,
                                capture_output=True, text=True, errors="replace", timeout=300)
             if r.returncode != 0:
-                tail = "\n".join(r.stdout.splitlines()[-20:])
-                raise ToolError(f"pdflatex failed:\n{tail}")
+                raise ToolError(f"pdflatex failed: {_latex_error(r.stdout)}")
         return Path(tmp, "report.pdf").read_bytes()
