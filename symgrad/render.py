@@ -160,8 +160,21 @@ def write_folder_atomic(folder, files):
     finally:
         for leftover in (tmp, old):
             if leftover is not None:
-                shutil.rmtree(leftover, ignore_errors=True)
+                _remove_tree(leftover)
     return [folder / name for name in files]
+
+
+def _remove_tree(path):
+    """Remove a folder completely even when Ctrl-C arrives meanwhile (then re-raise the interrupt afterwards)."""
+    interrupted = None
+    while True:
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _exchange(a, b):
