@@ -14,7 +14,7 @@ from .errors import SpecError
 # variable -> (default, what it bounds)
 LIMITS = {
     "SYMGRAD_MAX_SPEC_BYTES": (1_000_000, "size of a spec file in bytes"),
-    "SYMGRAD_MAX_PARAMS": (1_000_000, "scalar parameters (and inputs or units) of a model"),
+    "SYMGRAD_MAX_PARAMS": (5_000_000, "scalar parameters (and inputs or units) of a model"),
     "SYMGRAD_MAX_TERMS": (2_000, "terms of an expression once its powers and products are multiplied out"),
     "SYMGRAD_MAX_STEPS": (1_000, "gradient steps of report --steps"),
 }
