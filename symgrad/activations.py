@@ -7,6 +7,7 @@ The ``from_out`` column states rewrites that plain substitution cannot find; eac
 against ``diff`` in the tests.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -60,6 +61,8 @@ def _number(v):
     """A SymPy number for a parameter: an Integer when it is whole (elu's alpha = 1), else a Float."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ExpressionError(f"activation parameter must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ExpressionError(f"activation parameter must be finite, got {v!r}")
     return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v)
 
 

@@ -17,9 +17,11 @@ class ToolError(RuntimeError):
 
 def _generate(args):
     from .api import generate
+    from .render import check_output_dir
     from .spec import load
 
     model = load(args.spec)
+    check_output_dir(args.out)
     options = {}
     if args.target == "c":
         options = {"shape": args.shape, "with_main": args.with_main, "build": args.build, "blas": args.blas}

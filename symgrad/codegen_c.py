@@ -22,10 +22,11 @@ from . import build as _build
 from .activations import net as NET
 from .codegen_numpy import _init_lines
 from .derivation import derive_layers, ops_estimate, straight_line
+from .errors import SpecError
 from .escape import c_string
 from .explain import formula_lines
 from .printers_c import CPrinter
-from .render import python_tuple, render, write_atomic
+from .render import python_tuple, render, write_folder_atomic
 from .symbols import Namer
 
 BLAS_MIN_WORK = 4096  # m*n*k below which the built-in kernels beat a BLAS call (8-16-16-4: 1.07 vs 1.7 us at batch 1)
@@ -547,7 +548,7 @@ class _Hybrid:
 def c_sources(model, dtype="float64", shape="auto", blas="no"):
     """{file name: text} of the header, the source and the ctypes package for ``model``."""
     if model.kind != "network" and shape in ("loops", "hybrid"):
-        raise ValueError("expression models have unrolled code only")
+        raise SpecError(f"--shape {shape} needs a network; expression models have unrolled code only", "--shape")
     n_scalars = sum(p.size for p in model.params)
     if shape == "auto":
         shape = "unrolled" if model.kind != "network" else "hybrid" if n_scalars <= UNROLL_LIMIT else "loops"
@@ -595,7 +596,7 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     if with_main:
         files["main.c"] = _main_source(model, layout, dtype)
     pkg = Path(out_dir) / f"{name}_c"
-    written = [write_atomic(pkg / fname, text) for fname, text in files.items()]
+    written = write_folder_atomic(pkg, files)
     if build:
         from .cli import ToolError
 

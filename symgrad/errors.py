@@ -1,6 +1,11 @@
 """The one error type for bad input: it names the file, the key (and line when known) and the problem."""
 
 
+def printable(text):
+    """``text`` with control and other unprintable characters written as escapes (\\x1b, \\n, \\u2028)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class SpecError(ValueError):
     """A problem in a spec: ``file: key (line N): message``."""
 
@@ -17,7 +22,7 @@ class SpecError(ValueError):
             where.append(f"key '{self.key}'" + (f" (line {self.line})" if self.line else ""))
         elif self.line:
             where.append(f"line {self.line}")
-        return (": ".join(where) + ": " if where else "") + self.message
+        return printable((": ".join(where) + ": " if where else "") + self.message)
 
     def located(self, file=None, line=None):
         """The same error with the file (and line) filled in."""

@@ -1,12 +1,15 @@
 """Templates and output files: Jinja rendering of already-printed strings, and atomic writes."""
 
+import ctypes
 import os
+import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
+from .errors import SpecError
 from .escape import FILTERS, python_string
 
 # Context keys that carry user text (spec path, description, and lines built from user names and expressions):
@@ -85,20 +88,136 @@ def python_tuple(items, indent=4, width=110):
     return "(\n" + "".join(" " * indent + ln + "\n" for ln in lines) + ")"
 
 
+def check_output_file(path, key="--out"):
+    """Refuse an output path that is a folder or a device, or whose folder cannot be written, before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path} is a folder; give a file name", key)
+    if path.exists() and not path.is_file():
+        raise SpecError(f"{path} is not a regular file", key)
+    _check_writable_dir(path.parent, key)
+    return path
+
+
+def check_output_dir(path, key="--out"):
+    """Refuse an output folder that is a file or a device or cannot be written, before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SpecError(f"{path} is not a folder", key)
+    _check_writable_dir(path, key)
+    return path
+
+
+def _check_writable_dir(folder, key):
+    """The nearest existing folder on the way to ``folder`` must accept a new file (tried, not guessed from modes)."""
+    folder = Path(folder) if str(folder) else Path(".")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SpecError(f"{probe} is not a folder", key)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".symgrad-probe.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise SpecError(f"cannot write into {probe}: {exc.strerror or exc}", key) from None
+
+
 def write_atomic(path, data):
     """Write text or bytes to ``path`` through a temporary file in the same folder, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise SpecError(f"cannot write {path}: it exists and is not a regular file", file=path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        tmp = None
+    except OSError as exc:
+        raise SpecError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return path
+
+
+def write_folder_atomic(folder, files):
+    """Write ``{file name: text or bytes}`` as the whole of ``folder``: built beside it, then swapped in at once.
+
+    An interrupt at any moment (even SIGKILL) leaves the old complete folder or the new complete one: on
+    Linux the two are exchanged by one renameat2(RENAME_EXCHANGE); elsewhere the old folder is renamed
+    away and the new one renamed in, and an exception in between puts the old one back.
+    """
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise SpecError(f"cannot write {folder}: it exists and is not a folder", file=folder)
+    tmp = old = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp / name, 0o644)
+        os.chmod(tmp, 0o755)
+        if not folder.exists():
+            os.rename(tmp, folder)
+            tmp = None
+        elif _exchange(tmp, folder):
+            old, tmp = tmp, None  # tmp now holds the previous package
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.rename(folder, old)  # onto the empty folder just made
+            try:
+                os.rename(tmp, folder)
+                tmp = None
+            except BaseException:
+                os.rename(old, folder)
+                old = None
+                raise
+    except OSError as exc:
+        raise SpecError(f"cannot write {folder}: {exc.strerror or exc}") from None
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None:
+                _remove_tree(leftover)
+    return [folder / name for name in files]
+
+
+def _remove_tree(path):
+    """Remove a folder completely even when Ctrl-C arrives meanwhile (then re-raise the interrupt afterwards)."""
+    interrupted = None
+    while True:
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
+def _exchange(a, b):
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system or kernel cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))

@@ -7,6 +7,7 @@ Expressions are printed by SymPy's LaTeX and MathML printers, subclassed only to
 its value.
 """
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -248,6 +249,16 @@ def latex_summary(spec, digits=9):
     return "$$\n\\begin{array}{l%s}\n%s\n\\end{array}\n$$" % ("r" * (len(table.header) - 1), body.replace(r"\hline \\", r"\hline"))
 
 
+def _latex_error(log):
+    """One line from a pdflatex log: its first error ("! ...") and the source line it names."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("!"):
+            where = next((ln.split(" ", 1)[0] for ln in lines[i + 1:i + 12] if re.match(r"l\.\d+", ln)), "")
+            return line.lstrip("! ").strip() + (f" (report.tex {where.replace('l.', 'line ')})" if where else "")
+    return lines[-1].strip() if lines else "no log"
+
+
 def pdf(tex):
     """PDF bytes of a LaTeX document, built with pdflatex in a temporary folder."""
     from .cli import ToolError
@@ -261,6 +272,5 @@ def pdf(tex):
             r = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=tmp,
                                capture_output=True, text=True, errors="replace", timeout=300)
             if r.returncode != 0:
-                tail = "\n".join(r.stdout.splitlines()[-20:])
-                raise ToolError(f"pdflatex failed:\n{tail}")
+                raise ToolError(f"pdflatex failed: {_latex_error(r.stdout)}")
         return Path(tmp, "report.pdf").read_bytes()

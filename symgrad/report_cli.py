@@ -4,12 +4,14 @@ The format is ``--format`` if given, else the suffix of ``-o FILE`` (.md, .tex, 
 Markdown. Without ``-o`` the report is written to ``<model name>.<format>`` in the current folder.
 """
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SpecError
-from .render import write_atomic
+from .limits import check
+from .render import check_output_file, write_atomic
 
 
 def register(subparsers):
@@ -42,10 +44,19 @@ def _format(args):
 
 def _load_npz(path):
     try:
-        with np.load(path) as data:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SpecError("file not found", "--params-file", path) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise SpecError(f"cannot read parameters: {exc}", "--params-file", path) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy holds one array, not named parameters
+        raise SpecError("expected an .npz of named parameter arrays (as symgrad train writes), got a single array",
+                        "--params-file", path)
+    try:
+        with data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"cannot read parameters: {exc}", file=path) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SpecError(f"cannot read parameters: {exc}", "--params-file", path) from None
 
 
 def run(args):
@@ -55,15 +66,17 @@ def run(args):
 
     if not 1 <= args.digits <= 17:
         raise SpecError("--digits must be between 1 and 17", "--digits")
-    if not 0 <= args.steps <= 100000:
-        raise SpecError("--steps must be between 0 and 100000", "--steps")
+    if args.steps < 0:
+        raise SpecError("--steps must be 0 or more", "--steps")
+    check("SYMGRAD_MAX_STEPS", args.steps, "--steps", "--steps")
     fmt = _format(args)
     model = load(args.spec)
+    out = check_output_file(args.out or f"{model.name}.{fmt}")
     params = [s.strip() for s in args.params.split(",") if s.strip()] if args.params else None
     values = _load_npz(args.params_file) if args.params_file else None
     rep = build(model, params, args.digits, args.steps, values)
     text = layout(rep, "tex" if fmt == "pdf" else fmt)
     data = pdf(text) if fmt == "pdf" else text
-    path = write_atomic(args.out or f"{model.name}.{fmt}", data)
+    path = write_atomic(out, data)
     print(f"wrote {path}")
     return 0

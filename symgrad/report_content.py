@@ -6,6 +6,7 @@ adjoints from the scalar derivation (small models) or from the layer derivation 
 (large networks), finite differences of the loss, the update and the checks of ``model.expects``.
 """
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from .functions import to_elementary
 from .losses import t as T
 from .losses import y as Y
 from .report_diagram import diagram
+from .spec import Sample
 
 SMALL_LIMIT = 60  # networks with more scalar parameters get the layer-level report
 MAX_PATHS = 8  # longer sums over paths are shown only through the deltas
@@ -93,11 +95,27 @@ class Report:
 
 def build(model, params=None, digits=9, steps=0, values=None):
     """The report of ``model``: small models neuron by neuron, large networks layer by layer."""
+    model, note = _with_sample(model)
     init = _param_values(model, values)
     n = sum(p.size for p in model.params)
     if model.kind == "expression" or n <= SMALL_LIMIT:
-        return _ScalarReport(model, init, params, digits, steps).build()
-    return _LayerReport(model, init, params, digits, steps).build()
+        rep = _ScalarReport(model, init, params, digits, steps).build()
+    else:
+        rep = _LayerReport(model, init, params, digits, steps).build()
+    if note:
+        rep.sections[0].blocks.insert(0, Text([note]))
+    return rep
+
+
+def _with_sample(model):
+    """The model with a sample to work through: a spec without [sample] gets the one seed 0 draws, and a note."""
+    if model.sample is not None:
+        return model, None
+    model = copy.copy(model)
+    model.sample = Sample(None, None, seed=0)
+    model._check_sample()
+    return model, ("The spec has no [sample]: this report works through the sample drawn from seed 0 "
+                   "(x uniform in [0, 1), t one-hot), as [sample] seed = 0 would.")
 
 
 def _param_values(model, given):
@@ -369,7 +387,7 @@ class _ScalarReport:
                 terms.append(Partial(c, v))
             else:
                 terms.append(sp.Mul(up, Partial(c, v), evaluate=False))
-        chain = sp.Add(*terms, evaluate=False) if len(terms) > 1 else terms[0]
+        chain = sp.Add(*terms, evaluate=False) if len(terms) > 1 else terms[0] if terms else sp.S.Zero
         if is_net:
             blocks.append(Text(["Delta shorthand: ", a.sym, " = ", lhs, f", the error signal of neuron {v.name[4:]}; "
                                 "the later steps use it instead of the whole chain."]))

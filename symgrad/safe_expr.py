@@ -12,6 +12,7 @@ import math
 import sympy as sp
 
 from .functions import relu, sigmoid, softplus
+from .limits import expression_too_large
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 60
@@ -61,7 +62,11 @@ def parse_expression(text, names):
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse {text!r}: {exc.msg}") from None
-    return _Builder(names, text).build(tree.body, 0)
+    expr = _Builder(names, text).build(tree.body, 0)
+    too_large = expression_too_large(expr)
+    if too_large:
+        raise ExpressionError(f"{too_large} in {text!r}")
+    return expr
 
 
 class _Builder:
@@ -73,6 +78,33 @@ class _Builder:
         raise ExpressionError(f"{msg} in {self.text!r}")
 
     def build(self, node, depth):
+        """The SymPy value of ``node``, refused where a constant part is not a finite real double."""
+        value = self._build(node, depth)
+        if value.is_number:
+            self.constant(value, node)
+        elif value.has(sp.zoo, sp.nan, sp.oo, sp.I):
+            self.fail(f"{ast.unparse(node)} is not a finite real expression")
+        return value
+
+    def constant(self, value, node):
+        """Refuse a constant subexpression that is complex, infinite, undefined or beyond double range."""
+        text = ast.unparse(node)
+        if value.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            self.fail(f"{text} is infinite or undefined")
+        for f in value.atoms(sp.exp, sp.sinh, sp.cosh):  # evaluating exp(1e300) would take forever: bound it first
+            arg = f.args[0]
+            if abs(complex(arg.evalf(17))) > 709:
+                self.fail(f"{text} overflows a double")
+        try:
+            v = complex(value.evalf(17))
+        except (TypeError, ValueError, OverflowError):
+            self.fail(f"{text} is not a finite real number")
+        if v.imag != 0 or value.has(sp.I):
+            self.fail(f"{text} is complex")
+        if not math.isfinite(v.real) or abs(v.real) > 1.7976931348623157e308:
+            self.fail(f"{text} overflows a double")
+
+    def _build(self, node, depth):
         if depth > MAX_DEPTH:
             self.fail("expression nested too deeply")
         if isinstance(node, ast.Constant):

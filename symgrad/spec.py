@@ -12,7 +12,9 @@ adds the file and, where it can find it, the line.
 import difflib
 import keyword
 import math
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,9 @@ import sympy as sp
 from .activations import get_activation
 from .errors import SpecError
 from .functions import stabilize
+from .limits import check, check_expression, limit
 from .losses import get_loss
+from .losses import y as LOSS_Y
 from .safe_expr import ExpressionError, parse_expression
 
 INIT_SCHEMES = ("xavier", "he", "uniform", "zeros")
@@ -74,6 +78,7 @@ def _input_names(inputs):
     if isinstance(inputs, int):
         if inputs < 1:
             raise SpecError("inputs must be at least 1", "inputs")
+        check("SYMGRAD_MAX_PARAMS", inputs, "the number of inputs", "inputs")
         inputs = [f"x{k + 1}" for k in range(inputs)]
     names = [check_name(n, f"inputs[{k}]", "input name") for k, n in enumerate(inputs)]
     if not names:
@@ -84,10 +89,28 @@ def _input_names(inputs):
     return names
 
 
+def _check_numbers(value, key):
+    """Refuse anything but numbers in a (nested) list: booleans and numeric strings are not numbers."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, np.ndarray):
+            if v.dtype.kind not in "fiu":
+                raise SpecError(f"expected numbers, got an array of {v.dtype}", key)
+        elif isinstance(v, (list, tuple)):
+            stack.extend(reversed(v))
+        elif isinstance(v, (bool, np.bool_)):
+            raise SpecError(f"expected numbers, got the boolean {str(bool(v)).lower()}", key)
+        elif not isinstance(v, (int, float, np.integer, np.floating)):
+            what = f"the string {v!r} (write numbers without quotes)" if isinstance(v, str) else f"{type(v).__name__} {v!r}"
+            raise SpecError(f"expected numbers, got {what}", key)
+
+
 def _finite_array(value, key, shape=None):
+    _check_numbers(value, key)
     try:
         arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpecError("expected numbers", key) from None
     if arr.dtype == object:
         raise SpecError("expected a rectangular array of numbers", key)
@@ -237,6 +260,8 @@ class _ModelBase:
         if s.x is None:
             if s.seed is None:
                 raise SpecError("give x (and t), or a seed for a random sample", "sample.x")
+            if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0:
+                raise SpecError(f"seed must be a non-negative integer, got {s.seed!r}", "sample.seed")
             rng = np.random.default_rng(s.seed)
             s.x = rng.uniform(0.0, 1.0, len(self.inputs))
             if s.t is None:
@@ -330,6 +355,9 @@ class Network(_ModelBase):
                 raise SpecError("softmax is only allowed on the output layer", f"layers[{k}].activation")
         if self.loss is not None and self.loss.needs_softmax and not last.activation.is_softmax:
             raise SpecError(f"loss {self.loss.name} needs a softmax output layer", "loss.kind")
+        if self.loss is not None and not last.activation.is_softmax:  # the derivation simplifies dl/dy * f'(net)
+            check_expression(sp.diff(self.loss.expr, LOSS_Y) * last.activation.derivative_in_out(),
+                             "loss.expression" if self.loss.name == "custom" else "loss")
         self._finish_common()
         self._check_unique_names()
 
@@ -337,6 +365,7 @@ class Network(_ModelBase):
         fan_in = len(self.inputs)
         self.params = []
         built = []
+        n_params = 0
         for k, d in enumerate(self.layers):
             key = f"layers[{k}]"
             if not isinstance(d, Dense):
@@ -346,17 +375,23 @@ class Network(_ModelBase):
                 raise SpecError(f"layer name {d.name!r} is used twice", f"{key}.name")
             if isinstance(d.units, bool) or not isinstance(d.units, int) or d.units < 1:
                 raise SpecError("units must be a positive integer", f"{key}.units")
+            n_params += d.units * fan_in + (d.units if d.bias == "unit" else 1)
+            check("SYMGRAD_MAX_PARAMS", n_params, f"the parameter count up to layer {d.name!r}", f"{key}.units")
             try:
                 d.activation = get_activation(d.activation, d.activation_params)
             except ExpressionError as exc:
-                raise SpecError(str(exc), f"{key}.activation") from None
+                where = "activation_params" if str(exc).startswith("activation parameter") else "activation"
+                raise SpecError(str(exc), f"{key}.{where}") from None
             if d.bias not in BIAS_MODES:
                 raise SpecError(_choice_msg("bias", d.bias, BIAS_MODES), f"{key}.bias")
             d.neurons = self._names(d.neurons, d.units, f"{key}.neurons", [f"{d.name}{j + 1}" for j in range(d.units)])
             scheme = d.init or self.init
             if scheme not in INIT_SCHEMES:
                 raise SpecError(_choice_msg("init scheme", scheme, INIT_SCHEMES), f"{key}.init")
-            frozen = set(d.freeze if not isinstance(d.freeze, str) else [d.freeze])
+            freeze = [d.freeze] if isinstance(d.freeze, str) else list(d.freeze)
+            if not all(isinstance(f, str) for f in freeze):
+                raise SpecError("freeze lists 'weight' and/or 'bias' (strings)", f"{key}.freeze")
+            frozen = set(freeze)
             if frozen - {"weight", "bias"}:
                 raise SpecError("freeze lists 'weight' and/or 'bias'", f"{key}.freeze")
             shape = (d.units, fan_in)
@@ -462,6 +497,8 @@ class ExpressionModel(_ModelBase):
             raise SpecError(f"name {dup[0]!r} is both an input and a parameter", "expression.params")
         if not isinstance(self.outputs_expr, dict):
             self.outputs_expr = {"y": self.outputs_expr}
+        if not self.outputs_expr:
+            raise SpecError("at least one output expression is required", "expression.outputs")
         exprs = {}
         self.rewrites = []
         for n, e in self.outputs_expr.items():
@@ -490,6 +527,8 @@ class ExpressionModel(_ModelBase):
             self.loss = _loss_or_error(kind=self.loss)
         if self.loss is not None and self.loss.needs_softmax:
             raise SpecError("softmax cross-entropy needs a network with a softmax output layer", "loss.kind")
+        if isinstance(self.freeze, str) or not all(isinstance(f, str) for f in self.freeze):
+            raise SpecError("freeze lists parameter names (strings)", "expression.freeze")
         frozen = set(self.freeze)
         if frozen - set(self.params_init):
             raise SpecError(f"unknown parameter(s) {', '.join(sorted(frozen - set(self.params_init)))}", "expression.freeze")
@@ -661,6 +700,8 @@ def _load_sample(data):
         return None
     _check_keys(sd, SAMPLE_KEYS, "sample")
     seed = _typed(sd, "seed", int, "sample", None)
+    if seed is not None and seed < 0:
+        raise SpecError(f"seed must be a non-negative integer, got {seed}", "sample.seed")
     x = _typed(sd, "x", list, "sample", required=seed is None)
     t = _typed(sd, "t", list, "sample", None)
     if seed is not None and x is not None:
@@ -731,23 +772,45 @@ def _line_of(text, key):
 def load(path):
     """Load and check a spec file; raises SpecError naming the file, key and line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read file: {exc}", file=path) from None
+    text = _read_spec(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise SpecError(f"TOML syntax error: {exc}", file=path, line=int(m.group(1)) if m else None) from None
+    except RecursionError:
+        raise SpecError("TOML nested too deeply (arrays or tables inside each other)", file=path) from None
     try:
         return from_dict(data, source=_display_path(path))
     except SpecError as exc:
         raise exc.located(_display_path(path), _line_of(text, exc.key)) from None
     except RecursionError:
         raise SpecError("spec nested too deeply", file=_display_path(path)) from None
+
+
+def _read_spec(path):
+    """The text of a spec file: a regular file of at most SYMGRAD_MAX_SPEC_BYTES, UTF-8, a leading BOM dropped."""
+    bound = limit("SYMGRAD_MAX_SPEC_BYTES")
+    try:
+        st = os.stat(path)  # before opening: opening a FIFO would block, reading /dev/zero would never end
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise SpecError(f"cannot read the spec: {kind}", file=path)
+        check("SYMGRAD_MAX_SPEC_BYTES", st.st_size, "the spec file's size in bytes", file=path)
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError("cannot read the spec: not a regular file", file=path)
+            data = f.read(bound + 1)
+    except FileNotFoundError:
+        raise SpecError("file not found", file=path) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read file: {exc.strerror or exc}", file=path) from None
+    check("SYMGRAD_MAX_SPEC_BYTES", len(data), "the spec file's size in bytes", file=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"cannot read file: not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _display_path(path):

@@ -4,7 +4,6 @@ import argparse
 import math
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 
 def _count(text):
@@ -48,10 +47,14 @@ def register(subparsers):
 
 def run(args):
     """Load, train, report the fit, write the parameters (and the plot); returns the exit code."""
+    from .errors import SpecError
+    from .render import check_output_file
     from .spec import load
     from .train import Progress, batches_per_epoch, fit, load_data, loss_png, replace_train, save_params
 
     model = load(args.spec)
+    out = check_output_file(args.out or f"{model.name}_params.npz", "--out")
+    plot = None if args.no_plot else check_output_file(args.plot or f"{model.name}_loss.png", "--plot")
     over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr),
                               ("seed", args.seed)) if v is not None}
     config = replace(model.train, **over)
@@ -61,14 +64,15 @@ def run(args):
     per_epoch = batches_per_epoch(n, config.batch_size)
     print(f"{model.name}: {n} samples, batch size {config.batch_size} -> {per_epoch} iterations per epoch, "
           f"{config.epochs} epochs, optimizer {config.kind}, lr {config.learning_rate:g} ({config.schedule})")
-    result = fit(model, x, y, progress=Progress(config.epochs, per_epoch, sys.stderr))
+    try:
+        result = fit(model, x, y, progress=Progress(config.epochs, per_epoch, sys.stderr))
+    except FloatingPointError as exc:
+        raise SpecError(f"training diverged: {exc} (--lr or [train] learning_rate)", "--lr") from None
     mod = result.module
     final = mod.loss(result.params, x, y)
     print(f"final loss on all {n} samples: {final:.6g} (first epoch {result.losses[0]:.6g})")
-    out = Path(args.out or f"{model.name}_params.npz")
     print(f"wrote {save_params(out, result.params)}")
-    if not args.no_plot:
-        plot = Path(args.plot or f"{model.name}_loss.png")
+    if plot is not None:
         from .render import write_atomic
 
         print(f"wrote {write_atomic(plot, loss_png(result.losses))}")
