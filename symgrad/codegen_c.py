@@ -272,6 +272,8 @@ class _Unrolled:
         if uses_t and not any(s in needed for s in self.prog.targets):
             lines.append("(void)t;")
         params = [s for s in self.prog.params if s in needed]
+        if not params:
+            lines.append("(void)params;")
         if params:
             lines.append("/* parameters */")
             lines += [f"const real {self.pr.doprint(s)} = params[{self.offsets[s.name]}];" for s in params]
@@ -561,7 +563,11 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     helpers = _math_helpers(text, ctype)
     use_blas = shape != "unrolled" and blas != "no"
     if shape != "unrolled":
-        helpers += _gemm_helpers(ctype, use_blas, model.name)
+        # kernels the bodies call (a frozen weight needs no dE/dW product: an unused static function is a warning)
+        kernels = _gemm_helpers(ctype, use_blas, model.name)
+        called = text + "".join(h.split("{", 1)[-1] for h in kernels)  # bodies, and kernels calling kernels
+        helpers += [h for h in kernels
+                    if "static void symgrad_gemm_" not in h or h.split("static void ")[1].split("(")[0] + "(" in called]
     name = model.name
     der = derive_layers(model) if model.kind == "network" else straight_line(model).derivation
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,

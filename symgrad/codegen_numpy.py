@@ -233,12 +233,17 @@ def _network_bodies(model, pr):
         lossl.append(f"logy = z{L} - np.log(sum{L})  # log softmax, stable")
     # the loss term and the output delta share subexpressions (t - y, ...): computed once, with the loss
     shared, (loss_term, delta_out) = sp.cse([der.loss_term, der.delta_out], symbols=sp.numbered_symbols("e"))
+    for_loss = set(loss_term.free_symbols)
+    for sym, expr in reversed(shared):
+        if sym in for_loss:
+            for_loss |= expr.free_symbols
+    delta_only = []  # shared names the loss does not use: computed with the backward pass, not in loss()
     for sym, expr in shared:
-        lossl.append(f"{sym.name} = {pr(expr, names)}")
+        (lossl if sym in for_loss else delta_only).append(f"{sym.name} = {pr(expr, names)}")
         names[sym.name] = sym.name
     total = _batch_sum(loss_term, names, pr)
     lossl.append(f"E = -{scale} * {total[1:]}" if total.startswith("-") else f"E = {scale} * {total}")
-    back = []
+    back = list(delta_only)
     lowest = min((s.index for s in layers if s.weight.trainable or (s.bias is not None and s.bias.trainable)), default=None)
     grads = []
     have_ones = False
@@ -339,8 +344,10 @@ def _expression_bodies(model, pr):
     names = namer.ids
     unpack = ", ".join(namer[p] for p in prog.params)
     fwd = [unpack + (", = " if len(model.params) == 1 else " = ") + "_params(params)"]
+    used = set().union(*[s.expr.free_symbols for s in prog.steps if s.kind == "output"])
     for k, s in enumerate(prog.inputs):
-        fwd.append(f"{namer[s]} = a0[:, {k}]")
+        if s in used:  # an input no output uses would be an unused local
+            fwd.append(f"{namer[s]} = a0[:, {k}]")
     for k, tg in enumerate(prog.targets):
         names[tg] = f"t[:, {k}]"
     out_steps = [Assignment(s.sym, s.expr) for s in prog.steps if s.kind == "output"]
