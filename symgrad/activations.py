@@ -131,7 +131,7 @@ def get_activation(spec, params=None):
         return _builtin(key, params)
     if params:
         raise ExpressionError("activation_params only apply to leaky_relu and elu")
-    if spec.strip().isidentifier():
+    if spec.strip().isidentifier() and spec.strip() != "x":  # "x" is the identity written as an expression
         raise ExpressionError(f"unknown activation {spec!r} (built-ins: {', '.join(BUILTIN_NAMES)}; or an expression of x)")
     return _custom(parse_expression(spec, {"x": x}))
 

@@ -13,6 +13,7 @@ No generated function allocates: the caller passes the parameter block, inputs, 
 gradients and a work buffer of ``<name>_workspace_size(batch)`` values.
 """
 
+import re
 from pathlib import Path
 
 import sympy as sp
@@ -21,7 +22,7 @@ from . import __version__
 from . import build as _build
 from .activations import net as NET
 from .codegen_numpy import _init_lines
-from .derivation import derive_layers, ops_estimate, straight_line
+from .derivation import derive_layers, live_assignments, ops_estimate, straight_line
 from .errors import SpecError
 from .escape import c_string
 from .explain import formula_lines
@@ -241,17 +242,6 @@ def _layout(model):
     return out, offset
 
 
-def _live(assignments, roots):
-    """The assignments that the roots depend on, in order (dead ones dropped)."""
-    needed = set(roots)
-    kept = []
-    for a in reversed(assignments):
-        if a.lhs in needed:
-            kept.append(a)
-            needed |= a.rhs.free_symbols
-    return kept[::-1], needed
-
-
 class _Unrolled:
     """Function bodies of straight-line code over the neuron-level program."""
 
@@ -294,7 +284,7 @@ class _Unrolled:
         return [f"const real {self.pr.doprint(a.lhs)} = {self.pr.doprint(a.rhs)};" for a in assignments]
 
     def forward(self):
-        body, needed = _live(self.sl.forward, self.prog.outputs)
+        body, needed = live_assignments(self.sl.forward, self.prog.outputs)
         n_out = self.model.n_outputs
         loop = self._row(needed) + self._assign(body)
         loop += [f"y[(size_t)_r * {n_out} + {k}] = {self.pr.doprint(o)};" for k, o in enumerate(self.prog.outputs)]
@@ -302,13 +292,13 @@ class _Unrolled:
 
     def forward_one(self):
         """The forward body for batch 1 (no row loop)."""
-        body, needed = _live(self.sl.forward, self.prog.outputs)
+        body, needed = live_assignments(self.sl.forward, self.prog.outputs)
         lines = self._prologue(needed) + ["const int _r = 0;"] + self._row(needed) + self._assign(body)
         return lines + [f"y[{k}] = {self.pr.doprint(o)};" for k, o in enumerate(self.prog.outputs)] + ["return;"]
 
     def loss_one(self):
         """The loss body for batch 1 (the mean of one sample is the sum)."""
-        body, needed = _live(self.sl.loss, [self.prog.loss])
+        body, needed = live_assignments(self.sl.loss, [self.prog.loss])
         return (self._prologue(needed, True) + ["const int _r = 0;"] + self._row(needed) + self._assign(body)
                 + [f"return {self.pr.doprint(self.prog.loss)};"])
 
@@ -316,7 +306,7 @@ class _Unrolled:
         return "1" if self.model.loss.reduction == "sum" else "(real)1 / batch"
 
     def loss(self):
-        body, needed = _live(self.sl.loss, [self.prog.loss])
+        body, needed = live_assignments(self.sl.loss, [self.prog.loss])
         loop = self._row(needed) + self._assign(body) + [f"_E += {self.pr.doprint(self.prog.loss)};"]
         return self._prologue(needed, True) + ["real _E = 0;"] + _for_rows(loop) + [f"return {self._scale()} * _E;"]
 
@@ -324,7 +314,7 @@ class _Unrolled:
         """(symbols used, the per-row lines, the printed gradients, the whole one-sample body after the prologue)."""
         roots = [self.prog.loss] + [g for _, g in self.sl.grads]
         grads_free = set().union(*[sp.sympify(g).free_symbols for _, g in self.sl.grads]) if self.sl.grads else set()
-        body, needed = _live(self.sl.body, list(roots) + list(grads_free))
+        body, needed = live_assignments(self.sl.body, list(roots) + list(grads_free))
         row = self._row(needed) + self._assign(body)
         grads = [self.pr.doprint(g) for _, g in self.sl.grads]
         stored = {self.offsets[p.name]: g for (p, _), g in zip(self.sl.grads, grads)}
@@ -547,6 +537,12 @@ class _Hybrid:
         return self.loops.count()
 
 
+def _void_unused(lines, args):
+    """``(void)arg;`` in front of a body for each argument it never reads (a model that ignores x or t)."""
+    text = "\n".join(lines)
+    return [f"(void){a};" for a in args if not re.search(rf"\b{a}\b", text)] + lines
+
+
 def c_sources(model, dtype="float64", shape="auto", blas="no"):
     """{file name: text} of the header, the source and the ctypes package for ``model``."""
     if model.kind != "network" and shape in ("loops", "hybrid"):
@@ -559,6 +555,9 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     ctype = "double" if dtype == "float64" else "float"
     body = {"unrolled": _Unrolled, "hybrid": _Hybrid, "loops": _Loops}[shape](model, layout, pr)
     forward, loss, backward = body.forward(), body.loss(), body.backward()
+    forward = _void_unused(forward, ("params", "x", "y", "work"))
+    loss = _void_unused(loss, ("params", "x", "t", "work"))
+    backward = _void_unused(backward, ("params", "x", "t", "grad", "work"))
     text = "\n".join(forward + loss + backward)
     helpers = _math_helpers(text, ctype)
     use_blas = shape != "unrolled" and blas != "no"

@@ -12,7 +12,7 @@ from sympy.codegen.ast import Assignment, CodeBlock
 
 from . import __version__
 from .activations import net as NET
-from .derivation import LOGSOFTMAX, derive_layers, derive_scalar, straight_line
+from .derivation import LOGSOFTMAX, derive_layers, derive_scalar, live_assignments, straight_line
 from .init import init_plan
 from .printers import math_code, numpy_code
 from .symbols import Namer
@@ -178,9 +178,11 @@ def _scalar_path(model, pr):
     else:
         rows = f"for ({row_in}) in a0.tolist():"
     grads = sl.grads
-    n_tmp = sum(1 for a in sl.body if a.lhs.name.startswith("_c"))
-    lines = [f"# {len(sl.body)} assignments, {n_tmp} common subexpressions (_c0..)"] if n_tmp else []
-    lines += [f"{namer[a.lhs]} = {pr.scalar(a.rhs, namer.ids)}" for a in sl.body]
+    roots = [prog.loss] + [g for _, g in grads]
+    body, _ = live_assignments(sl.body, set().union(*[sp.sympify(r).free_symbols for r in roots]))
+    n_tmp = sum(1 for a in body if a.lhs.name.startswith("_c"))
+    lines = [f"# {len(body)} assignments, {n_tmp} common subexpressions (_c0..)"] if n_tmp else []
+    lines += [f"{namer[a.lhs]} = {pr.scalar(a.rhs, namer.ids)}" for a in body]
     lines.append(f"_E += {namer[prog.loss]}")
     lines += [f"_g{k} += {pr.scalar(g, namer.ids)}" for k, (_, g) in enumerate(grads)]
     init = ["_E = 0.0"] + [f"_g{k} = 0.0" for k in range(len(grads))]

@@ -266,3 +266,14 @@ def straight_line(model, prefix="_c"):
 
     grads = [(p, trivial.get(a, a)) for p, a in der.grads.items()]
     return StraightLine(der, only(prog.outputs), only([prog.loss]), list(full.args), grads)
+
+
+def live_assignments(assignments, roots):
+    """The assignments that the roots depend on, in order (dead ones dropped)."""
+    needed = set(roots)
+    kept = []
+    for a in reversed(assignments):
+        if a.lhs in needed:
+            kept.append(a)
+            needed |= a.rhs.free_symbols
+    return kept[::-1], needed
