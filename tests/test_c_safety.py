@@ -1,6 +1,7 @@
-"""Generated C packages are safe to call: IEEE NaN/inf parity with the NumPy module."""
+"""Generated C packages are safe to call: concurrent calls from threads, IEEE NaN/inf parity."""
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -33,6 +34,70 @@ def data(model, batch, seed):
     x = rng.uniform(-1, 1, size=(batch, model.n_inputs))
     t = rng.dirichlet(np.ones(model.n_outputs), size=batch) if model.n_outputs > 1 else rng.uniform(size=(batch, 1))
     return x, t
+
+
+@pytest.fixture(scope="module")
+def mazur(tmp_path_factory):
+    return both("mazur", tmp_path_factory.mktemp("mazur"))
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    return both("mnist_mlp", tmp_path_factory.mktemp("mnist"))
+
+
+def _serial_then_threads(cm, jobs, n_threads=8, repeats=6):
+    """Run each job (a no-argument function giving arrays) serially, then all at once in threads; return mismatches."""
+    want = [[np.array(a, copy=True) for a in job()] for job in jobs]
+    barrier = threading.Barrier(n_threads)
+    bad, errors = [], []
+
+    def worker(k):
+        try:
+            barrier.wait()
+            for _ in range(repeats):
+                for j in range(k, len(jobs), n_threads):
+                    got = jobs[j]()
+                    if not all(np.allclose(g, w, rtol=1e-12, atol=0) for g, w in zip(got, want[j])):
+                        bad.append(j)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    return bad
+
+
+@pytest.mark.parametrize("which,batch", [("mazur", 1), ("mazur", 64), ("mnist", 64)])
+def test_concurrent_calls_give_the_serial_results(which, batch, request):
+    model, _, cm = request.getfixturevalue(which)
+    p = cm.init_params()
+    theta = cm.pack(p)
+    jobs = []
+    for seed in range(16):  # each job its own data (so a shared buffer shows as a wrong result)
+        x, t = data(model, batch, seed)
+        jobs.append(lambda x=x, t=t: [cm.forward(p, x)])
+        jobs.append(lambda x=x, t=t: (lambda E, g: [np.float64(E), *g.values()])(*cm.loss_and_gradients(p, x, t)))
+        jobs.append(lambda x=x, t=t: [np.float64(cm.loss(p, x, t))])
+        grad = np.empty(cm.N_PARAMS)
+        jobs.append(lambda x=x, t=t, grad=grad: [np.float64(cm.loss_and_gradients_flat(theta, x, t, grad)), grad])
+    assert _serial_then_threads(cm, jobs) == []
+
+
+@pytest.mark.parametrize("which,batch", [("mazur", 1), ("mazur", 64), ("mnist", 64)])
+def test_bound_calls_in_different_threads_give_the_serial_results(which, batch, request):
+    model, _, cm = request.getfixturevalue(which)
+    theta = cm.pack(cm.init_params())  # shared: C only reads it
+    jobs = []
+    for seed in range(16):  # one bind per job, each with its own x, t and grad
+        x, t = data(model, batch, seed)
+        call = cm.bind(theta, x, t, np.empty(cm.N_PARAMS))
+        jobs.append(lambda call=call: [np.float64(call()), call.arrays[3]])
+    assert _serial_then_threads(cm, jobs) == []
 
 
 def test_build_flags_do_not_assume_finite_math():

@@ -12,6 +12,11 @@ and the compiler command ($SYMGRAD_CACHE, default ~/.cache/symgrad), so a second
 recompile and a changed source always does.
 loss_and_gradients_flat(theta, x, t, grad) is the allocation-free call on a flat parameter vector
 (layout in OFFSETS) for hot loops.
+
+Threads: every function may be called from several threads at once (each thread has its own work and
+result buffers; the C code keeps no state). A call made by bind() owns its work buffer and writes into
+its grad: give each thread its own bind() (and its own grad); one bound call must not run in two
+threads at once.
 """
 
 import ctypes
@@ -22,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -280,7 +286,7 @@ _loss_c = _lib.mnist_mlp_loss
 _lag_c = _lib.mnist_mlp_loss_and_gradients
 _LAYOUT = tuple((name, OFFSETS[name], int(np.prod(shape, dtype=int)), shape) for name, shape in _SHAPES)
 _GRADS = tuple(item for item in _LAYOUT if item[0] in TRAINABLE)
-_buffers = {}
+_local = threading.local()  # per thread: {batch: _Buffers}, so concurrent calls never share work or results
 _addresses = {}
 _views = {}  # id(first view) -> (weak references to the views unpack() made, address of their vector)
 
@@ -301,11 +307,16 @@ class _Buffers:
 
 
 def _buffers_for(batch):
-    b = _buffers.get(batch)
+    """This thread's buffers for the batch size (C writes into them: another thread must not)."""
+    try:
+        table = _local.buffers
+    except AttributeError:
+        table = _local.buffers = {}
+    b = table.get(batch)
     if b is None:
-        if len(_buffers) > 8:
-            _buffers.clear()
-        b = _buffers[batch] = _Buffers(batch)
+        if len(table) > 8:
+            table.clear()
+        b = table[batch] = _Buffers(batch)
     return b
 
 
@@ -523,7 +534,8 @@ def bind(theta, x, t, grad):
 
     The pointers are resolved once into a mnist_mlp_call block, so a call is one ctypes call with one
     argument: for hot loops that update theta, x and t in place. Same array requirements as
-    loss_and_gradients_flat; the arrays are kept alive.
+    loss_and_gradients_flat; the arrays are kept alive. The call owns its work buffer: each thread needs its
+    own bind() (and grad); one bound call must not run in two threads at once.
     """
     for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
         if a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
@@ -531,7 +543,7 @@ def bind(theta, x, t, grad):
     for a, w, what in ((x, N_INPUTS, "x"), (t, N_OUTPUTS, "t")):
         if a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 or a.shape[1] != w or a.shape[0] != x.shape[0]:
             raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} array of shape ({x.shape[0]}, {w})")
-    work = _buffers_for(x.shape[0]).work
+    work = np.empty(max(1, _lib.mnist_mlp_workspace_size(x.shape[0])), dtype=DTYPE)
     block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), x.shape[0])
     call = functools.partial(_lag_call_c, ctypes.byref(block))  # one ctypes argument, no Python frame
     call.arrays = (theta, x, t, grad, work, block)
