@@ -1,4 +1,4 @@
-"""Generated C packages are safe to call: concurrent calls from threads, IEEE NaN/inf parity."""
+"""Generated C packages are safe to call: no writes into read-only or aliased memory, threads, IEEE NaN/inf parity."""
 
 import shutil
 import threading
@@ -44,6 +44,64 @@ def mazur(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mnist(tmp_path_factory):
     return both("mnist_mlp", tmp_path_factory.mktemp("mnist"))
+
+
+def test_read_only_grad_is_refused_and_left_alone(mazur):
+    model, _, cm = mazur
+    x, t = data(model, 3, 0)
+    theta = cm.pack(cm.init_params())
+    raw = bytes(8 * cm.N_PARAMS)
+    grad = np.frombuffer(raw, dtype=np.float64)
+    with pytest.raises(ValueError, match="grad is read-only"):
+        cm.bind(theta, x, t, grad)
+    with pytest.raises(ValueError, match="grad is read-only"):
+        cm.loss_and_gradients_flat(theta, x, t, grad)
+    frozen = np.zeros(cm.N_PARAMS)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="grad is read-only"):
+        cm.bind(theta, x, t, frozen)
+    assert raw == bytes(8 * cm.N_PARAMS) and not frozen.any()
+    ro_inputs = [np.frombuffer(a.tobytes(), dtype=np.float64).reshape(a.shape) for a in (theta, x, t)]
+    grad = np.empty(cm.N_PARAMS)
+    assert cm.bind(*ro_inputs, grad)() == pytest.approx(cm.loss(cm.unpack(theta), x, t), rel=1e-15)  # C only reads them
+
+
+@pytest.mark.parametrize("entry", ["bind", "flat"])
+def test_grad_overlapping_an_input_is_refused(mazur, entry):
+    model, npm, cm = mazur
+    n, B = cm.N_PARAMS, 2
+    x, t = data(model, B, 1)
+    call = (lambda *a: cm.bind(*a)()) if entry == "bind" else cm.loss_and_gradients_flat
+    theta = cm.pack(cm.init_params())
+    with pytest.raises(ValueError, match="grad overlaps theta"):
+        call(theta, x, t, theta)
+    buf = np.zeros(n + x.size + t.size)
+    xs, ts = buf[:x.size].reshape(x.shape), buf[x.size:x.size + t.size].reshape(t.shape)
+    xs[...], ts[...] = x, t
+    with pytest.raises(ValueError, match="grad overlaps x"):
+        call(theta, xs, ts, buf[x.size - 1:x.size - 1 + n])  # one value shared with x
+    with pytest.raises(ValueError, match="grad overlaps t"):
+        call(theta, xs, ts, buf[x.size + t.size - 1:x.size + t.size - 1 + n])
+    assert np.array_equal(xs, x) and np.array_equal(ts, t)
+    one = np.zeros(2 * n)  # disjoint parts of one buffer are fine
+    one[:n] = theta
+    E = call(one[:n], x, t, one[n:])
+    En, gn = npm.loss_and_gradients(npm.init_params(), x, t)
+    assert E == pytest.approx(En, rel=1e-12)
+    for k, v in cm.unpack(one[n:]).items():  # frozen parameters get 0
+        np.testing.assert_allclose(v, gn.get(k, 0.0), rtol=1e-12, atol=1e-300, err_msg=k)
+
+
+def test_flat_call_checks_shapes_instead_of_writing_out_of_bounds(mazur):
+    model, _, cm = mazur
+    x, t = data(model, 4, 2)
+    theta = cm.pack(cm.init_params())
+    with pytest.raises(ValueError, match="grad must be"):
+        cm.loss_and_gradients_flat(theta, x, t, np.empty(cm.N_PARAMS - 1))
+    with pytest.raises(ValueError, match="t must be"):
+        cm.loss_and_gradients_flat(theta, x, t[:2], np.empty(cm.N_PARAMS))
+    with pytest.raises(ValueError, match="x must be"):
+        cm.loss_and_gradients_flat(theta, np.asfortranarray(x), t, np.empty(cm.N_PARAMS))
 
 
 def _serial_then_threads(cm, jobs, n_threads=8, repeats=6):

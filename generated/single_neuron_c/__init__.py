@@ -447,13 +447,32 @@ def gradients(params, x, y):
     return loss_and_gradients(params, x, y)[1]
 
 
+def _check_flat(theta, x, t, grad):
+    """Refuse arrays C would read or write out of bounds, a read-only grad, and a grad overlapping an input."""
+    for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
+        if type(a) is not np.ndarray or a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
+            raise ValueError(f"{what} must be a C-contiguous {_DT.name} vector of {N_PARAMS}")
+    rows = x.shape[0] if type(x) is np.ndarray and x.ndim == 2 else None
+    for a, w, what in ((x, N_INPUTS, "x"), (t, N_OUTPUTS, "t")):
+        if type(a) is not np.ndarray or a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 \
+                or a.shape != (rows, w) or not rows:
+            raise ValueError(f"{what} must be a C-contiguous {_DT.name} array of shape ({rows or 'B >= 1'}, {w})")
+    if not grad.flags.writeable:
+        raise ValueError("grad is read-only (C writes the gradient into it): pass a writeable array, e.g. np.empty(N_PARAMS)")
+    for a, what in ((theta, "theta"), (x, "x"), (t, "t")):
+        if np.may_share_memory(grad, a):  # contiguous arrays: overlapping bounds are shared memory
+            raise ValueError(f"grad overlaps {what}: C would overwrite its input while reading it; pass a separate array")
+    return rows
+
+
 def loss_and_gradients_flat(theta, x, t, grad):
     """E, with dE/dtheta written into grad (frozen entries 0): the allocation-free call for hot loops.
 
     theta and grad are C-contiguous DTYPE vectors of N_PARAMS (layout OFFSETS; pack() makes one), x and t
-    C-contiguous DTYPE arrays of shape (B, N_INPUTS) and (B, N_OUTPUTS); they are not checked.
+    C-contiguous DTYPE arrays of shape (B, N_INPUTS) and (B, N_OUTPUTS); grad must be writeable and must
+    not overlap theta, x or t (ValueError otherwise). Safe from several threads, each with its own grad.
     """
-    n = x.shape[0]
+    n = _check_flat(theta, x, t, grad)
     return _lag_c(_address(theta), _address(x), _address(t), n, _address(grad), _buffers_for(n).ptr["work"])
 
 
@@ -462,17 +481,12 @@ def bind(theta, x, t, grad):
 
     The pointers are resolved once into a single_neuron_call block, so a call is one ctypes call with one
     argument: for hot loops that update theta, x and t in place. Same array requirements as
-    loss_and_gradients_flat; the arrays are kept alive. The call owns its work buffer: each thread needs its
-    own bind() (and grad); one bound call must not run in two threads at once.
+    loss_and_gradients_flat (checked once, here); the arrays are kept alive. The call owns its work
+    buffer: each thread needs its own bind() (and grad); one bound call must not run in two threads at once.
     """
-    for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
-        if a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
-            raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} vector of {N_PARAMS}")
-    for a, w, what in ((x, N_INPUTS, "x"), (t, N_OUTPUTS, "t")):
-        if a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 or a.shape[1] != w or a.shape[0] != x.shape[0]:
-            raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} array of shape ({x.shape[0]}, {w})")
-    work = np.empty(max(1, _lib.single_neuron_workspace_size(x.shape[0])), dtype=DTYPE)
-    block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), x.shape[0])
+    n = _check_flat(theta, x, t, grad)
+    work = np.empty(max(1, _lib.single_neuron_workspace_size(n)), dtype=DTYPE)
+    block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), n)
     call = functools.partial(_lag_call_c, ctypes.byref(block))  # one ctypes argument, no Python frame
     call.arrays = (theta, x, t, grad, work, block)
     return call
