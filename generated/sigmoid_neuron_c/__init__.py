@@ -435,7 +435,25 @@ def gradients(params, x, y):
 
 
 def _check_flat(theta, x, t, grad):
-    """Refuse arrays C would read or write out of bounds, a read-only grad, and a grad overlapping an input."""
+    """(batch, theta, x, t and grad addresses), after refusing arrays C would read or write out of bounds, a
+    read-only grad, and a grad overlapping an input (fast path: identity checks and the addresses C gets anyway)."""
+    if (type(theta) is np.ndarray and type(x) is np.ndarray and type(t) is np.ndarray and type(grad) is np.ndarray
+            and theta.dtype is _DT and x.dtype is _DT and t.dtype is _DT and grad.dtype is _DT
+            and theta.shape == (N_PARAMS,) and grad.shape == (N_PARAMS,) and x.ndim == 2 and x.shape[1] == N_INPUTS
+            and x.shape[0] and t.shape == (x.shape[0], N_OUTPUTS)):
+        gf = grad.flags
+        if gf.c_contiguous and gf.writeable and theta.flags.c_contiguous and x.flags.c_contiguous and t.flags.c_contiguous:
+            g = _address(grad)
+            ge = g + grad.nbytes
+            pt, px, pp = _address(t), _address(x), _address(theta)
+            if (ge <= pp or pp + theta.nbytes <= g) and (ge <= px or px + x.nbytes <= g) and (ge <= pt or pt + t.nbytes <= g):
+                return x.shape[0], pp, px, pt, g
+    _refuse_flat(theta, x, t, grad)
+    return x.shape[0], _address(theta), _address(x), _address(t), _address(grad)
+
+
+def _refuse_flat(theta, x, t, grad):
+    """_check_flat's slow path: the same checks one by one, raising ValueError with what is wrong."""
     for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
         if type(a) is not np.ndarray or a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
             raise ValueError(f"{what} must be a C-contiguous {_DT.name} vector of {N_PARAMS}")
@@ -449,7 +467,6 @@ def _check_flat(theta, x, t, grad):
     for a, what in ((theta, "theta"), (x, "x"), (t, "t")):
         if np.may_share_memory(grad, a):  # contiguous arrays: overlapping bounds are shared memory
             raise ValueError(f"grad overlaps {what}: C would overwrite its input while reading it; pass a separate array")
-    return rows
 
 
 def loss_and_gradients_flat(theta, x, t, grad):
@@ -459,8 +476,8 @@ def loss_and_gradients_flat(theta, x, t, grad):
     C-contiguous DTYPE arrays of shape (B, N_INPUTS) and (B, N_OUTPUTS); grad must be writeable and must
     not overlap theta, x or t (ValueError otherwise). Safe from several threads, each with its own grad.
     """
-    n = _check_flat(theta, x, t, grad)
-    return _lag_c(_address(theta), _address(x), _address(t), n, _address(grad), _buffers_for(n).ptr["work"])
+    n, pp, px, pt, g = _check_flat(theta, x, t, grad)
+    return _lag_c(pp, px, pt, n, g, _buffers_for(n).ptr["work"])
 
 
 def bind(theta, x, t, grad):
@@ -471,7 +488,7 @@ def bind(theta, x, t, grad):
     loss_and_gradients_flat (checked once, here); the arrays are kept alive. The call owns its work
     buffer: each thread needs its own bind() (and grad); one bound call must not run in two threads at once.
     """
-    n = _check_flat(theta, x, t, grad)
+    n = _check_flat(theta, x, t, grad)[0]
     work = np.empty(max(1, _lib.sigmoid_neuron_workspace_size(n)), dtype=DTYPE)
     block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), n)
     call = functools.partial(_lag_call_c, ctypes.byref(block))  # one ctypes argument, no Python frame
