@@ -278,11 +278,11 @@ def loss_and_gradients(params, x, y):
     ones = _ones(a0.shape[0])  # column sums over the batch as products
     gb3 = ones.dot(d3)
     d2 = d3.dot(W3)  # dE/da of 'fc2'
-    d2[a2 <= 0.0] = 0.0  # times f'(net) = step(out)
+    d2 *= a2 > 0.0  # times f'(net) = step(out)
     gW2 = d2.T.dot(a1)  # dE/dW of 'fc2'
     gb2 = ones.dot(d2)
     d1 = d2.dot(W2)  # dE/da of 'fc1'
-    d1[a1 <= 0.0] = 0.0  # times f'(net) = step(out)
+    d1 *= a1 > 0.0  # times f'(net) = step(out)
     gW1 = d1.T.dot(a0)  # dE/dW of 'fc1'
     gb1 = ones.dot(d1)
     return E, {

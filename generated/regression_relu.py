@@ -186,7 +186,7 @@ def loss_and_gradients(params, x, y):
     ones = _ones(a0.shape[0])  # column sums over the batch as products
     gb2 = ones.dot(d2)
     d1 = d2.dot(W2)  # dE/da of 'linear1'
-    d1[a1 <= 0.0] = 0.0  # times f'(net) = step(out)
+    d1 *= a1 > 0.0  # times f'(net) = step(out)
     gW1 = d1.T.dot(a0)  # dE/dW of 'linear1'
     gb1 = ones.dot(d1)
     return E, {

@@ -91,8 +91,10 @@ IN_PLACE = {
 DERIV_IN_PLACE = {
     "tanh": ["np.square({a}, out={a})", "np.subtract(1.0, {a}, out={a})", "{d} *= {a}  # times f'(net) = 1 - out**2"],
     "sigmoid": ["{a} *= 1.0 - {a}", "{d} *= {a}  # times f'(net) = out*(1 - out)"],
-    "relu": ["{d}[{a} <= 0.0] = 0.0  # times f'(net) = step(out)"],
+    "relu": ["{d} *= {a} > 0.0  # times f'(net) = step(out)"],
 }
+# relu multiplies by step(out) as the per-sample path and the C code do (a masked store of 0 would turn
+# inf * 0 into 0 here only, so the two paths and the C package would disagree on inf inputs).
 
 
 def _array(v):

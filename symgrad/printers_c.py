@@ -94,7 +94,9 @@ class CPrinter(PrintedPrecedence, C99CodePrinter):
         return "symgrad_softplus%s%s(%s)" % (one, self.suffix, self._print(expr.args[0]))
 
     def _print_relu(self, expr):
-        return "fmax%s(%s, 0)" % (self.suffix, self._print(expr.args[0]))
+        """x <= 0 ? 0 : x, which keeps NaN as np.maximum(x, 0) does (fmax drops it); one compare and mask."""
+        x = self._print(expr.args[0])
+        return "((%s) <= 0 ? 0 : (%s))" % (x, x)
 
     def _print_step(self, expr):
         one, zero = ("1.0F", "0.0F") if self.suffix else ("1.0", "0.0")

@@ -202,7 +202,7 @@ void mnist_mlp_forward(const real *restrict params, const real *restrict x, int 
         for (int _j = 0; _j < 128; ++_j) {
             const size_t _q = (size_t)_r * 128 + _j;
             const real net = A1[_q] + params[100352 + _j];
-            A1[_q] = fmax(net, 0);
+            A1[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 2 'fc2' forward: net = a W^T + b (128 -> 64), out = relu(net) */
@@ -211,7 +211,7 @@ void mnist_mlp_forward(const real *restrict params, const real *restrict x, int 
         for (int _j = 0; _j < 64; ++_j) {
             const size_t _q = (size_t)_r * 64 + _j;
             const real net = A2[_q] + params[108672 + _j];
-            A2[_q] = fmax(net, 0);
+            A2[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 3 'fc3' forward: net = a W^T + b (64 -> 10), out = softmax */
@@ -257,7 +257,7 @@ real mnist_mlp_loss(const real *restrict params, const real *restrict x, const r
         for (int _j = 0; _j < 128; ++_j) {
             const size_t _q = (size_t)_r * 128 + _j;
             const real net = A1[_q] + params[100352 + _j];
-            A1[_q] = fmax(net, 0);
+            A1[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 2 'fc2' forward: net = a W^T + b (128 -> 64), out = relu(net) */
@@ -266,7 +266,7 @@ real mnist_mlp_loss(const real *restrict params, const real *restrict x, const r
         for (int _j = 0; _j < 64; ++_j) {
             const size_t _q = (size_t)_r * 64 + _j;
             const real net = A2[_q] + params[108672 + _j];
-            A2[_q] = fmax(net, 0);
+            A2[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 3 'fc3' forward: net = a W^T + b (64 -> 10), out = softmax */
@@ -317,7 +317,7 @@ real mnist_mlp_loss_and_gradients(const real *restrict params, const real *restr
         for (int _j = 0; _j < 128; ++_j) {
             const size_t _q = (size_t)_r * 128 + _j;
             const real net = A1[_q] + params[100352 + _j];
-            A1[_q] = fmax(net, 0);
+            A1[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 2 'fc2' forward: net = a W^T + b (128 -> 64), out = relu(net) */
@@ -326,7 +326,7 @@ real mnist_mlp_loss_and_gradients(const real *restrict params, const real *restr
         for (int _j = 0; _j < 64; ++_j) {
             const size_t _q = (size_t)_r * 64 + _j;
             const real net = A2[_q] + params[108672 + _j];
-            A2[_q] = fmax(net, 0);
+            A2[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 3 'fc3' forward: net = a W^T + b (64 -> 10), out = softmax */

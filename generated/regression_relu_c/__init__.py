@@ -12,6 +12,11 @@ and the compiler command ($SYMGRAD_CACHE, default ~/.cache/symgrad), so a second
 recompile and a changed source always does.
 loss_and_gradients_flat(theta, x, t, grad) is the allocation-free call on a flat parameter vector
 (layout in OFFSETS) for hot loops.
+
+Threads: every function may be called from several threads at once (each thread has its own work and
+result buffers; the C code keeps no state). A call made by bind() owns its work buffer and writes into
+its grad: give each thread its own bind() (and its own grad); one bound call must not run in two
+threads at once.
 """
 
 import ctypes
@@ -22,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -211,7 +217,7 @@ _loss_c = _lib.regression_relu_loss
 _lag_c = _lib.regression_relu_loss_and_gradients
 _LAYOUT = tuple((name, OFFSETS[name], int(np.prod(shape, dtype=int)), shape) for name, shape in _SHAPES)
 _GRADS = tuple(item for item in _LAYOUT if item[0] in TRAINABLE)
-_buffers = {}
+_local = threading.local()  # per thread: {batch: _Buffers}, so concurrent calls never share work or results
 _addresses = {}
 _views = {}  # id(first view) -> (weak references to the views unpack() made, address of their vector)
 
@@ -232,11 +238,16 @@ class _Buffers:
 
 
 def _buffers_for(batch):
-    b = _buffers.get(batch)
+    """This thread's buffers for the batch size (C writes into them: another thread must not)."""
+    try:
+        table = _local.buffers
+    except AttributeError:
+        table = _local.buffers = {}
+    b = table.get(batch)
     if b is None:
-        if len(_buffers) > 8:
-            _buffers.clear()
-        b = _buffers[batch] = _Buffers(batch)
+        if len(table) > 8:
+            table.clear()
+        b = table[batch] = _Buffers(batch)
     return b
 
 
@@ -437,14 +448,50 @@ def gradients(params, x, y):
     return loss_and_gradients(params, x, y)[1]
 
 
+def _check_flat(theta, x, t, grad):
+    """(batch, theta, x, t and grad addresses), after refusing arrays C would read or write out of bounds, a
+    read-only grad, and a grad overlapping an input (fast path: identity checks and the addresses C gets anyway)."""
+    if (type(theta) is np.ndarray and type(x) is np.ndarray and type(t) is np.ndarray and type(grad) is np.ndarray
+            and theta.dtype is _DT and x.dtype is _DT and t.dtype is _DT and grad.dtype is _DT
+            and theta.shape == (N_PARAMS,) and grad.shape == (N_PARAMS,) and x.ndim == 2 and x.shape[1] == N_INPUTS
+            and x.shape[0] and t.shape == (x.shape[0], N_OUTPUTS)):
+        gf = grad.flags
+        if gf.c_contiguous and gf.writeable and theta.flags.c_contiguous and x.flags.c_contiguous and t.flags.c_contiguous:
+            g = _address(grad)
+            ge = g + grad.nbytes
+            pt, px, pp = _address(t), _address(x), _address(theta)
+            if (ge <= pp or pp + theta.nbytes <= g) and (ge <= px or px + x.nbytes <= g) and (ge <= pt or pt + t.nbytes <= g):
+                return x.shape[0], pp, px, pt, g
+    _refuse_flat(theta, x, t, grad)
+    return x.shape[0], _address(theta), _address(x), _address(t), _address(grad)
+
+
+def _refuse_flat(theta, x, t, grad):
+    """_check_flat's slow path: the same checks one by one, raising ValueError with what is wrong."""
+    for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
+        if type(a) is not np.ndarray or a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
+            raise ValueError(f"{what} must be a C-contiguous {_DT.name} vector of {N_PARAMS}")
+    rows = x.shape[0] if type(x) is np.ndarray and x.ndim == 2 else None
+    for a, w, what in ((x, N_INPUTS, "x"), (t, N_OUTPUTS, "t")):
+        if type(a) is not np.ndarray or a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 \
+                or a.shape != (rows, w) or not rows:
+            raise ValueError(f"{what} must be a C-contiguous {_DT.name} array of shape ({rows or 'B >= 1'}, {w})")
+    if not grad.flags.writeable:
+        raise ValueError("grad is read-only (C writes the gradient into it): pass a writeable array, e.g. np.empty(N_PARAMS)")
+    for a, what in ((theta, "theta"), (x, "x"), (t, "t")):
+        if np.may_share_memory(grad, a):  # contiguous arrays: overlapping bounds are shared memory
+            raise ValueError(f"grad overlaps {what}: C would overwrite its input while reading it; pass a separate array")
+
+
 def loss_and_gradients_flat(theta, x, t, grad):
     """E, with dE/dtheta written into grad (frozen entries 0): the allocation-free call for hot loops.
 
     theta and grad are C-contiguous DTYPE vectors of N_PARAMS (layout OFFSETS; pack() makes one), x and t
-    C-contiguous DTYPE arrays of shape (B, N_INPUTS) and (B, N_OUTPUTS); they are not checked.
+    C-contiguous DTYPE arrays of shape (B, N_INPUTS) and (B, N_OUTPUTS); grad must be writeable and must
+    not overlap theta, x or t (ValueError otherwise). Safe from several threads, each with its own grad.
     """
-    n = x.shape[0]
-    return _lag_c(_address(theta), _address(x), _address(t), n, _address(grad), _buffers_for(n).ptr["work"])
+    n, pp, px, pt, g = _check_flat(theta, x, t, grad)
+    return _lag_c(pp, px, pt, n, g, _buffers_for(n).ptr["work"])
 
 
 def bind(theta, x, t, grad):
@@ -452,16 +499,12 @@ def bind(theta, x, t, grad):
 
     The pointers are resolved once into a regression_relu_call block, so a call is one ctypes call with one
     argument: for hot loops that update theta, x and t in place. Same array requirements as
-    loss_and_gradients_flat; the arrays are kept alive.
+    loss_and_gradients_flat (checked once, here); the arrays are kept alive. The call owns its work
+    buffer: each thread needs its own bind() (and grad); one bound call must not run in two threads at once.
     """
-    for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
-        if a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
-            raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} vector of {N_PARAMS}")
-    for a, w, what in ((x, N_INPUTS, "x"), (t, N_OUTPUTS, "t")):
-        if a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 or a.shape[1] != w or a.shape[0] != x.shape[0]:
-            raise ValueError(f"{what} must be a C-contiguous {np.dtype(DTYPE).name} array of shape ({x.shape[0]}, {w})")
-    work = _buffers_for(x.shape[0]).work
-    block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), x.shape[0])
+    n = _check_flat(theta, x, t, grad)[0]
+    work = np.empty(max(1, _lib.regression_relu_workspace_size(n)), dtype=DTYPE)
+    block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), n)
     call = functools.partial(_lag_call_c, ctypes.byref(block))  # one ctypes argument, no Python frame
     call.arrays = (theta, x, t, grad, work, block)
     return call

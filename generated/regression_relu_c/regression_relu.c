@@ -162,8 +162,8 @@ void regression_relu_forward(const real *restrict params, const real *restrict x
         const real x_ = x[(size_t)_r * 1 + 0];
         const real net_linear11 = linear1_b1 + linear1_w1_1*x_;
         const real net_linear12 = linear1_b2 + linear1_w2_1*x_;
-        const real out_linear11 = fmax(net_linear11, 0);
-        const real out_linear12 = fmax(net_linear12, 0);
+        const real out_linear11 = ((net_linear11) <= 0 ? 0 : (net_linear11));
+        const real out_linear12 = ((net_linear12) <= 0 ? 0 : (net_linear12));
         const real net_linear21 = linear2_b + linear2_w1_1*out_linear11 + linear2_w1_2*out_linear12;
         const real out_linear21 = net_linear21;
         y[0] = out_linear21;
@@ -179,7 +179,7 @@ void regression_relu_forward(const real *restrict params, const real *restrict x
         for (int _j = 0; _j < 2; ++_j) {
             const size_t _q = (size_t)_r * 2 + _j;
             const real net = A1[_q] + params[2 + _j];
-            A1[_q] = fmax(net, 0);
+            A1[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 2 'linear2' forward: net = a W^T + b (2 -> 1), out = net */
@@ -214,8 +214,8 @@ real regression_relu_loss(const real *restrict params, const real *restrict x, c
         const real target_y = t[(size_t)_r * 1 + 0];
         const real net_linear11 = linear1_b1 + linear1_w1_1*x_;
         const real net_linear12 = linear1_b2 + linear1_w2_1*x_;
-        const real out_linear11 = fmax(net_linear11, 0);
-        const real out_linear12 = fmax(net_linear12, 0);
+        const real out_linear11 = ((net_linear11) <= 0 ? 0 : (net_linear11));
+        const real out_linear12 = ((net_linear12) <= 0 ? 0 : (net_linear12));
         const real net_linear21 = linear2_b + linear2_w1_1*out_linear11 + linear2_w1_2*out_linear12;
         const real out_linear21 = net_linear21;
         const real E_y = (-out_linear21 + target_y)*(-out_linear21 + target_y);
@@ -232,7 +232,7 @@ real regression_relu_loss(const real *restrict params, const real *restrict x, c
         for (int _j = 0; _j < 2; ++_j) {
             const size_t _q = (size_t)_r * 2 + _j;
             const real net = A1[_q] + params[2 + _j];
-            A1[_q] = fmax(net, 0);
+            A1[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 2 'linear2' forward: net = a W^T + b (2 -> 1), out = net */
@@ -270,8 +270,8 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
         const real target_y = t[(size_t)_r * 1 + 0];
         const real net_linear11 = linear1_b1 + linear1_w1_1*x_;
         const real net_linear12 = linear1_b2 + linear1_w2_1*x_;
-        const real out_linear11 = fmax(net_linear11, 0);
-        const real out_linear12 = fmax(net_linear12, 0);
+        const real out_linear11 = ((net_linear11) <= 0 ? 0 : (net_linear11));
+        const real out_linear12 = ((net_linear12) <= 0 ? 0 : (net_linear12));
         const real net_linear21 = linear2_b + linear2_w1_1*out_linear11 + linear2_w1_2*out_linear12;
         const real out_linear21 = net_linear21;
         const real E_y = (-out_linear21 + target_y)*(-out_linear21 + target_y);
@@ -306,7 +306,7 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
         for (int _j = 0; _j < 2; ++_j) {
             const size_t _q = (size_t)_r * 2 + _j;
             const real net = A1[_q] + params[2 + _j];
-            A1[_q] = fmax(net, 0);
+            A1[_q] = ((net) <= 0 ? 0 : (net));
         }
     }
     /* layer 2 'linear2' forward: net = a W^T + b (2 -> 1), out = net */
