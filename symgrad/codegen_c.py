@@ -28,7 +28,6 @@ from .escape import c_string
 from .explain import formula_lines
 from .printers_c import CPrinter
 from .render import python_tuple, render, write_folder_atomic
-from .symbols import Namer
 
 BLAS_MIN_WORK = 4096  # m*n*k below which the built-in kernels beat a BLAS call (8-16-16-4: 1.07 vs 1.7 us at batch 1)
 UNROLL_LIMIT = 40  # networks with at most this many scalar parameters get a straight-line path for batch 1
@@ -150,7 +149,8 @@ def _math_helpers(text, ctype):
     return helpers
 
 
-def _gemm_helpers(ctype, blas, name):
+def _gemm_helpers(ctype, blas, name, code):
+    """The run-time BLAS hook and the GEMM kernels ``code`` calls (an unused static function is a warning)."""
     g = "s" if ctype == "float" else "d"
 
     def hook(trans_a, trans_b, lda, ldb):
@@ -221,16 +221,19 @@ def _gemm_helpers(ctype, blas, name):
               .replace("AI(i + 3, p)", "(size_t)(i + 3) * k + p"))
     setter = (f"static {name}_gemm64 symgrad_gemm = 0;\n\nvoid {name}_set_gemm({name}_gemm64 gemm)\n{{\n"
               "    symgrad_gemm = gemm;\n}")
-    return [
-        setter,
-        f"/* C (m x n) = A B, A (m x k), B (k x n). */\nstatic void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, "
-        f"const real *restrict B, real *restrict C)\n{{\n{nn}}}",
-        f"/* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */\nstatic void symgrad_gemm_nt("
-        f"int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)\n"
-        f"{{\n{nt}}}",
-        f"/* C (m x n) = A^T B, A (k x m), B (k x n). */\nstatic void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, "
-        f"const real *restrict B, real *restrict C)\n{{\n{tn}}}",
-    ]
+    kernels = {
+        "symgrad_gemm_nn": f"/* C (m x n) = A B, A (m x k), B (k x n). */\nstatic void symgrad_gemm_nn(int m, int n, int k, "
+        f"const real *restrict A, const real *restrict B, real *restrict C)\n{{\n{nn}}}",
+        "symgrad_gemm_nt": f"/* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */\nstatic void "
+        f"symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, "
+        f"real *restrict T)\n{{\n{nt}}}",
+        "symgrad_gemm_tn": f"/* C (m x n) = A^T B, A (k x m), B (k x n). */\nstatic void symgrad_gemm_tn(int m, int n, int k, "
+        f"const real *restrict A, const real *restrict B, real *restrict C)\n{{\n{tn}}}",
+    }
+    called = {k for k in kernels if k + "(" in code}
+    if "symgrad_gemm_nt" in called:
+        called.add("symgrad_gemm_nn")  # nt transposes B, then calls nn
+    return [setter] + [text for k, text in kernels.items() if k in called]
 
 
 def _layout(model):
@@ -249,25 +252,18 @@ class _Unrolled:
         self.model = model
         self.sl = straight_line(model)
         self.prog = self.sl.derivation.program
-        namer = Namer(model.name).add(list(self.prog.params) + list(self.prog.inputs))
-        namer.add([s.sym for s in self.prog.steps] + list(self.prog.targets) + [a.lhs for a in self.sl.body])
-        self.pr = CPrinter(pr.dtype, namer.ids, vector_math=False)
+        self.pr = CPrinter(pr.dtype, self.sl.namer(model.name).ids, vector_math=False)
         self.offsets = {}
         for p in layout:
             for k, s in enumerate(p["scalars"]):
                 self.offsets[s] = p["offset"] + k
 
-    def _prologue(self, needed, uses_t=False):
-        lines = ["(void)work;"]
-        if uses_t and not any(s in needed for s in self.prog.targets):
-            lines.append("(void)t;")
+    def _prologue(self, needed):
+        """The parameters the body reads, as local constants (c_sources voids the arguments it never reads)."""
         params = [s for s in self.prog.params if s in needed]
         if not params:
-            lines.append("(void)params;")
-        if params:
-            lines.append("/* parameters */")
-            lines += [f"const real {self.pr.doprint(s)} = params[{self.offsets[s.name]}];" for s in params]
-        return lines
+            return []
+        return ["/* parameters */"] + [f"const real {self.pr.doprint(s)} = params[{self.offsets[s.name]}];" for s in params]
 
     def _row(self, needed):
         n_in, n_out = self.model.n_inputs, self.model.n_outputs
@@ -299,7 +295,7 @@ class _Unrolled:
     def loss_one(self):
         """The loss body for batch 1 (the mean of one sample is the sum)."""
         body, needed = live_assignments(self.sl.loss, [self.prog.loss])
-        return (self._prologue(needed, True) + ["const int _r = 0;"] + self._row(needed) + self._assign(body)
+        return (self._prologue(needed) + ["const int _r = 0;"] + self._row(needed) + self._assign(body)
                 + [f"return {self.pr.doprint(self.prog.loss)};"])
 
     def _scale(self):
@@ -308,13 +304,11 @@ class _Unrolled:
     def loss(self):
         body, needed = live_assignments(self.sl.loss, [self.prog.loss])
         loop = self._row(needed) + self._assign(body) + [f"_E += {self.pr.doprint(self.prog.loss)};"]
-        return self._prologue(needed, True) + ["real _E = 0;"] + _for_rows(loop) + [f"return {self._scale()} * _E;"]
+        return self._prologue(needed) + ["real _E = 0;"] + _for_rows(loop) + [f"return {self._scale()} * _E;"]
 
     def _backward_parts(self):
         """(symbols used, the per-row lines, the printed gradients, the whole one-sample body after the prologue)."""
-        roots = [self.prog.loss] + [g for _, g in self.sl.grads]
-        grads_free = set().union(*[sp.sympify(g).free_symbols for _, g in self.sl.grads]) if self.sl.grads else set()
-        body, needed = live_assignments(self.sl.body, list(roots) + list(grads_free))
+        body, needed = self.sl.live_body()
         row = self._row(needed) + self._assign(body)
         grads = [self.pr.doprint(g) for _, g in self.sl.grads]
         stored = {self.offsets[p.name]: g for (p, _), g in zip(self.sl.grads, grads)}
@@ -328,13 +322,13 @@ class _Unrolled:
     def backward_one(self):
         """The backward body for batch 1: each gradient stored once known, no accumulators."""
         needed, _, _, one = self._backward_parts()
-        return self._prologue(needed, True) + one
+        return self._prologue(needed) + one
 
     def backward(self):
         needed, row, grads, one = self._backward_parts()
         n = len(grads)
         loop = row + [f"_E += {self.pr.doprint(self.prog.loss)};"] + [f"_g{k} += {g};" for k, g in enumerate(grads)]
-        lines = self._prologue(needed, True)
+        lines = self._prologue(needed)
         lines += ["if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */"]
         lines += ["    " + line for line in one] + ["}"]
         lines.append("real _E = 0;")
@@ -562,11 +556,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     helpers = _math_helpers(text, ctype)
     use_blas = shape != "unrolled" and blas != "no"
     if shape != "unrolled":
-        # kernels the bodies call (a frozen weight needs no dE/dW product: an unused static function is a warning)
-        kernels = _gemm_helpers(ctype, use_blas, model.name)
-        called = text + "".join(h.split("{", 1)[-1] for h in kernels)  # bodies, and kernels calling kernels
-        helpers += [h for h in kernels
-                    if "static void symgrad_gemm_" not in h or h.split("static void ")[1].split("(")[0] + "(" in called]
+        helpers += _gemm_helpers(ctype, use_blas, model.name, text)
     name = model.name
     der = derive_layers(model) if model.kind == "network" else straight_line(model).derivation
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,

@@ -12,7 +12,7 @@ from sympy.codegen.ast import Assignment, CodeBlock
 
 from . import __version__
 from .activations import net as NET
-from .derivation import LOGSOFTMAX, derive_layers, derive_scalar, live_assignments, straight_line
+from .derivation import LOGSOFTMAX, derive_layers, derive_scalar, straight_line
 from .init import init_plan
 from .printers import math_code, numpy_code
 from .symbols import Namer
@@ -168,8 +168,7 @@ def _scalar_path(model, pr):
         return None
     sl = straight_line(model)
     prog = sl.derivation.program
-    namer = Namer(model.name).add(list(prog.params) + list(prog.inputs))
-    namer.add([s.sym for s in prog.steps] + list(prog.targets) + [a.lhs for a in sl.body])
+    namer = sl.namer(model.name)
     by_name = {s.name: s for s in prog.params}
     pnames = {p.name: [namer[by_name[s]] for s in p.scalar_names] for p in model.params}
     unpack = [f"{_unpack_pattern(pnames[p.name], p.shape)} = _p{k}.tolist()" for k, p in enumerate(model.params)]
@@ -180,8 +179,7 @@ def _scalar_path(model, pr):
     else:
         rows = f"for ({row_in}) in a0.tolist():"
     grads = sl.grads
-    roots = [prog.loss] + [g for _, g in grads]
-    body, _ = live_assignments(sl.body, set().union(*[sp.sympify(r).free_symbols for r in roots]))
+    body, _ = sl.live_body()
     n_tmp = sum(1 for a in body if a.lhs.name.startswith("_c"))
     lines = [f"# {len(body)} assignments, {n_tmp} common subexpressions (_c0..)"] if n_tmp else []
     lines += [f"{namer[a.lhs]} = {pr.scalar(a.rhs, namer.ids)}" for a in body]

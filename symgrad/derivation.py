@@ -21,7 +21,7 @@ from .activations import out as OUT
 from .functions import softplus
 from .losses import y as Y
 from .program import layer_program, scalar_program
-from .symbols import Derived, derived, leaf_key
+from .symbols import Derived, Namer, derived, leaf_key
 
 
 @dataclass
@@ -238,6 +238,17 @@ class StraightLine:
     loss: list  # Assignments computing E_total only (CSE'd)
     body: list  # Assignments of forward + loss + backward (CSE'd)
     grads: list  # [(param symbol, expr giving dE/dparam per sample)] for trainable scalars, in program order
+
+    def live_body(self):
+        """(the body's assignments that the loss and the gradients need, every symbol they read)."""
+        roots = {self.derivation.program.loss}.union(*[sp.sympify(g).free_symbols for _, g in self.grads])
+        return live_assignments(self.body, roots)
+
+    def namer(self, model_name):
+        """Identifiers for every symbol of this code: user names first, then the derivation's own."""
+        prog = self.derivation.program
+        namer = Namer(model_name).add(list(prog.params) + list(prog.inputs))
+        return namer.add([s.sym for s in prog.steps] + list(prog.targets) + [a.lhs for a in self.body])
 
 
 def straight_line(model, prefix="_c"):

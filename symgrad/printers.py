@@ -6,6 +6,12 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 
+def renamed(names, sym):
+    """The code for ``sym`` in ``names``, which maps symbols (or, for generic ones, their names) to code; else None."""
+    code = names.get(sym)
+    return code if code is not None else names.get(sym.name)
+
+
 class PrintedPrecedence:
     """Brackets from the precedence of the text a printer really writes, not of the SymPy node.
 
@@ -50,9 +56,7 @@ class _PythonNumbers(PrintedPrecedence):
         self.names = names or {}
 
     def _print_Symbol(self, expr):
-        """A symbol's identifier: ``names`` maps symbols (or, for generic ones, their names) to code."""
-        code = self.names.get(expr)
-        return code if code is not None else self.names.get(expr.name, expr.name)
+        return renamed(self.names, expr) or expr.name
 
     def _print_Rational(self, expr):
         return repr(float(expr))

@@ -5,7 +5,7 @@ from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from .printers import PrintedPrecedence
+from .printers import PrintedPrecedence, renamed
 
 C_TYPES = {"float64": ("double", float64, ""), "float32": ("float", float32, "f")}
 
@@ -22,10 +22,7 @@ class CPrinter(PrintedPrecedence, C99CodePrinter):
         self.names = names or {}
 
     def _print_Symbol(self, expr):
-        name = self.names.get(expr)
-        if name is None:
-            name = self.names.get(expr.name)
-        return name if name is not None else super()._print_Symbol(expr)
+        return renamed(self.names, expr) or super()._print_Symbol(expr)
 
     def _printed_as(self, expr):
         if expr.is_Pow and (expr.exp == 2 or expr.exp == 3) and not (expr.base.is_Number and expr.exp.is_Number):

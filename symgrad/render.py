@@ -54,14 +54,14 @@ def environment():
 
 
 _CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# the checkout's templates/ beside the package when there is one (plain checkouts, worktrees), else the installed copy
+_TEMPLATES = (_CHECKOUT_TEMPLATES if (_CHECKOUT_TEMPLATES / "numpy" / "module.py.j2").is_file()
+              else resources.files("symgrad.templates"))
 
 
 def _load_template(name):
-    """A template's text: from the checkout's templates/ beside the package, else the installed copy."""
-    parts = name.split("/")
-    if (_CHECKOUT_TEMPLATES / "numpy" / "module.py.j2").is_file():
-        return _CHECKOUT_TEMPLATES.joinpath(*parts).read_text(encoding="utf-8")
-    return resources.files("symgrad.templates").joinpath(*parts).read_text(encoding="utf-8")
+    """A template's text, ``name`` relative to templates/."""
+    return _TEMPLATES.joinpath(*name.split("/")).read_text(encoding="utf-8")
 
 
 def render(template_name, **context):

@@ -700,8 +700,6 @@ def _load_sample(data):
         return None
     _check_keys(sd, SAMPLE_KEYS, "sample")
     seed = _typed(sd, "seed", int, "sample", None)
-    if seed is not None and seed < 0:
-        raise SpecError(f"seed must be a non-negative integer, got {seed}", "sample.seed")
     x = _typed(sd, "x", list, "sample", required=seed is None)
     t = _typed(sd, "t", list, "sample", None)
     if seed is not None and x is not None:

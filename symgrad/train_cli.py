@@ -48,7 +48,7 @@ def register(subparsers):
 def run(args):
     """Load, train, report the fit, write the parameters (and the plot); returns the exit code."""
     from .errors import SpecError
-    from .render import check_output_file
+    from .render import check_output_file, write_atomic
     from .spec import load
     from .train import Progress, batches_per_epoch, fit, load_data, loss_png, replace_train, save_params
 
@@ -73,7 +73,5 @@ def run(args):
     print(f"final loss on all {n} samples: {final:.6g} (first epoch {result.losses[0]:.6g})")
     print(f"wrote {save_params(out, result.params)}")
     if plot is not None:
-        from .render import write_atomic
-
         print(f"wrote {write_atomic(plot, loss_png(result.losses))}")
     return 0

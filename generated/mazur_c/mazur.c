@@ -204,7 +204,6 @@ void mazur_forward(const real *restrict params, const real *restrict x, int batc
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];
@@ -262,7 +261,6 @@ real mazur_loss(const real *restrict params, const real *restrict x, const real 
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];
@@ -326,7 +324,6 @@ real mazur_loss_and_gradients(const real *restrict params, const real *restrict 
     int batch, real *restrict grad, real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];

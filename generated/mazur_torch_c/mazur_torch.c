@@ -204,7 +204,6 @@ void mazur_torch_forward(const real *restrict params, const real *restrict x, in
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];
@@ -264,7 +263,6 @@ real mazur_torch_loss(const real *restrict params, const real *restrict x, const
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];
@@ -330,7 +328,6 @@ real mazur_torch_loss_and_gradients(const real *restrict params, const real *res
     int batch, real *restrict grad, real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];

@@ -149,7 +149,6 @@ void regression_relu_forward(const real *restrict params, const real *restrict x
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real linear1_w1_1 = params[0];
         const real linear1_w2_1 = params[1];
@@ -200,7 +199,6 @@ real regression_relu_loss(const real *restrict params, const real *restrict x, c
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real linear1_w1_1 = params[0];
         const real linear1_w2_1 = params[1];
@@ -256,7 +254,6 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
     int batch, real *restrict grad, real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real linear1_w1_1 = params[0];
         const real linear1_w2_1 = params[1];

@@ -50,8 +50,8 @@ void sigmoid_neuron_forward(const real *restrict params, const real *restrict x,
 real sigmoid_neuron_loss(const real *restrict params, const real *restrict x, const real *restrict t, int batch,
     real *restrict work)
 {
-    (void)work;
     (void)t;
+    (void)work;
     /* parameters */
     const real w = params[0];
     const real b = params[1];
@@ -69,8 +69,8 @@ real sigmoid_neuron_loss(const real *restrict params, const real *restrict x, co
 real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *restrict x, const real *restrict t,
     int batch, real *restrict grad, real *restrict work)
 {
-    (void)work;
     (void)t;
+    (void)work;
     /* parameters */
     const real w = params[0];
     const real b = params[1];

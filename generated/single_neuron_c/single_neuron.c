@@ -204,7 +204,6 @@ void single_neuron_forward(const real *restrict params, const real *restrict x, 
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];
@@ -252,7 +251,6 @@ real single_neuron_loss(const real *restrict params, const real *restrict x, con
     real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];
@@ -305,7 +303,6 @@ real single_neuron_loss_and_gradients(const real *restrict params, const real *r
     int batch, real *restrict grad, real *restrict work)
 {
     if (batch == 1) {  /* one sample: straight-line code */
-        (void)work;
         /* parameters */
         const real w1 = params[0];
         const real w2 = params[1];
