@@ -237,10 +237,16 @@ def _gemm_helpers(ctype, blas, name, code):
 
 
 def _layout(model):
-    out, offset = [], 0
+    """Each parameter's offset in the flat vector and its header macro (injective: layers hid and HID differ)."""
+    out, offset, macros = [], 0, set()
     for p in model.params:
+        macro = base = p.name.upper().replace(".", "_")
+        k = 2
+        while macro in macros:  # upper-casing merged two names: number the later one
+            macro, k = f"{base}_{k}", k + 1
+        macros.add(macro)
         out.append({"name": p.name, "offset": offset, "size": p.size, "shape": p.shape, "trainable": p.trainable,
-                    "macro": p.name.upper().replace(".", "_"), "scalars": p.scalar_names})
+                    "macro": macro, "scalars": p.scalar_names})
         offset += p.size
     return out, offset
 

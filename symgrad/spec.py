@@ -505,7 +505,8 @@ class ExpressionModel(_ModelBase):
             key = f"expression.outputs.{n}"
             check_name(n, key, "output name")
             if n in self.symbols:
-                raise SpecError(f"output name {n!r} is also an input or parameter", key)
+                hint = " (output = \"...\" names its output y: use [expression.outputs] to name it)" if n == "y" else ""
+                raise SpecError(f"output name {n!r} is also an input or parameter{hint}", key)
             try:
                 if isinstance(e, sp.Basic):
                     bad = {s.name for s in e.free_symbols} - set(self.symbols)

@@ -131,3 +131,18 @@ def test_renaming_a_slot_to_any_generated_or_derived_name_changes_no_number(tmp_
             _check(spec, x, t, tmp_path / f"n{k}", targets, ref)
         except AssertionError as exc:
             raise AssertionError(f"{kind} {slot} renamed to {name!r} changes the numbers") from exc
+
+
+def test_names_that_differ_only_in_case_get_distinct_header_macros(tmp_path):
+    spec = {"name": "cf", "inputs": 2, "loss": "mse",
+            "layers": [{"name": "hid", "units": 2}, {"name": "HID", "units": 2}, {"name": "HID_WEIGHT", "units": 1}]}
+    model = from_dict(spec)
+    symgrad.generate(model, "numpy", tmp_path)
+    symgrad.generate(model, "c", tmp_path)
+    header = (tmp_path / "cf_c" / "cf.h").read_text()
+    macros = re.findall(r"#define (CF_OFFSET_\w+) ", header)
+    assert len(macros) == len(set(macros)) == len(model.params)
+    ref, mod = symgrad.import_generated("cf", tmp_path), symgrad.import_generated("cf_c", tmp_path)
+    x, t = np.array([[0.3, -1.0], [2.0, 0.5]]), np.array([[0.1], [0.4]])
+    for a, b in zip(_numbers(mod, x, t), _numbers(ref, x, t)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
