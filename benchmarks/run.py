@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import symgrad  # noqa: E402
 from symgrad.api import generate, import_generated  # noqa: E402
-from symgrad.build import DEFAULT_CFLAGS  # noqa: E402
+from symgrad.backends.c.build import DEFAULT_CFLAGS  # noqa: E402
 
 LOOP_RUNS = 5  # runs of each C loop driver (~0.2 s each) per config
 CFLAGS = DEFAULT_CFLAGS.split()  # every C column (symgrad's and CasADi's) is compiled with the same flags
@@ -452,8 +452,8 @@ def bench_config(label, sizes, batch, loss, rounds, peers, workdir):
     has_cc = shutil.which("gcc") is not None
     if not has_cc:
         notes.append("no gcc: the symgrad C and CasADi columns are skipped")
-    elif importlib.util.find_spec("symgrad.codegen_c") is None:
-        notes.append("symgrad.codegen_c does not exist yet: the symgrad C columns show –")
+    elif importlib.util.find_spec("symgrad.backends.c.codegen") is None:
+        notes.append("symgrad.backends.c.codegen does not exist yet: the symgrad C columns show –")
     else:
         try:
             start = time.perf_counter()

@@ -1,5 +1,5 @@
 """``python -m symgrad`` runs the command line."""
 
-from .cli import main
+from symgrad.cli import main
 
 raise SystemExit(main())

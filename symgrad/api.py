@@ -5,10 +5,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .derivation import derive_layers, derive_scalar
-from .program import SCALAR_LIMIT
-from .render import write_atomic
-from .spec import load
+from symgrad.core.derivation import derive_layers, derive_scalar
+from symgrad.core.program import SCALAR_LIMIT
+from symgrad.render import write_atomic
+from symgrad.spec import load
 
 
 @dataclass
@@ -30,19 +30,19 @@ class Derivation:
 
     def _repr_markdown_(self):
         """Jupyter: the step-by-step report (report.py) as Markdown."""
-        from .report import report
+        from symgrad.report.layout import report
 
         return report(self.model, "md")
 
     def _repr_html_(self):
         """Jupyter: the step-by-step report as one HTML document (MathML)."""
-        from .report import report
+        from symgrad.report.layout import report
 
         return report(self.model, "html")
 
     def _repr_latex_(self):
         """Jupyter (LaTeX front ends): every gradient with its value and finite-difference check."""
-        from .report import latex_summary
+        from symgrad.report.layout import latex_summary
 
         return latex_summary(self.model)
 
@@ -64,13 +64,13 @@ def generate(spec, target="numpy", out_dir="generated", dtype="float64", **optio
     model = _model(spec)
     out_dir = Path(out_dir)
     if target == "numpy":
-        from .codegen_numpy import numpy_module
+        from symgrad.backends.numpy.codegen import numpy_module
 
         text = numpy_module(model, dtype=dtype)
         _ensure_package(out_dir)
         return [write_atomic(out_dir / f"{model.name}.py", text)]
     if target == "c":
-        from .codegen_c import generate_c
+        from symgrad.backends.c.codegen import generate_c
 
         return generate_c(model, out_dir, dtype=dtype, **options)
     raise ValueError(f"unknown target {target!r} (numpy or c)")

@@ -7,18 +7,16 @@ Exit status: 0 on success, 2 for bad input (the message names the file, key and 
 import argparse
 import sys
 
-from . import __version__
-from .errors import SpecError
-
-
-class ToolError(RuntimeError):
-    """A missing external tool (compiler, pdflatex) or a failed build."""
+from symgrad.errors import SpecError, ToolError
+from symgrad.report import cli as report_cli
+from symgrad.train import cli as train_cli
+from symgrad.version import __version__
 
 
 def _generate(args):
-    from .api import generate
-    from .render import check_output_dir
-    from .spec import load
+    from symgrad.api import generate
+    from symgrad.render import check_output_dir
+    from symgrad.spec import load
 
     model = load(args.spec)
     check_output_dir(args.out)
@@ -65,17 +63,8 @@ def build_parser():
 
 
 def _extra_commands():
-    """Subcommands that live in their own modules (report, train, ...)."""
-    registers = []
-    for mod in ("report_cli", "train_cli"):
-        try:
-            module = __import__(f"symgrad.{mod}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"symgrad.{mod}":
-                raise
-            continue
-        registers.append(module.register)
-    return registers
+    """Subcommands that live in their own packages (report, train)."""
+    return [report_cli.register, train_cli.register]
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""The one error type for bad input: it names the file, the key (and line when known) and the problem."""
+"""Every error type symgrad raises: bad specs (file, key, line), refused expressions, missing tools."""
 
 
 def printable(text):
@@ -30,3 +30,11 @@ class SpecError(ValueError):
 
     def __str__(self):
         return self._text()
+
+
+class ExpressionError(ValueError):
+    """An expression (activation, loss, output) that is refused, with the reason; the spec loader locates it."""
+
+
+class ToolError(RuntimeError):
+    """A missing external tool (compiler, pdflatex) or a failed build."""

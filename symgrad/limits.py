@@ -9,7 +9,7 @@ import os
 
 import sympy as sp
 
-from .errors import SpecError
+from symgrad.errors import SpecError
 
 # variable -> (default, what it bounds)
 LIMITS = {

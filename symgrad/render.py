@@ -9,8 +9,8 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import SpecError
-from .escape import FILTERS, python_string
+from symgrad.errors import SpecError
+from symgrad.escape import FILTERS, python_string
 
 # Context keys that carry user text (spec path, description, and lines built from user names and expressions):
 # render() marks them, and a template must print them through an escaping filter (see symgrad/escape.py).

@@ -11,7 +11,7 @@ import pytest
 import symgrad
 from conftest import ROOT, central_differences
 from symgrad.api import generate, import_generated
-from symgrad.codegen_c import c_sources
+from symgrad.backends.c.codegen import c_sources
 from test_gradients import make_net, output_activation, sample
 
 CC = shutil.which("gcc") or shutil.which("cc")

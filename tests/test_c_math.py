@@ -8,8 +8,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from symgrad.build import DEFAULT_CFLAGS, PORTABLE_CFLAGS
-from symgrad.codegen_c import _SIGMOID_SCALAR, _math_helpers
+from symgrad.backends.c.build import DEFAULT_CFLAGS, PORTABLE_CFLAGS
+from symgrad.backends.c.codegen import _SIGMOID_SCALAR, _math_helpers
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (install gcc)")

@@ -2,8 +2,8 @@
 
 import sympy as sp
 
-from symgrad.functions import relu, sigmoid, softplus, step
-from symgrad.printers_c import c_code
+from symgrad.backends.c.printer import c_code
+from symgrad.ops.functions import relu, sigmoid, softplus, step
 
 x, y = sp.symbols("x y")
 

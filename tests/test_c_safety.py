@@ -9,7 +9,7 @@ import pytest
 import symgrad
 from conftest import ROOT
 from symgrad.api import generate, import_generated
-from symgrad.build import DEFAULT_CFLAGS, PORTABLE_CFLAGS
+from symgrad.backends.c.build import DEFAULT_CFLAGS, PORTABLE_CFLAGS
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (install gcc)")

@@ -6,9 +6,9 @@ import sympy as sp
 
 import symgrad
 from conftest import ROOT
-from symgrad.activations import BUILTIN_NAMES, get_activation, net, out, x
-from symgrad.derivation import derive_layers
-from symgrad.functions import to_elementary
+from symgrad.core.derivation import derive_layers
+from symgrad.ops.activations import BUILTIN_NAMES, get_activation, net, out, x
+from symgrad.ops.functions import to_elementary
 
 
 @pytest.mark.parametrize("name", [n for n in BUILTIN_NAMES if n != "softmax"])
@@ -35,7 +35,7 @@ def test_custom_activation_gets_its_derivative_from_sympy():
 
 
 def test_output_layer_deltas_are_fused_by_simplification():
-    from symgrad.losses import t, y  # the loss's own symbols (a user's Symbol("y") is another symbol)
+    from symgrad.ops.losses import t, y  # the loss's own symbols (a user's Symbol("y") is another symbol)
 
     bce = symgrad.Network("b", 2, [symgrad.Dense("o", 2, activation="sigmoid")], symgrad.get_loss("bce"))
     assert sp.simplify(derive_layers(bce).delta_out - (y - t)) == 0

@@ -174,7 +174,7 @@ def test_expression_limit_applies_to_the_loss_times_the_activation_derivative(tm
     path = write(tmp_path, NET.replace('kind = "half_sse"', 'expression = "(y-t)**4"').replace(
         'units = 1', 'units = 1\nactivation = "(x+1)**6"'))
     from symgrad.limits import expanded_terms
-    from symgrad.losses import y
+    from symgrad.ops.losses import y
 
     model = load(path)
     assert expanded_terms(model.loss.expr) < expanded_terms(model.layers[-1].activation.expr) < 10
@@ -346,8 +346,8 @@ def test_pdf_report_with_unprintable_unicode_builds(cli, tmp_path):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
 def test_pdflatex_failure_is_one_line():
-    from symgrad.cli import ToolError
-    from symgrad.report import pdf
+    from symgrad.errors import ToolError
+    from symgrad.report.layout import pdf
 
     with pytest.raises(ToolError) as info:
         pdf("\\documentclass{article}\\begin{document}\n\\nosuchcommand\n\\end{document}\n")

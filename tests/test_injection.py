@@ -21,7 +21,7 @@ from conftest import ROOT
 from symgrad import escape
 from symgrad.errors import SpecError
 from symgrad.render import UserText, environment
-from symgrad.report import pdf, report
+from symgrad.report.layout import pdf, report
 from symgrad.spec import from_dict, load
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]

@@ -2,8 +2,8 @@
 
 import sympy as sp
 
-from symgrad.functions import relu, sigmoid, softplus, step
-from symgrad.printers import numpy_code
+from symgrad.backends.printers import numpy_code
+from symgrad.ops.functions import relu, sigmoid, softplus, step
 
 x, y = sp.symbols("x y", real=True)
 

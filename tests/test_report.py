@@ -10,7 +10,7 @@ import pytest
 
 from symgrad import load, report
 from symgrad.cli import main
-from symgrad.report_content import build
+from symgrad.report.content import build
 
 ROOT = Path(__file__).resolve().parent.parent
 EX = ROOT / "examples"

@@ -8,8 +8,8 @@ import pytest
 
 import symgrad
 from conftest import ROOT
-from symgrad.errors import SpecError
-from symgrad.safe_expr import ExpressionError, parse_expression
+from symgrad.errors import ExpressionError, SpecError
+from symgrad.ops.parse import parse_expression
 
 GOOD = textwrap.dedent('''
     name = "net"

@@ -5,7 +5,7 @@ import pytest
 
 import symgrad
 from symgrad.errors import SpecError
-from symgrad.optim import describe, update_equations
+from symgrad.train.optim import describe, update_equations
 
 torch = pytest.importorskip("torch", reason="torch is the oracle for the optimizer and schedule formulas")
 

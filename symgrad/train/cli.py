@@ -47,10 +47,10 @@ def register(subparsers):
 
 def run(args):
     """Load, train, report the fit, write the parameters (and the plot); returns the exit code."""
-    from .errors import SpecError
-    from .render import check_output_file, write_atomic
-    from .spec import load
-    from .train import Progress, batches_per_epoch, fit, load_data, loss_png, replace_train, save_params
+    from symgrad.errors import SpecError
+    from symgrad.render import check_output_file, write_atomic
+    from symgrad.spec import load
+    from symgrad.train.fit import Progress, batches_per_epoch, fit, load_data, loss_png, replace_train, save_params
 
     model = load(args.spec)
     out = check_output_file(args.out or f"{model.name}_params.npz", "--out")

@@ -17,9 +17,9 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
-from .escape import html, latex, markdown
-from .render import render
-from .report_content import Diagram, Math, Subst, Table, Text, build
+from symgrad.escape import html, latex, markdown
+from symgrad.render import render
+from symgrad.report.content import Diagram, Math, Subst, Table, Text, build
 
 FORMATS = ("md", "tex", "html", "pdf")
 TEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures"
@@ -228,7 +228,7 @@ def layout(rep, fmt):
 
 def report(spec, fmt="md", params=None, digits=9, steps=0, param_values=None):
     """The derivation report of ``spec`` (path or model) as text (``fmt`` md, tex or html; pdf: use write_report)."""
-    from .api import _model
+    from symgrad.api import _model
 
     if fmt not in ("md", "tex", "html"):
         raise ValueError(f"format must be md, tex or html (pdf: write_report), got {fmt!r}")
@@ -238,7 +238,7 @@ def report(spec, fmt="md", params=None, digits=9, steps=0, param_values=None):
 
 def latex_summary(spec, digits=9):
     """LaTeX math (for Jupyter's MathJax): every reported gradient, its value and its finite-difference check."""
-    from .api import _model
+    from symgrad.api import _model
 
     rep = build(_model(spec), None, digits)
     lay = _Layout("md", rep)
@@ -261,7 +261,7 @@ def _latex_error(log):
 
 def pdf(tex):
     """PDF bytes of a LaTeX document, built with pdflatex in a temporary folder."""
-    from .cli import ToolError
+    from symgrad.errors import ToolError
 
     exe = shutil.which("pdflatex")
     if exe is None:

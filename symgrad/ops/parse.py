@@ -11,8 +11,9 @@ import math
 
 import sympy as sp
 
-from .functions import relu, sigmoid, softplus
-from .limits import expression_too_large
+from symgrad.errors import ExpressionError
+from symgrad.limits import expression_too_large
+from symgrad.ops.functions import relu, sigmoid, softplus
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 60
@@ -44,10 +45,6 @@ _BINOPS = {
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
 }
-
-
-class ExpressionError(ValueError):
-    """An expression from a spec file that is refused, with the reason."""
 
 
 def parse_expression(text, names):

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import sympy as sp
 
-from . import __version__
-from . import build as _build
-from .activations import net as NET
-from .codegen_numpy import _init_lines
-from .derivation import derive_layers, live_assignments, ops_estimate, straight_line
-from .errors import SpecError
-from .escape import c_string
-from .explain import formula_lines
-from .printers_c import CPrinter
-from .render import python_tuple, render, write_folder_atomic
+from symgrad.backends.c import build as _build
+from symgrad.backends.c.printer import CPrinter
+from symgrad.backends.numpy.codegen import _init_lines
+from symgrad.core.derivation import derive_layers, live_assignments, ops_estimate, straight_line
+from symgrad.core.explain import formula_lines
+from symgrad.errors import SpecError
+from symgrad.escape import c_string
+from symgrad.ops.activations import net as NET
+from symgrad.render import python_tuple, render, write_folder_atomic
+from symgrad.version import __version__
 
 BLAS_MIN_WORK = 4096  # m*n*k below which the built-in kernels beat a BLAS call (8-16-16-4: 1.07 vs 1.7 us at batch 1)
 UNROLL_LIMIT = 40  # networks with at most this many scalar parameters get a straight-line path for batch 1
@@ -582,7 +582,7 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     name = model.name
     layout, n_params = _layout(model)
     init, needs_rng = _init_lines(model)
-    from .optim import train_context
+    from symgrad.train.optim import train_context
 
     files["__init__.py"] = render(
         "c/package.py.j2", version=__version__, source=model.source, name=name, summary=model.describe(),
@@ -599,7 +599,7 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     pkg = Path(out_dir) / f"{name}_c"
     written = write_folder_atomic(pkg, files)
     if build:
-        from .cli import ToolError
+        from symgrad.errors import ToolError
 
         try:
             _build.build_library(pkg / f"{name}.c", blas if use_blas else "no")

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .activations import net as NET
-from .activations import out as OUT
-from .functions import softplus
-from .losses import y as Y
-from .program import layer_program, scalar_program
-from .symbols import Derived, Namer, derived, leaf_key
+from symgrad.core.program import layer_program, scalar_program
+from symgrad.ops.activations import net as NET
+from symgrad.ops.activations import out as OUT
+from symgrad.ops.functions import softplus
+from symgrad.ops.losses import y as Y
+from symgrad.symbols import Derived, Namer, derived, leaf_key
 
 
 @dataclass

@@ -5,7 +5,7 @@ from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from .printers import PrintedPrecedence, renamed
+from symgrad.backends.printers import PrintedPrecedence, renamed
 
 C_TYPES = {"float64": ("double", float64, ""), "float32": ("float", float32, "f")}
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .safe_expr import ExpressionError, parse_expression
-from .symbols import derived
+from symgrad.errors import ExpressionError
+from symgrad.ops.parse import parse_expression
+from symgrad.symbols import derived
 
 y = derived("y", "generic", "y")
 t = derived("t", "generic", "t")

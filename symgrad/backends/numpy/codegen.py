@@ -10,12 +10,12 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.ast import Assignment, CodeBlock
 
-from . import __version__
-from .activations import net as NET
-from .derivation import LOGSOFTMAX, derive_layers, derive_scalar, straight_line
-from .init import init_plan
-from .printers import math_code, numpy_code
-from .symbols import Namer
+from symgrad.backends.printers import math_code, numpy_code
+from symgrad.core.derivation import LOGSOFTMAX, derive_layers, derive_scalar, straight_line
+from symgrad.core.init import init_plan
+from symgrad.ops.activations import net as NET
+from symgrad.symbols import Namer
+from symgrad.version import __version__
 
 TEMPLATE = "numpy/module.py.j2"
 DTYPES = {"float64": "np.float64", "float32": "np.float32"}
@@ -400,9 +400,9 @@ def numpy_module(model, dtype="float64", source=None):
 
 
 def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
-    from .explain import formula_lines
-    from .optim import train_context
-    from .render import python_tuple, render
+    from symgrad.core.explain import formula_lines
+    from symgrad.render import python_tuple, render
+    from symgrad.train.optim import train_context
 
     src = source or model.source
     return render(

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .activations import net as NET
-from .activations import out as OUT
-from .derivation import LOGSOFTMAX, derive_layers, derive_scalar
-from .errors import SpecError
-from .functions import to_elementary
-from .losses import t as T
-from .losses import y as Y
-from .report_diagram import diagram
-from .spec import Sample
+from symgrad.core.derivation import LOGSOFTMAX, derive_layers, derive_scalar
+from symgrad.errors import SpecError
+from symgrad.ops.activations import net as NET
+from symgrad.ops.activations import out as OUT
+from symgrad.ops.functions import to_elementary
+from symgrad.ops.losses import t as T
+from symgrad.ops.losses import y as Y
+from symgrad.report.diagram import diagram
+from symgrad.spec import Sample
 
 SMALL_LIMIT = 60  # networks with more scalar parameters get the layer-level report
 MAX_PATHS = 8  # longer sums over paths are shown only through the deltas

@@ -3,8 +3,8 @@
 Layers with more than MAX_UNITS units are drawn as one box labelled with their size.
 """
 
-from .escape import html as escape
-from .escape import latex
+from symgrad.escape import html as escape
+from symgrad.escape import latex
 
 MAX_UNITS = 8
 DX, DY, R = 170, 70, 22

@@ -2,7 +2,7 @@
 
 import sympy as sp
 
-from .activations import net as NET
+from symgrad.ops.activations import net as NET
 
 
 def _s(expr):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SpecError
-from .limits import check
-from .render import check_output_file, write_atomic
+from symgrad.errors import SpecError
+from symgrad.limits import check
+from symgrad.render import check_output_file, write_atomic
 
 
 def register(subparsers):
@@ -60,9 +60,9 @@ def _load_npz(path):
 
 
 def run(args):
-    from .report import layout, pdf
-    from .report_content import build
-    from .spec import load
+    from symgrad.report.content import build
+    from symgrad.report.layout import layout, pdf
+    from symgrad.spec import load
 
     if not 1 <= args.digits <= 17:
         raise SpecError("--digits must be between 1 and 17", "--digits")

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .functions import relu, sigmoid, softplus, stabilize, step
-from .safe_expr import ExpressionError, parse_expression
-from .symbols import derived
+from symgrad.errors import ExpressionError
+from symgrad.ops.functions import relu, sigmoid, softplus, stabilize, step
+from symgrad.ops.parse import parse_expression
+from symgrad.symbols import derived
 
 x = derived("x", "generic", "x")
 net = derived("net", "generic", "net")

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .activations import net as NET
-from .activations import out as OUT
-from .functions import softplus
-from .losses import t as T
-from .losses import y as Y
-from .symbols import derived
+from symgrad.ops.activations import net as NET
+from symgrad.ops.activations import out as OUT
+from symgrad.ops.functions import softplus
+from symgrad.ops.losses import t as T
+from symgrad.ops.losses import y as Y
+from symgrad.symbols import derived
 
 SCALAR_LIMIT = 5000  # networks with more scalar parameters get no per-neuron program
 

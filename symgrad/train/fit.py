@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import SpecError
-from .render import write_atomic
+from symgrad.errors import SpecError
+from symgrad.render import write_atomic
 
 
 def load_data(path, model):
@@ -207,7 +207,7 @@ def replace_train(model, config):
 
 def generated_module(model):
     """Generate model's NumPy module into a temporary folder and import it."""
-    from .api import generate, import_generated
+    from symgrad.api import generate, import_generated
 
     with tempfile.TemporaryDirectory(prefix="symgrad-train-") as tmp:
         generate(model, "numpy", tmp)

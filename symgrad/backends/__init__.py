@@ -1,0 +1,1 @@
+"""Code generators: each backend prints the derivation with its printer into its templates."""

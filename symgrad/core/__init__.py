@@ -1,0 +1,1 @@
+"""The symbolic core: forward programs, their chain-rule derivation, initial values."""

@@ -1,0 +1,1 @@
+"""The ops a model is built from: activations, losses and the SymPy functions they print as."""

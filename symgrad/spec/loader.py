@@ -1,0 +1,273 @@
+"""Load a model from a TOML file or a dict: keys checked, errors located by file, key and line."""
+
+import difflib
+import math
+import os
+import re
+import stat
+import tomllib
+from pathlib import Path
+
+from symgrad.errors import ExpressionError, SpecError
+from symgrad.limits import check, limit
+from symgrad.ops.losses import get_loss
+from symgrad.spec.checks import finite_array, loss_or_error
+from symgrad.spec.config import Expect, Sample, TrainConfig
+from symgrad.spec.model import Dense, ExpressionModel, Network
+
+TOP_KEYS = {"name", "description", "inputs", "outputs", "init", "layers", "expression", "loss", "sample", "expect", "train"}
+LAYER_KEYS = {"name", "units", "activation", "activation_params", "weight", "bias", "bias_value", "neurons", "weight_names",
+              "bias_names", "freeze", "init"}
+INIT_KEYS = {"scheme", "seed"}
+LOSS_KEYS = {"kind", "expression", "reduction", "average_outputs"}
+SAMPLE_KEYS = {"x", "t", "seed"}
+EXPECT_KEYS = {"what", "name", "value", "rel_tol", "abs_tol", "source"}
+EXPRESSION_KEYS = {"output", "outputs", "params", "freeze"}
+TRAIN_KEYS = {f.name for f in TrainConfig.__dataclass_fields__.values()}
+
+
+def _check_keys(table, allowed, prefix):
+    if not isinstance(table, dict):
+        raise SpecError("expected a table", prefix or None)
+    for k in table:
+        if k not in allowed:
+            close = difflib.get_close_matches(k, sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise SpecError(f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}", f"{prefix}.{k}" if prefix else k)
+
+
+def _typed(table, key, types, prefix, default=None, required=False):
+    full = f"{prefix}.{key}" if prefix else key
+    if key not in table:
+        if required:
+            raise SpecError("missing required key", full)
+        return default
+    v = table[key]
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise SpecError(f"expected {_type_names(types)}, got a boolean", full)
+    if not isinstance(v, types):
+        raise SpecError(f"expected {_type_names(types)}, got {type(v).__name__}", full)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SpecError("numbers must be finite (no nan or inf)", full)
+    return v
+
+
+def _text(table, key, prefix, default=""):
+    """A free-text value (description, source): any characters but NUL and other control characters.
+
+    Tabs and line breaks (\\n, \\r, U+0085) are allowed: generated files show them as escapes. A control character is almost
+    surely a mistake, and NUL cannot reach C or most tools, so both are refused here with their code point.
+    """
+    v = _typed(table, key, str, prefix, default)
+    for i, c in enumerate(v):
+        if (ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0) and c not in "\t\n\r\x85":
+            raise SpecError(f"control character U+{ord(c):04X} at position {i} is not allowed in text "
+                            "(tabs and line breaks are)", f"{prefix}.{key}" if prefix else key)
+    return v
+
+
+def _type_names(types):
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true/false"}
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def from_dict(data, source="<dict>"):
+    """A Network or ExpressionModel from the parsed TOML table (raises SpecError)."""
+    _check_keys(data, TOP_KEYS, "")
+    name = _typed(data, "name", str, "", required=True)
+    description = _text(data, "description", "")
+    inputs = _typed(data, "inputs", (list, int), "", required=True)
+    outputs = _typed(data, "outputs", list, "", None)
+    loss = _load_loss(data)
+    sample = _load_sample(data)
+    expects = _load_expects(data)
+    train = _load_train(data)
+    has_layers, has_expr = "layers" in data, "expression" in data
+    if has_layers == has_expr:
+        raise SpecError("give either [[layers]] (a network) or [expression] (an expression model)",
+                        "layers" if has_layers else None)
+    if has_expr:
+        if outputs is not None:
+            raise SpecError("an expression model names its outputs in [expression]", "outputs")
+        ex = _typed(data, "expression", dict, "")
+        _check_keys(ex, EXPRESSION_KEYS, "expression")
+        if ("output" in ex) == ("outputs" in ex):
+            raise SpecError("give output = \"...\" or an [expression.outputs] table", "expression.output")
+        outs = _typed(ex, "outputs", dict, "expression") if "outputs" in ex else {"y": _typed(ex, "output", str, "expression")}
+        for k, v in outs.items():
+            if not isinstance(v, str):
+                raise SpecError("expected an expression string", f"expression.outputs.{k}")
+        params = _typed(ex, "params", dict, "expression", required=True)
+        freeze = _typed(ex, "freeze", list, "expression", [])
+        return ExpressionModel(name, inputs, outs, params, loss, tuple(freeze), sample, train, expects, description, source)
+    init = _typed(data, "init", dict, "", {})
+    _check_keys(init, INIT_KEYS, "init")
+    layers_data = _typed(data, "layers", list, "", required=True)
+    layers = []
+    for k, ld in enumerate(layers_data):
+        p = f"layers[{k}]"
+        _check_keys(ld, LAYER_KEYS, p)
+        layers.append(Dense(
+            name=_typed(ld, "name", str, p, required=True),
+            units=_typed(ld, "units", int, p, required=True),
+            activation=_typed(ld, "activation", str, p, "identity"),
+            activation_params=_typed(ld, "activation_params", dict, p, None),
+            weight=_typed(ld, "weight", list, p, None),
+            bias=_typed(ld, "bias", str, p, "unit"),
+            bias_value=_typed(ld, "bias_value", (int, float, list), p, None),
+            neurons=_typed(ld, "neurons", list, p, None),
+            weight_names=_typed(ld, "weight_names", list, p, None),
+            bias_names=_typed(ld, "bias_names", (list, str), p, None),
+            freeze=tuple(_typed(ld, "freeze", (list, str), p, ())),
+            init=_typed(ld, "init", str, p, None),
+        ))
+    return Network(
+        name, inputs, layers, loss, outputs, sample,
+        _typed(init, "scheme", str, "init", "xavier"), _typed(init, "seed", int, "init", 0),
+        train, expects, description, source,
+    )
+
+
+def _load_loss(data):
+    ld = _typed(data, "loss", (dict, str), "", required=True)
+    if isinstance(ld, str):
+        return loss_or_error(kind=ld)
+    _check_keys(ld, LOSS_KEYS, "loss")
+    kind = _typed(ld, "kind", str, "loss", None)
+    expr = _typed(ld, "expression", str, "loss", None)
+    if (kind is None) == (expr is None):
+        raise SpecError("give kind = \"...\" or expression = \"...\" (not both)", "loss.kind")
+    try:
+        return get_loss(kind, expr, _typed(ld, "reduction", str, "loss", None), _typed(ld, "average_outputs", bool, "loss", None))
+    except ExpressionError as exc:
+        key = "loss.expression" if expr is not None else ("loss.reduction" if "reduction" in str(exc) else "loss.kind")
+        raise SpecError(str(exc), key) from None
+
+
+def _load_sample(data):
+    sd = _typed(data, "sample", dict, "", None)
+    if sd is None:
+        return None
+    _check_keys(sd, SAMPLE_KEYS, "sample")
+    seed = _typed(sd, "seed", int, "sample", None)
+    x = _typed(sd, "x", list, "sample", required=seed is None)
+    t = _typed(sd, "t", list, "sample", None)
+    if seed is not None and x is not None:
+        raise SpecError("give x (and t) or a seed, not both", "sample.seed")
+    return Sample(None if x is None else finite_array(x, "sample.x"), None if t is None else finite_array(t, "sample.t"), seed)
+
+
+def _load_expects(data):
+    items = _typed(data, "expect", list, "", [])
+    out = []
+    for k, ed in enumerate(items):
+        p = f"expect[{k}]"
+        _check_keys(ed, EXPECT_KEYS, p)
+        out.append(Expect(
+            _typed(ed, "what", str, p, required=True), _typed(ed, "name", str, p, None),
+            float(_typed(ed, "value", (int, float), p, required=True)),
+            float(_typed(ed, "rel_tol", (int, float), p, 1e-6)), float(_typed(ed, "abs_tol", (int, float), p, 0.0)),
+            _text(ed, "source", p),
+        ))
+    return out
+
+
+def _load_train(data):
+    td = _typed(data, "train", dict, "", {})
+    _check_keys(td, TRAIN_KEYS, "train")
+    kw = {}
+    for f in TrainConfig.__dataclass_fields__.values():
+        if f.name in td:
+            typ = {"float": (int, float), "int": int, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+            kw[f.name] = _typed(td, f.name, typ, "train")
+            if typ == (int, float):
+                kw[f.name] = float(kw[f.name])
+    return TrainConfig(**kw)
+
+
+def _line_of(text, key):
+    """Best-effort line number of a dotted key like ``layers[1].activation`` in TOML text."""
+    if not key or not text:
+        return None
+    lines = text.splitlines()
+    parts = key.split(".")
+    start = 0
+    first = parts[0]
+    m = re.fullmatch(r"(\w+)\[(\d+)\]", first)
+    if m:
+        table, idx = m.group(1), int(m.group(2))
+        headers = [i for i, ln in enumerate(lines) if re.match(rf"\s*\[\[\s*{table}\s*\]\]", ln)]
+        if idx < len(headers):
+            start = headers[idx]
+            parts = parts[1:]
+        else:
+            return None
+    elif len(parts) > 1:
+        for i, ln in enumerate(lines):
+            if re.match(rf"\s*\[\s*{re.escape(first)}\s*\]", ln):
+                start = i
+                parts = parts[1:]
+                break
+    if not parts:
+        return start + 1
+    leaf = re.sub(r"\[\d+\]$", "", parts[-1])
+    for i in range(start, len(lines)):
+        if re.match(rf"\s*{re.escape(leaf)}\s*=", lines[i]):
+            return i + 1
+    return start + 1 if start else None
+
+
+def load(path):
+    """Load and check a spec file; raises SpecError naming the file, key and line."""
+    path = Path(path)
+    text = _read_spec(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise SpecError(f"TOML syntax error: {exc}", file=path, line=int(m.group(1)) if m else None) from None
+    except RecursionError:
+        raise SpecError("TOML nested too deeply (arrays or tables inside each other)", file=path) from None
+    try:
+        return from_dict(data, source=_display_path(path))
+    except SpecError as exc:
+        raise exc.located(_display_path(path), _line_of(text, exc.key)) from None
+    except RecursionError:
+        raise SpecError("spec nested too deeply", file=_display_path(path)) from None
+
+
+def _read_spec(path):
+    """The text of a spec file: a regular file of at most SYMGRAD_MAX_SPEC_BYTES, UTF-8, a leading BOM dropped."""
+    bound = limit("SYMGRAD_MAX_SPEC_BYTES")
+    try:
+        st = os.stat(path)  # before opening: opening a FIFO would block, reading /dev/zero would never end
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise SpecError(f"cannot read the spec: {kind}", file=path)
+        check("SYMGRAD_MAX_SPEC_BYTES", st.st_size, "the spec file's size in bytes", file=path)
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError("cannot read the spec: not a regular file", file=path)
+            data = f.read(bound + 1)
+    except FileNotFoundError:
+        raise SpecError("file not found", file=path) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read file: {exc.strerror or exc}", file=path) from None
+    check("SYMGRAD_MAX_SPEC_BYTES", len(data), "the spec file's size in bytes", file=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"cannot read file: not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _display_path(path):
+    """The path as given when relative, else relative to the working directory if inside it (no absolute paths)."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.name
