@@ -9,9 +9,9 @@ Model: 2-2-2 network (hidden: sigmoid, output: sigmoid), loss half_sse (sum over
 Forward, with a0 = x (batch, n_in) and layers l = 1..L:
     z_l = a_{l-1} @ W_l.T + b_l
     a_l = f_l(z_l)
-    layer 1 'hidden': 2 -> 2, bias shared, f(net) = sigmoid(net)
+    layer 1 'hidden': 2 -> 2, dense, bias shared, f(net) = sigmoid(net)
         f'(net) = out*(1 - out)
-    layer 2 'output': 2 -> 2, bias shared, f(net) = sigmoid(net)
+    layer 2 'output': 2 -> 2, dense, bias shared, f(net) = sigmoid(net)
         f'(net) = out*(1 - out)
 Loss (half_sse): E = s * sum over batch and outputs of l(y, t), s = 1,
     l(y, t) = (t - y)**2/2
@@ -137,9 +137,8 @@ def _targets(y, a0):
     return t
 
 
-def forward(params, x):
-    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
-    a0, single = _batch(x, N_INPUTS, "x")
+def _forward(params, a0):
+    """The forward pass: every value the loss and the backward pass read."""
     W1, b1, W2, b2 = _params(params)
     z1 = a0.dot(W1.T)  # net of layer 'hidden': 2 units
     z1 += b1
@@ -149,7 +148,13 @@ def forward(params, x):
     z2 += b2
     _sigmoid_(z2)
     a2 = z2  # sigmoid, in place
-    result = a2
+    return W2, a1, a2
+
+
+def forward(params, x):
+    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
+    a0, single = _batch(x, N_INPUTS, "x")
+    result = _forward(params, a0)[2]
     return result[0] if single else result
 
 
@@ -157,15 +162,7 @@ def loss(params, x, y):
     """The loss E of the batch (a float)."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
-    W1, b1, W2, b2 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'hidden': 2 units
-    z1 += b1
-    _sigmoid_(z1)
-    a1 = z1  # sigmoid, in place
-    z2 = a1.dot(W2.T)  # net of layer 'output': 2 units
-    z2 += b2
-    _sigmoid_(z2)
-    a2 = z2  # sigmoid, in place
+    W2, a1, a2 = _forward(params, a0)
     s = 1.0
     e0 = t - a2
     E = s * 0.5 * float(np.vdot(e0, e0))
@@ -178,15 +175,7 @@ def loss_and_gradients(params, x, y):
     t = _targets(y, a0)
     if a0.shape[0] <= 16:
         return _loss_and_gradients_rows(_params(params), a0, t)
-    W1, b1, W2, b2 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'hidden': 2 units
-    z1 += b1
-    _sigmoid_(z1)
-    a1 = z1  # sigmoid, in place
-    z2 = a1.dot(W2.T)  # net of layer 'output': 2 units
-    z2 += b2
-    _sigmoid_(z2)
-    a2 = z2  # sigmoid, in place
+    W2, a1, a2 = _forward(params, a0)
     s = 1.0
     e0 = t - a2
     E = s * 0.5 * float(np.vdot(e0, e0))
@@ -196,7 +185,7 @@ def loss_and_gradients(params, x, y):
     d2 *= a2  # dE/dnet of the output layer, per unit of the loss scale
     gW2 = d2.T.dot(a1)  # dE/dW of 'output'
     d1 = d2.dot(W2)  # dE/da of 'hidden'
-    a1 *= 1.0 - a1
+    a1 *= 1 - a1
     d1 *= a1  # times f'(net) = out*(1 - out)
     gW1 = d1.T.dot(a0)  # dE/dW of 'hidden'
     return E, {

@@ -9,11 +9,11 @@ Model: 784-128-64-10 network (fc1: relu, fc2: relu, fc3: softmax), loss softmax_
 Forward, with a0 = x (batch, n_in) and layers l = 1..L:
     z_l = a_{l-1} @ W_l.T + b_l
     a_l = f_l(z_l)
-    layer 1 'fc1': 784 -> 128, bias unit, f(net) = relu(net)
+    layer 1 'fc1': 784 -> 128, dense, bias unit, f(net) = relu(net)
         f'(net) = step(out)
-    layer 2 'fc2': 128 -> 64, bias unit, f(net) = relu(net)
+    layer 2 'fc2': 128 -> 64, dense, bias unit, f(net) = relu(net)
         f'(net) = step(out)
-    layer 3 'fc3': 64 -> 10, bias unit, softmax(z) = exp(z_j) / sum_k exp(z_k)
+    layer 3 'fc3': 64 -> 10, dense, bias unit, softmax(z) = exp(z_j) / sum_k exp(z_k)
 Loss (softmax_cross_entropy): E = s * sum over batch and outputs of l(y, t), s = 1/batch,
     l(y, t) = -t*log(y)
     computed as -logy*t
@@ -202,9 +202,8 @@ def _targets(y, a0):
     return t
 
 
-def forward(params, x):
-    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
-    a0, single = _batch(x, N_INPUTS, "x")
+def _forward(params, a0):
+    """The forward pass: every value the loss and the backward pass read."""
     W1, b1, W2, b2, W3, b3 = _params(params)
     z1 = a0.dot(W1.T)  # net of layer 'fc1': 128 units
     z1 += b1
@@ -220,7 +219,13 @@ def forward(params, x):
     a3 = np.exp(z3)
     sum3 = a3.sum(axis=1, keepdims=True)
     a3 /= sum3  # softmax
-    result = a3
+    return W2, W3, a1, a2, z3, a3, sum3
+
+
+def forward(params, x):
+    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
+    a0, single = _batch(x, N_INPUTS, "x")
+    result = _forward(params, a0)[5]
     return result[0] if single else result
 
 
@@ -228,21 +233,7 @@ def loss(params, x, y):
     """The loss E of the batch (a float)."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
-    W1, b1, W2, b2, W3, b3 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'fc1': 128 units
-    z1 += b1
-    np.maximum(z1, 0.0, out=z1)
-    a1 = z1  # relu, in place
-    z2 = a1.dot(W2.T)  # net of layer 'fc2': 64 units
-    z2 += b2
-    np.maximum(z2, 0.0, out=z2)
-    a2 = z2  # relu, in place
-    z3 = a2.dot(W3.T)  # net of layer 'fc3': 10 units
-    z3 += b3
-    z3 -= z3.max(axis=1, keepdims=True)
-    a3 = np.exp(z3)
-    sum3 = a3.sum(axis=1, keepdims=True)
-    a3 /= sum3  # softmax
+    W2, W3, a1, a2, z3, a3, sum3 = _forward(params, a0)
     s = 1.0 / a0.shape[0]
     logy = z3 - np.log(sum3)  # log softmax, stable
     E = -s * float(np.vdot(logy, t))
@@ -253,21 +244,7 @@ def loss_and_gradients(params, x, y):
     """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
-    W1, b1, W2, b2, W3, b3 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'fc1': 128 units
-    z1 += b1
-    np.maximum(z1, 0.0, out=z1)
-    a1 = z1  # relu, in place
-    z2 = a1.dot(W2.T)  # net of layer 'fc2': 64 units
-    z2 += b2
-    np.maximum(z2, 0.0, out=z2)
-    a2 = z2  # relu, in place
-    z3 = a2.dot(W3.T)  # net of layer 'fc3': 10 units
-    z3 += b3
-    z3 -= z3.max(axis=1, keepdims=True)
-    a3 = np.exp(z3)
-    sum3 = a3.sum(axis=1, keepdims=True)
-    a3 /= sum3  # softmax
+    W2, W3, a1, a2, z3, a3, sum3 = _forward(params, a0)
     s = 1.0 / a0.shape[0]
     logy = z3 - np.log(sum3)  # log softmax, stable
     E = -s * float(np.vdot(logy, t))
@@ -278,11 +255,13 @@ def loss_and_gradients(params, x, y):
     ones = _ones(a0.shape[0])  # column sums over the batch as products
     gb3 = ones.dot(d3)
     d2 = d3.dot(W3)  # dE/da of 'fc2'
-    d2 *= a2 > 0.0  # times f'(net) = step(out)
+    np.greater(a2, 0.0, out=a2)
+    d2 *= a2  # times f'(net) = step(out)
     gW2 = d2.T.dot(a1)  # dE/dW of 'fc2'
     gb2 = ones.dot(d2)
     d1 = d2.dot(W2)  # dE/da of 'fc1'
-    d1 *= a1 > 0.0  # times f'(net) = step(out)
+    np.greater(a1, 0.0, out=a1)
+    d1 *= a1  # times f'(net) = step(out)
     gW1 = d1.T.dot(a0)  # dE/dW of 'fc1'
     gb1 = ones.dot(d1)
     return E, {

@@ -9,9 +9,9 @@ Model: 1-2-1 network (linear1: relu, linear2: identity), loss mse (mean over the
 Forward, with a0 = x (batch, n_in) and layers l = 1..L:
     z_l = a_{l-1} @ W_l.T + b_l
     a_l = f_l(z_l)
-    layer 1 'linear1': 1 -> 2, bias unit, f(net) = relu(net)
+    layer 1 'linear1': 1 -> 2, dense, bias unit, f(net) = relu(net)
         f'(net) = step(out)
-    layer 2 'linear2': 2 -> 1, bias unit, f(net) = net
+    layer 2 'linear2': 2 -> 1, dense, bias unit, f(net) = net
         f'(net) = 1
 Loss (mse): E = s * sum over batch and outputs of l(y, t), s = 1/batch,
     l(y, t) = (t - y)**2
@@ -129,18 +129,23 @@ def _targets(y, a0):
     return t
 
 
-def forward(params, x):
-    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
-    a0, single = _batch(x, N_INPUTS, "x")
+def _forward(params, a0):
+    """The forward pass: every value the loss and the backward pass read."""
     W1, b1, W2, b2 = _params(params)
     z1 = a0.dot(W1.T)  # net of layer 'linear1': 2 units
     z1 += b1
     np.maximum(z1, 0.0, out=z1)
     a1 = z1  # relu, in place
-    z2 = a1.dot(W2.T)  # net of layer 'linear2': 1 units
+    z2 = a1.dot(W2.T)  # net of layer 'linear2': 1 unit
     z2 += b2
     a2 = z2  # identity, in place
-    result = a2
+    return W2, a1, a2
+
+
+def forward(params, x):
+    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
+    a0, single = _batch(x, N_INPUTS, "x")
+    result = _forward(params, a0)[2]
     return result[0] if single else result
 
 
@@ -148,14 +153,7 @@ def loss(params, x, y):
     """The loss E of the batch (a float)."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
-    W1, b1, W2, b2 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'linear1': 2 units
-    z1 += b1
-    np.maximum(z1, 0.0, out=z1)
-    a1 = z1  # relu, in place
-    z2 = a1.dot(W2.T)  # net of layer 'linear2': 1 units
-    z2 += b2
-    a2 = z2  # identity, in place
+    W2, a1, a2 = _forward(params, a0)
     s = 1.0 / a0.shape[0]
     e0 = t - a2
     E = s * float(np.vdot(e0, e0))
@@ -168,14 +166,7 @@ def loss_and_gradients(params, x, y):
     t = _targets(y, a0)
     if a0.shape[0] <= 28:
         return _loss_and_gradients_rows(_params(params), a0, t)
-    W1, b1, W2, b2 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'linear1': 2 units
-    z1 += b1
-    np.maximum(z1, 0.0, out=z1)
-    a1 = z1  # relu, in place
-    z2 = a1.dot(W2.T)  # net of layer 'linear2': 1 units
-    z2 += b2
-    a2 = z2  # identity, in place
+    W2, a1, a2 = _forward(params, a0)
     s = 1.0 / a0.shape[0]
     e0 = t - a2
     E = s * float(np.vdot(e0, e0))
@@ -186,7 +177,8 @@ def loss_and_gradients(params, x, y):
     ones = _ones(a0.shape[0])  # column sums over the batch as products
     gb2 = ones.dot(d2)
     d1 = d2.dot(W2)  # dE/da of 'linear1'
-    d1 *= a1 > 0.0  # times f'(net) = step(out)
+    np.greater(a1, 0.0, out=a1)
+    d1 *= a1  # times f'(net) = step(out)
     gW1 = d1.T.dot(a0)  # dE/dW of 'linear1'
     gb1 = ones.dot(d1)
     return E, {

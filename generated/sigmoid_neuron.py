@@ -133,12 +133,18 @@ def _bsum(v, n):
     return float(np.sum(v)) if np.ndim(v) else float(v) * n
 
 
-def forward(params, x):
-    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
-    a0, single = _batch(x, N_INPUTS, "x")
+def _forward(params, a0):
+    """The forward pass: every value the loss and the backward pass read."""
     w, b = _params(params)
     x_ = a0[:, 0]
     y_ = _sigmoid(b + w*x_)
+    return x_, y_
+
+
+def forward(params, x):
+    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
+    a0, single = _batch(x, N_INPUTS, "x")
+    x_, y_ = _forward(params, a0)
     result = _columns(a0.shape[0], y_)
     return result[0] if single else result
 
@@ -148,9 +154,7 @@ def loss(params, x, y):
     a0, _ = _batch(x, N_INPUTS, "x")
     if y is not None:
         _targets(y, a0)  # checked, though this loss does not use targets
-    w, b = _params(params)
-    x_ = a0[:, 0]
-    y_ = _sigmoid(b + w*x_)
+    x_, y_ = _forward(params, a0)
     s = 1.0
     E_y = y_
     E_total = E_y
@@ -163,9 +167,7 @@ def loss_and_gradients(params, x, y):
     a0, _ = _batch(x, N_INPUTS, "x")
     if y is not None:
         _targets(y, a0)  # checked, though this loss does not use targets
-    w, b = _params(params)
-    x_ = a0[:, 0]
-    y_ = _sigmoid(b + w*x_)
+    x_, y_ = _forward(params, a0)
     s = 1.0
     E_y = y_
     E_total = E_y

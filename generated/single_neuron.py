@@ -9,9 +9,9 @@ The seeds' single-neuron hand calculation: sigmoid hidden neuron, linear output
 Forward, with a0 = x (batch, n_in) and layers l = 1..L:
     z_l = a_{l-1} @ W_l.T + b_l
     a_l = f_l(z_l)
-    layer 1 'hidden': 2 -> 1, bias unit, f(net) = sigmoid(net)
+    layer 1 'hidden': 2 -> 1, dense, bias unit, f(net) = sigmoid(net)
         f'(net) = out*(1 - out)
-    layer 2 'output': 1 -> 1, bias unit, f(net) = net
+    layer 2 'output': 1 -> 1, dense, bias unit, f(net) = net
         f'(net) = 1
 Loss (half_sse): E = s * sum over batch and outputs of l(y, t), s = 1,
     l(y, t) = (t - y)**2/2
@@ -153,18 +153,23 @@ def _targets(y, a0):
     return t
 
 
-def forward(params, x):
-    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
-    a0, single = _batch(x, N_INPUTS, "x")
+def _forward(params, a0):
+    """The forward pass: every value the loss and the backward pass read."""
     W1, b1, W2, b2 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'hidden': 1 units
+    z1 = a0.dot(W1.T)  # net of layer 'hidden': 1 unit
     z1 += b1
     _sigmoid_(z1)
     a1 = z1  # sigmoid, in place
-    z2 = a1.dot(W2.T)  # net of layer 'output': 1 units
+    z2 = a1.dot(W2.T)  # net of layer 'output': 1 unit
     z2 += b2
     a2 = z2  # identity, in place
-    result = a2
+    return W2, a1, a2
+
+
+def forward(params, x):
+    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
+    a0, single = _batch(x, N_INPUTS, "x")
+    result = _forward(params, a0)[2]
     return result[0] if single else result
 
 
@@ -172,14 +177,7 @@ def loss(params, x, y):
     """The loss E of the batch (a float)."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
-    W1, b1, W2, b2 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'hidden': 1 units
-    z1 += b1
-    _sigmoid_(z1)
-    a1 = z1  # sigmoid, in place
-    z2 = a1.dot(W2.T)  # net of layer 'output': 1 units
-    z2 += b2
-    a2 = z2  # identity, in place
+    W2, a1, a2 = _forward(params, a0)
     s = 1.0
     e0 = t - a2
     E = s * 0.5 * float(np.vdot(e0, e0))
@@ -192,14 +190,7 @@ def loss_and_gradients(params, x, y):
     t = _targets(y, a0)
     if a0.shape[0] <= 36:
         return _loss_and_gradients_rows(_params(params), a0, t)
-    W1, b1, W2, b2 = _params(params)
-    z1 = a0.dot(W1.T)  # net of layer 'hidden': 1 units
-    z1 += b1
-    _sigmoid_(z1)
-    a1 = z1  # sigmoid, in place
-    z2 = a1.dot(W2.T)  # net of layer 'output': 1 units
-    z2 += b2
-    a2 = z2  # identity, in place
+    W2, a1, a2 = _forward(params, a0)
     s = 1.0
     e0 = t - a2
     E = s * 0.5 * float(np.vdot(e0, e0))
@@ -209,7 +200,7 @@ def loss_and_gradients(params, x, y):
     ones = _ones(a0.shape[0])  # column sums over the batch as products
     gb2 = ones.dot(d2)
     d1 = d2.dot(W2)  # dE/da of 'hidden'
-    a1 *= 1.0 - a1
+    a1 *= 1 - a1
     d1 *= a1  # times f'(net) = out*(1 - out)
     gW1 = d1.T.dot(a0)  # dE/dW of 'hidden'
     gb1 = ones.dot(d1)

@@ -8,16 +8,15 @@ import argparse
 import sys
 
 from symgrad.errors import SpecError, ToolError
+from symgrad.pipeline import generate
+from symgrad.render import check_output_dir
 from symgrad.report import cli as report_cli
+from symgrad.spec import load
 from symgrad.train import cli as train_cli
 from symgrad.version import __version__
 
 
 def _generate(args):
-    from symgrad.api import generate
-    from symgrad.render import check_output_dir
-    from symgrad.spec import load
-
     model = load(args.spec)
     check_output_dir(args.out)
     options = {}

@@ -2,7 +2,7 @@
 
 import sympy as sp
 
-from symgrad.backends.printers import numpy_code
+from symgrad.backends.numpy.printer import numpy_code
 from symgrad.ops.functions import relu, sigmoid, softplus, step
 
 x, y = sp.symbols("x y", real=True)

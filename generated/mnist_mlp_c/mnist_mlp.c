@@ -8,11 +8,11 @@
  * Forward, with a0 = x (batch, n_in) and layers l = 1..L:
  *     z_l = a_{l-1} @ W_l.T + b_l
  *     a_l = f_l(z_l)
- *     layer 1 'fc1': 784 -> 128, bias unit, f(net) = relu(net)
+ *     layer 1 'fc1': 784 -> 128, dense, bias unit, f(net) = relu(net)
  *         f'(net) = step(out)
- *     layer 2 'fc2': 128 -> 64, bias unit, f(net) = relu(net)
+ *     layer 2 'fc2': 128 -> 64, dense, bias unit, f(net) = relu(net)
  *         f'(net) = step(out)
- *     layer 3 'fc3': 64 -> 10, bias unit, softmax(z) = exp(z_j) / sum_k exp(z_k)
+ *     layer 3 'fc3': 64 -> 10, dense, bias unit, softmax(z) = exp(z_j) / sum_k exp(z_k)
  * Loss (softmax_cross_entropy): E = s * sum over batch and outputs of l(y, t), s = 1/batch,
  *     l(y, t) = -t*log(y)
  *     computed as -logy*t

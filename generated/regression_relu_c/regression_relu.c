@@ -8,9 +8,9 @@
  * Forward, with a0 = x (batch, n_in) and layers l = 1..L:
  *     z_l = a_{l-1} @ W_l.T + b_l
  *     a_l = f_l(z_l)
- *     layer 1 'linear1': 1 -> 2, bias unit, f(net) = relu(net)
+ *     layer 1 'linear1': 1 -> 2, dense, bias unit, f(net) = relu(net)
  *         f'(net) = step(out)
- *     layer 2 'linear2': 2 -> 1, bias unit, f(net) = net
+ *     layer 2 'linear2': 2 -> 1, dense, bias unit, f(net) = net
  *         f'(net) = 1
  * Loss (mse): E = s * sum over batch and outputs of l(y, t), s = 1/batch,
  *     l(y, t) = (t - y)**2

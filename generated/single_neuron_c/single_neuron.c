@@ -8,9 +8,9 @@
  * Forward, with a0 = x (batch, n_in) and layers l = 1..L:
  *     z_l = a_{l-1} @ W_l.T + b_l
  *     a_l = f_l(z_l)
- *     layer 1 'hidden': 2 -> 1, bias unit, f(net) = sigmoid(net)
+ *     layer 1 'hidden': 2 -> 1, dense, bias unit, f(net) = sigmoid(net)
  *         f'(net) = out*(1 - out)
- *     layer 2 'output': 1 -> 1, bias unit, f(net) = net
+ *     layer 2 'output': 1 -> 1, dense, bias unit, f(net) = net
  *         f'(net) = 1
  * Loss (half_sse): E = s * sum over batch and outputs of l(y, t), s = 1,
  *     l(y, t) = (t - y)**2/2

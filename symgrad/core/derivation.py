@@ -15,11 +15,11 @@ import math
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.codegen.ast import Assignment, CodeBlock
 
 from symgrad.core.program import layer_program, scalar_program
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
-from symgrad.ops.functions import softplus
 from symgrad.ops.losses import y as Y
 from symgrad.symbols import Derived, Namer, derived, leaf_key
 
@@ -159,54 +159,55 @@ def _adjoint(v, consumers, adj_sym):
 # ---------------------------------------------------------------------------------------------
 # Layer (array) form
 
-STABLE_LOGS = {
-    # activation -> {log of output: the same in net, without overflow or log(0)}
-    "sigmoid": {sp.log(Y): -softplus(-NET), sp.log(1 - Y): -softplus(NET)},
-}
-LOGSOFTMAX = derived("logy", "generic", "logy")  # log softmax(net), computed as net - logsumexp(net)
-
-
 @dataclass
 class LayerDerivation:
-    """The batched forward/backward program and the elementwise expressions it needs."""
+    """The batched forward/backward program and the elementwise expressions it needs.
+
+    The output layer's delta is ``scale * delta_out`` computed elementwise when its op is elementwise
+    (``output = "elementwise"``); an op that fuses the loss into its own rule gives ``delta_out`` as
+    its h (softmax: delta = h - y sum(h), ``"fused"``); any other parameter-free output layer gets
+    ``delta_out = dl/dy`` and its vector-Jacobian product (``"vjp"``).
+    """
 
     program: object
-    loss_term: sp.Expr  # l per output in y, t, net (and logy for softmax); stable rewrites applied
-    delta_out: sp.Expr  # delta^L / scale elementwise (softmax: the h in delta = h - y*sum(h))
-    softmax: bool
-    derivs: list  # f'(net) per layer in out (and net when needed)
+    loss_term: sp.Expr  # l per output in y, t, net (and an op's log symbol); stable rewrites applied
+    delta_out: sp.Expr  # see the class docstring
+    output: str  # elementwise | fused | vjp
+    derivs: list  # f'(net) per layer in out (and net when needed); None for parameter-free layers
     keeps_net: list  # whether layer k's backward needs net as well as out
     scale: sp.Expr  # c: 1/n_out for output-averaging losses
     rewrites: list  # human-readable notes of the stability rewrites applied
+    logs: dict = field(default_factory=dict)  # {symbol: note} of the logs the forward code computes stably
 
 
 def derive_layers(model):
     """Derive the array-level backward program of a Network."""
     prog = layer_program(model)
-    layers = model.layers
-    last = layers[-1].activation
+    last = prog.layers[-1]
     loss = model.loss
     g = sp.diff(loss.expr, Y)
-    rewrites = []
+    rewrites, logs = [], {}
     term = loss.expr
-    if last.is_softmax:
-        h = sp.simplify(Y * g)
-        if term.has(sp.log(Y)):
-            term = term.subs(sp.log(Y), LOGSOFTMAX)
-            rewrites.append("log(softmax(net)) is computed as net - logsumexp(net)")
-        delta = h
-    else:
-        d = last.derivative_in_out().subs(OUT, Y)
-        delta = _simplest(g * d)
-        for old, new in STABLE_LOGS.get(last.name, {}).items():
+    if last.elementwise:
+        d = last.op.derivative_in_out().subs(OUT, Y)
+        delta, output = _simplest(g * d), "elementwise"
+        for old, new in last.op.log_forms(Y, NET).items():
             if term.has(old):
                 term = term.subs(old, new)
-                rewrites.append(f"{sp.sstr(old)} with y = sigmoid(net) is computed as {sp.sstr(new)}")
-    derivs = [lay.activation.derivative_in_out() for lay in layers]
-    keeps = [NET in d.free_symbols for d in derivs]
+                rewrites.append(f"{sp.sstr(old)} with y = {sp.sstr(last.op.at(NET))} is computed as {sp.sstr(new)}")
+    else:
+        fused = last.op.output_delta(g, Y, last.units)
+        delta, output = (g, "vjp") if fused is None else (fused, "fused")
+        stable = last.op.loss_logs()
+        if stable and term.has(sp.log(Y)):
+            term = term.subs(sp.log(Y), stable["log"])
+            rewrites.append(stable["note"])
+            logs[stable["log"]] = stable["note"]
+    derivs = [s.op.derivative_in_out() if s.elementwise else None for s in prog.layers]
+    keeps = [d is not None and NET in d.free_symbols for d in derivs]
     keeps[-1] = NET in delta.free_symbols or NET in term.free_symbols
-    scale = sp.Rational(1, layers[-1].units) if loss.average_outputs else sp.S.One
-    return LayerDerivation(prog, term, delta, last.is_softmax, derivs, keeps, scale, rewrites)
+    scale = sp.Rational(1, last.units) if loss.average_outputs else sp.S.One
+    return LayerDerivation(prog, term, delta, output, derivs, keeps, scale, rewrites, logs)
 
 
 def _simplest(expr):
@@ -251,11 +252,11 @@ class StraightLine:
         return namer.add([s.sym for s in prog.steps] + list(prog.targets) + [a.lhs for a in self.body])
 
 
-def straight_line(model, prefix="_c"):
+def straight_line(model_or_derivation, prefix="_c"):
     """The neuron-level program as CSE'd assignments; adjoints that are constants or copies are inlined."""
-    from sympy.codegen.ast import Assignment, CodeBlock
-
-    der = derive_scalar(model)
+    der = model_or_derivation
+    if not isinstance(der, ScalarDerivation):
+        der = derive_scalar(model_or_derivation)
     prog = der.program
     body = [Assignment(s.sym, s.expr) for s in prog.steps]
     trivial = {}

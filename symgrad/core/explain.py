@@ -16,14 +16,13 @@ def formula_lines(model, der):
     lines = ["Forward, with a0 = x (batch, n_in) and layers l = 1..L:",
              "    z_l = a_{l-1} @ W_l.T + b_l",
              "    a_l = f_l(z_l)"]
-    fan_in = model.n_inputs
-    for k, layer in enumerate(model.layers):
-        act = layer.activation
-        f = "softmax(z) = exp(z_j) / sum_k exp(z_k)" if act.is_softmax else f"f(net) = {_s(act.at(NET))}"
-        lines.append(f"    layer {k + 1} {layer.name!r}: {fan_in} -> {layer.units}, bias {layer.bias}, {f}")
-        if not act.is_softmax:
+    for s in der.program.layers:
+        k, layer = s.index, s.layer
+        f = f"f(net) = {_s(s.op.at(NET))}" if s.elementwise else s.op.formula()
+        head = f"dense, bias {layer.bias}" if s.dense else "parameter-free"
+        lines.append(f"    layer {k + 1} {layer.name!r}: {s.fan_in} -> {s.units}, {head}, {f}")
+        if s.elementwise:
             lines.append(f"        f'(net) = {_s(der.derivs[k])}")
-        fan_in = layer.units
     loss = model.loss
     c = "" if der.scale == 1 else f"{_s(der.scale)} * "
     red = "1/batch" if loss.reduction == "mean" else "1"
@@ -32,8 +31,10 @@ def formula_lines(model, der):
     if der.loss_term != loss.expr:
         lines.append(f"    computed as {_s(der.loss_term)}")
     lines.append("Backward (chain rule, d_l = dE/dz_l):")
-    if der.softmax:
+    if der.output == "fused":
         lines.append(f"    h = y * dl/dy = {_s(der.delta_out)};  d_L = s * {c}(h - y * sum_j h_j)")
+    elif der.output == "vjp":
+        lines.append(f"    g = dl/dy = {_s(der.delta_out)};  d_L = s * {c}(vector-Jacobian product of the output layer with g)")
     else:
         lines.append(f"    d_L = s * {c}dl/dy * f_L'(z_L) = s * {c}({_s(der.delta_out)})")
     lines += ["    d_l = (d_{l+1} @ W_{l+1}) * f_l'(z_l)",

@@ -11,31 +11,17 @@ Two granularities read the same model:
 Nothing here expands the network into one expression: each step refers to earlier steps by name.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sympy as sp
 
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
-from symgrad.ops.functions import softplus
+from symgrad.ops.base import Step
 from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
+from symgrad.sizes import SCALAR_LIMIT
 from symgrad.symbols import derived
-
-SCALAR_LIMIT = 5000  # networks with more scalar parameters get no per-neuron program
-
-
-@dataclass
-class Step:
-    """``sym = expr``; ``local`` overrides d(expr)/d(s) for symbols where a cheaper form is known."""
-
-    sym: sp.Symbol
-    expr: sp.Expr
-    kind: str  # input | net | out | max | sum | output | loss_term | loss
-    layer: int | None = None
-    unit: int | None = None
-    local: dict = field(default_factory=dict)
-    no_grad: bool = False  # a shift that cancels (softmax's max): no derivative flows through it
 
 
 @dataclass
@@ -68,46 +54,29 @@ def scalar_program(model):
     inputs = [sp.Symbol(n, real=True) for n in model.inputs]
     params = {}
     steps = []
-    a = inputs
+    a, logs = inputs, {}
     for k, layer in enumerate(model.layers):
-        wp, bp = model.layer_params(k)
-        W = [[sp.Symbol(wp.scalar_names[j * len(a) + i], real=True) for i in range(len(a))] for j in range(layer.units)]
-        for idx, s in enumerate(wp.scalar_names):
-            params[sp.Symbol(s, real=True)] = (wp.name, idx)
-        if bp is not None:
-            bsyms = [sp.Symbol(s, real=True) for s in bp.scalar_names]
-            for idx, s in enumerate(bsyms):
-                params[s] = (bp.name, idx)
-        nets, outs = [], []
-        for j, neuron in enumerate(layer.neurons):
-            expr = sp.Add(*[W[j][i] * a[i] for i in range(len(a))], evaluate=False)
-            if bp is not None:
-                expr = sp.Add(expr, bsyms[j if len(bsyms) > 1 else 0], evaluate=False)
-            net = derived(f"net_{neuron}", "net", neuron)
-            steps.append(Step(net, expr, "net", k, j))
-            nets.append(net)
+        outs = [derived(f"out_{n}", "out", n) for n in layer.neurons]
+        if getattr(layer, "is_layer", False):  # a parameter-free layer: its own steps
+            new, logs = layer.steps(a, outs, k, layer.name)
+            steps += new
+            a = outs
+            continue
+        new = layer.net_steps(k, a, *model.layer_params(k), params)
+        steps += new
+        nets = [s.sym for s in new]
         act = layer.activation
-        logs = {}
-        if act.is_softmax:
-            m = derived(f"max_{layer.name}", "max", layer.name)
-            steps.append(Step(m, sp.Max(*nets), "max", k, no_grad=True))
-            s_sym = derived(f"S_{layer.name}", "S", layer.name)
-            steps.append(Step(s_sym, sp.Add(*[sp.exp(n - m) for n in nets]), "sum", k))
-            for j, neuron in enumerate(layer.neurons):
-                o = derived(f"out_{neuron}", "out", neuron)
-                steps.append(Step(o, sp.exp(nets[j] - m) / s_sym, "out", k, j))
-                outs.append(o)
-                logs[sp.log(o)] = nets[j] - m - sp.log(s_sym)  # log softmax without log(0)
+        if act.is_layer:  # softmax and the like: a parameter-free layer over the nets
+            new, logs = act.steps(nets, outs, k, layer.name)
+            steps += new
         else:
             d = act.derivative_in_out()
-            for j, neuron in enumerate(layer.neurons):
-                o = derived(f"out_{neuron}", "out", neuron)
-                local = {nets[j]: d.subs({OUT: o, NET: nets[j]})}
-                steps.append(Step(o, act.at(nets[j]), "out", k, j, local=local))
-                outs.append(o)
-                if act.name == "sigmoid":  # log(sigmoid(net)) = -softplus(-net), log(1 - sigmoid(net)) = -softplus(net)
-                    logs[sp.log(o)] = -softplus(-nets[j])
-                    logs[sp.log(1 - o)] = -softplus(nets[j])
+            logs = {}
+            for j, (n, o) in enumerate(zip(nets, outs)):
+                local = {n: d.subs({OUT: o, NET: n})}
+                steps.append(Step(o, act.at(n), "out", k, j, local=local, meaning="output of a neuron (after the activation)",
+                                  rule=act.describe_rule()))
+                logs.update(act.log_forms(o, n))
         a = outs
     return _with_loss(model, steps, inputs, params, a, logs)
 
@@ -118,7 +87,7 @@ def _expression_program(model):
     steps, outs = [], []
     for name, expr in model.outputs_expr.items():
         o = derived(name, "output", name)
-        steps.append(Step(o, expr, "output", None, len(outs)))
+        steps.append(Step(o, expr, "output", None, len(outs), meaning="model output"))
         outs.append(o)
     return _with_loss(model, steps, inputs, params, outs)
 
@@ -130,23 +99,35 @@ def _with_loss(model, steps, inputs, params, outs, logs=None):
     terms = []
     for o, tg, name in zip(outs, targets, model.outputs):
         e = derived(f"E_{name}", "E", name)
-        steps.append(Step(e, loss.expr.subs({Y: o, T: tg}).subs(logs or {}), "loss_term"))
+        steps.append(Step(e, loss.expr.subs({Y: o, T: tg}).subs(logs or {}), "loss_term", meaning="error of one output",
+                          rule=loss.rule))
         terms.append(e)
     scale = sp.Rational(1, len(outs)) if loss.average_outputs else sp.S.One
     total = derived("E_total", "E_total")
-    steps.append(Step(total, scale * sp.Add(*terms), "loss"))
+    rule = "sum rule: the total error is a sum of the output errors" + (" times a constant" if scale != 1 else "")
+    steps.append(Step(total, scale * sp.Add(*terms), "loss", meaning="total error E", rule=rule))
     return ScalarProgram(model, steps, inputs, targets, params, outs, total, scale)
 
 
 @dataclass
 class LayerStep:
-    """One dense layer on arrays: ``net = a W^T + b``, ``out = f(net)``."""
+    """One layer on arrays: dense ``net = a W^T + b`` then ``out = op(net)``, or a parameter-free ``out = op(a)``."""
 
     index: int
-    layer: object  # Dense
-    weight: object  # Param
+    layer: object  # Dense or a parameter-free layer
+    weight: object  # Param, or None for a parameter-free layer
     bias: object  # Param or None
     fan_in: int
+    units: int
+    op: object  # the elementwise Activation or the parameter-free layer op applied to the net (or the input)
+
+    @property
+    def dense(self):
+        return self.weight is not None
+
+    @property
+    def elementwise(self):
+        return not getattr(self.op, "is_layer", False)
 
 
 @dataclass
@@ -163,6 +144,7 @@ def layer_program(model):
     steps, fan_in = [], model.n_inputs
     for k, layer in enumerate(model.layers):
         w, b = model.layer_params(k)
-        steps.append(LayerStep(k, layer, w, b, fan_in))
+        op = layer if w is None else layer.activation
+        steps.append(LayerStep(k, layer, w, b, fan_in, layer.units, op))
         fan_in = layer.units
     return LayerProgram(model, steps, model.loss)

@@ -1,4 +1,4 @@
-"""Activation functions as a table of SymPy expressions of ``x``.
+"""Elementwise activations: each one a SymPy expression of ``x`` with its rule, in a table by name.
 
 An activation's derivative always comes from ``sympy.diff``; it is then rewritten in terms of the
 forward value ``out = f(net)`` when that removes every reference to ``net`` (sigma' = out (1 - out),
@@ -8,13 +8,14 @@ against ``diff`` in the tests.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
 from symgrad.errors import ExpressionError
 from symgrad.ops.functions import relu, sigmoid, softplus, stabilize, step
 from symgrad.ops.parse import parse_expression
+from symgrad.ops.softmax import Softmax
 from symgrad.symbols import derived
 
 x = derived("x", "generic", "x")
@@ -24,7 +25,14 @@ out = derived("out", "generic", "out")
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise f(x) (or ``softmax``, which couples a layer's units)."""
+    """An elementwise out = f(net): its SymPy form, its derivative rule and what a report says about it.
+
+    Everything else follows from ``expr``: f' from ``sympy.diff`` (rewritten in ``out`` where that
+    removes ``net``), stable logs of the output from :func:`~symgrad.ops.functions.stabilize`, and the
+    code each backend prints (the printers know the functions ``expr`` is made of).
+    """
+
+    is_layer = False  # elementwise (a parameter-free layer op says True)
 
     name: str
     expr: sp.Expr  # in x
@@ -32,10 +40,7 @@ class Activation:
     params: dict = field(default_factory=dict)
     latex: str = ""
     notes: tuple = ()  # stability rewrites applied to a custom expression
-
-    @property
-    def is_softmax(self):
-        return self.name == "softmax"
+    rule: str = ""  # the report's name for the derivative rule
 
     def at(self, arg):
         """f(arg)."""
@@ -57,6 +62,19 @@ class Activation:
                 return rewritten
         return d
 
+    def describe_rule(self):
+        """The rule a report names for d out / d net."""
+        return self.rule or f"derivative of the activation {self.name} (SymPy's diff)"
+
+    def log_forms(self, value, arg):
+        """{log(g(value)): stable form in arg} for the logs of the output that overflow or hit log(0) as written."""
+        forms = {}
+        for g in (value, 1 - value):
+            stable, notes = stabilize(sp.log(g.subs(value, self.at(arg))))
+            if notes:
+                forms[sp.log(g)] = stable
+        return forms
+
 
 def _number(v):
     """A SymPy number for a parameter: an Integer when it is whole (elu's alpha = 1), else a Float."""
@@ -67,54 +85,62 @@ def _number(v):
     return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v)
 
 
-def _builtin(name, params):
-    p = dict(params)
-    if name == "identity" or name == "linear":
-        return Activation("identity", x, latex="x")
-    if name == "sigmoid":
-        return Activation("sigmoid", sigmoid(x), latex=r"\sigma(x)")
-    if name == "tanh":
-        return Activation("tanh", sp.tanh(x), latex=r"\tanh(x)")
-    if name == "relu":
-        return Activation("relu", relu(x), from_out=step(out), latex=r"\max(x, 0)")
-    if name == "leaky_relu":
-        a = _number(p.pop("negative_slope", 0.01))
-        return Activation(
-            "leaky_relu",
-            sp.Piecewise((x, x > 0), (a * x, True)),
-            from_out=sp.Piecewise((1, out > 0), (a, True)),
-            params={"negative_slope": float(a)},
-            latex=r"\begin{cases} x & x > 0 \\ %s\,x & \text{otherwise}\end{cases}" % sp.latex(a),
-        )
-    if name == "elu":
-        a = _number(p.pop("alpha", 1.0))
-        return Activation(
-            "elu",
-            sp.Piecewise((x, x > 0), (a * (sp.exp(x) - 1), True)),
-            from_out=sp.Piecewise((1, out > 0), (out + a, True)),
-            params={"alpha": float(a)},
-            latex=r"\begin{cases} x & x > 0 \\ %s\,(e^{x} - 1) & \text{otherwise}\end{cases}" % sp.latex(a),
-        )
-    if name == "softplus":
-        return Activation("softplus", softplus(x), latex=r"\log(1 + e^{x})")
-    if name in ("silu", "swish"):
-        return Activation("silu", x * sigmoid(x), latex=r"x\,\sigma(x)")
-    if name == "gelu":
-        latex = r"\frac{x}{2}\left(1 + \operatorname{erf}\frac{x}{\sqrt{2}}\right)"
-        return Activation("gelu", x / 2 * (1 + sp.erf(x / sp.sqrt(2))), latex=latex)
-    if name == "softmax":
-        return Activation("softmax", x, latex=r"\frac{e^{x_j}}{\sum_k e^{x_k}}")
-    return None
+def _leaky_relu(negative_slope=0.01):
+    a = _number(negative_slope)
+    return Activation("leaky_relu", sp.Piecewise((x, x > 0), (a * x, True)),
+                      from_out=sp.Piecewise((1, out > 0), (a, True)), params={"negative_slope": float(a)},
+                      latex=r"\begin{cases} x & x > 0 \\ %s\,x & \text{otherwise}\end{cases}" % sp.latex(a),
+                      rule=f"derivative of leaky ReLU: 1 where the net input is positive, else {sp.sstr(a)}")
 
 
+def _elu(alpha=1.0):
+    a = _number(alpha)
+    return Activation("elu", sp.Piecewise((x, x > 0), (a * (sp.exp(x) - 1), True)),
+                      from_out=sp.Piecewise((1, out > 0), (out + a, True)), params={"alpha": float(a)},
+                      latex=r"\begin{cases} x & x > 0 \\ %s\,(e^{x} - 1) & \text{otherwise}\end{cases}" % sp.latex(a),
+                      rule="derivative of ELU: 1 where the net input is positive, else out + alpha")
+
+
+# name -> a function of the activation's parameters (keyword arguments) returning the op
+ACTIVATIONS = {
+    "identity": lambda: Activation("identity", x, latex="x", rule="derivative of the identity: 1"),
+    "sigmoid": lambda: Activation(
+        "sigmoid", sigmoid(x), latex=r"\sigma(x)",
+        rule="derivative of the sigmoid: σ'(x) = σ(x)(1 - σ(x)), written with the neuron's output"),
+    "tanh": lambda: Activation("tanh", sp.tanh(x), latex=r"\tanh(x)",
+                               rule="derivative of tanh: 1 - tanh(x)², written with the neuron's output"),
+    "relu": lambda: Activation("relu", relu(x), from_out=step(out), latex=r"\max(x, 0)",
+                               rule="derivative of ReLU: 1 where the net input is positive, else 0"),
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
+    "softplus": lambda: Activation("softplus", softplus(x), latex=r"\log(1 + e^{x})",
+                                   rule="derivative of softplus: σ(x)"),
+    "silu": lambda: Activation("silu", x * sigmoid(x), latex=r"x\,\sigma(x)"),
+    "gelu": lambda: Activation("gelu", x / 2 * (1 + sp.erf(x / sp.sqrt(2))),
+                               latex=r"\frac{x}{2}\left(1 + \operatorname{erf}\frac{x}{\sqrt{2}}\right)"),
+    "softmax": Softmax,
+}
+ALIASES = {"linear": "identity", "swish": "silu"}
 BUILTIN_NAMES = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "silu", "swish", "gelu", "softmax")
-PARAMETERS = {"leaky_relu": ("negative_slope",), "elu": ("alpha",)}
+
+
+def register_activation(name, factory):
+    """Make ``name`` usable in specs: ``factory(**activation_params)`` returns an Activation (or a layer op)."""
+    if not name.isidentifier() or name in ACTIVATIONS or name in ALIASES:
+        raise ValueError(f"activation name {name!r} is taken or not an identifier")
+    ACTIVATIONS[name] = factory
+
+
+def _parameters(factory):
+    """The names of the parameters an activation takes (its factory's keyword arguments)."""
+    code = getattr(factory, "__code__", None)
+    return () if code is None else code.co_varnames[:code.co_argcount]
 
 
 def get_activation(spec, params=None):
-    """An Activation from a built-in name, an expression of x (text) or a SymPy expression of x."""
+    """An Activation (or a layer op such as softmax) from a registered name or an expression of x (text or SymPy)."""
     params = dict(params or {})
-    if isinstance(spec, Activation):
+    if isinstance(spec, Activation) or getattr(spec, "is_layer", False):
         return spec
     if isinstance(spec, sp.Basic):
         free = spec.free_symbols
@@ -124,17 +150,28 @@ def get_activation(spec, params=None):
         return _custom(spec.subs(syms.get("x", x), x))
     if not isinstance(spec, str):
         raise ExpressionError(f"activation must be a name or an expression of x, got {type(spec).__name__}")
-    key = spec.strip().lower()
-    if key in BUILTIN_NAMES or key == "linear":
-        unknown = set(params) - set(PARAMETERS.get(key, ()))
+    key = ALIASES.get(spec.strip().lower(), spec.strip().lower())
+    if key in ACTIVATIONS:
+        factory = ACTIVATIONS[key]
+        unknown = set(params) - set(_parameters(factory))
         if unknown:
             raise ExpressionError(f"activation {key!r} takes no parameter {', '.join(sorted(unknown))}")
-        return _builtin(key, params)
+        return _stable(factory(**params))
     if params:
-        raise ExpressionError("activation_params only apply to leaky_relu and elu")
+        with_params = [n for n, f in ACTIVATIONS.items() if _parameters(f)]
+        raise ExpressionError(f"activation_params only apply to {' and '.join(with_params)}")
     if spec.strip().isidentifier() and spec.strip() != "x":  # "x" is the identity written as an expression
-        raise ExpressionError(f"unknown activation {spec!r} (built-ins: {', '.join(BUILTIN_NAMES)}; or an expression of x)")
+        names = ", ".join(list(ACTIVATIONS) + list(ALIASES))
+        raise ExpressionError(f"unknown activation {spec!r} (built-ins: {names}; or an expression of x)")
     return _custom(parse_expression(spec, {"x": x}))
+
+
+def _stable(act):
+    """A registered activation with the stable rewrites applied to its expression (noted for the report)."""
+    if act.is_layer:
+        return act
+    expr, notes = stabilize(act.expr)
+    return act if not notes else replace(act, expr=expr, notes=tuple(act.notes) + tuple(notes))
 
 
 def _custom(expr):

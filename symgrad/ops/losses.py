@@ -27,6 +27,7 @@ class Loss:
     reduction: str  # "sum" | "mean"
     needs_softmax: bool = False
     latex: str = ""
+    rule: str = "SymPy's derivative of the loss expression"  # the report's name for dl/dy
 
     def derivative(self):
         """dl/dy from sympy.diff."""
@@ -46,6 +47,9 @@ LOSSES = {
             r"-\frac{1}{n}\sum_j \left(t_j \log y_j + (1 - t_j)\log(1 - y_j)\right)"),
     "softmax_cross_entropy": (-t * sp.log(y), False, "mean", True, r"-\sum_j t_j \log y_j"),
 }
+POWER = "power rule with the chain rule (the inner derivative of t - y is -1)"
+LOG = "derivative of the logarithm, d log(y)/dy = 1/y"
+RULES = {"half_sse": POWER, "sse": POWER, "mse": POWER, "bce": LOG, "softmax_cross_entropy": LOG}
 ALIASES = {"cross_entropy": "softmax_cross_entropy", "ce": "softmax_cross_entropy", "binary_cross_entropy": "bce"}
 REDUCTIONS = ("sum", "mean")
 
@@ -75,4 +79,4 @@ def get_loss(kind=None, expression=None, reduction=None, average_outputs=None):
     expr, avg, red, soft, latex = LOSSES[key]
     if average_outputs is not None:
         avg = bool(average_outputs)
-    return Loss(key, expr, avg, reduction or red, soft, latex)
+    return Loss(key, expr, avg, reduction or red, soft, latex, RULES[key])

@@ -13,17 +13,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from symgrad.core.derivation import LOGSOFTMAX, derive_layers, derive_scalar
+from symgrad.core.derivation import derive_layers, derive_scalar
 from symgrad.errors import SpecError
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
 from symgrad.ops.functions import to_elementary
 from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
+from symgrad.ops.softmax import LOGY as LOGSOFTMAX
 from symgrad.report.diagram import diagram
+from symgrad.sizes import SMALL_LIMIT
 from symgrad.spec import Sample
 
-SMALL_LIMIT = 60  # networks with more scalar parameters get the layer-level report
 MAX_PATHS = 8  # longer sums over paths are shown only through the deltas
 
 
@@ -530,7 +531,7 @@ def _vector_section(model):
         if k == L - 1:
             fname, netL = sp.Function("f'"), _sym(f"net^{{({k + 1})}}")
             yv, tv = _sym(f"a^{{({k + 1})}}"), _sym("t")
-            if der.softmax:
+            if der.output == "fused":
                 h = der.delta_out.subs({Y: yv, T: tv, NET: _sym(f"net^{{({k + 1})}}")})
                 sec.blocks.append(Text(["Softmax output: with h = y ⊙ ∂l/∂y = ", h, " elementwise (SymPy), "
                                         "the Jacobian of the softmax gives the output delta"]))
@@ -571,7 +572,7 @@ class _LayerReport:
         self.x = np.asarray(model.sample.x, dtype=np.float64)
         self.t = np.asarray(model.sample.t if model.sample.t is not None else np.zeros(model.n_outputs), dtype=np.float64)
         xs = sp.Symbol("x", real=True)
-        self.fs = [None if lay.activation.is_softmax else sp.lambdify(xs, to_elementary(lay.activation.expr), "numpy")
+        self.fs = [None if lay.activation.is_layer else sp.lambdify(xs, to_elementary(lay.activation.expr), "numpy")
                    for lay in model.layers]
         self.fps = [sp.lambdify((OUT, NET), to_elementary(d), "numpy") for d in self.der.derivs]
         self.dout = sp.lambdify((Y, T, NET), to_elementary(self.der.delta_out), "numpy")
@@ -586,7 +587,7 @@ class _LayerReport:
         for k, lay in enumerate(m.layers):
             wp, bp = m.layer_params(k)
             z = P[wp.name] @ a + (P[bp.name] if bp is not None else 0.0)
-            if lay.activation.is_softmax:
+            if lay.activation.is_layer:
                 e = np.exp(z - z.max())
                 a = e / e.sum()
             else:
@@ -597,7 +598,7 @@ class _LayerReport:
         logy = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
         E = float(self.der.scale * np.sum(np.broadcast_to(self.lterm(y, self.t, z, logy), y.shape)))
         h = np.broadcast_to(np.asarray(self.dout(y, self.t, z), dtype=np.float64), y.shape)
-        d = float(self.der.scale) * (h - y * h.sum() if self.der.softmax else h)
+        d = float(self.der.scale) * (h - y * h.sum() if self.der.output == "fused" else h)
         deltas = [None] * len(m.layers)
         deltas[-1] = d
         for k in range(len(m.layers) - 2, -1, -1):
@@ -678,7 +679,7 @@ class _LayerReport:
             b = m.layer_params(k)[1]
             rhs = W * a + sp.MatrixSymbol(f"b^{{({k + 1})}}", W.shape[0], 1) if b is not None else W * a
             sec.blocks.append(Math([netk, rhs]))
-            f = "softmax" if lay.activation.is_softmax else lay.activation.at(_sym("net"))
+            f = "softmax" if lay.activation.is_layer else lay.activation.at(_sym("net"))
             sec.blocks.append(Text([f"a^({k + 1}) = f(net^({k + 1})) with f(net) = ", f,
                                     f"; {int(np.sum(self.outs[k + 1] > 0))} of {lay.units} outputs positive, max ",
                                     float(self.outs[k + 1].max()), "."]))

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from symgrad.checks import choice_message
 from symgrad.errors import SpecError
-from symgrad.spec.checks import choice_message
 
 
 @dataclass

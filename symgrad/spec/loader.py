@@ -8,15 +8,18 @@ import stat
 import tomllib
 from pathlib import Path
 
+from symgrad.checks import finite_array
 from symgrad.errors import ExpressionError, SpecError
 from symgrad.limits import check, limit
+from symgrad.ops.dense import Dense
+from symgrad.ops.layers import get_layer
 from symgrad.ops.losses import get_loss
-from symgrad.spec.checks import finite_array, loss_or_error
 from symgrad.spec.config import Expect, Sample, TrainConfig
-from symgrad.spec.model import Dense, ExpressionModel, Network
+from symgrad.spec.model import ExpressionModel, Network, loss_or_error
 
 TOP_KEYS = {"name", "description", "inputs", "outputs", "init", "layers", "expression", "loss", "sample", "expect", "train"}
-LAYER_KEYS = {"name", "units", "activation", "activation_params", "weight", "bias", "bias_value", "neurons", "weight_names",
+FREE_LAYER_KEYS = {"kind", "name", "neurons"}
+LAYER_KEYS = {"kind", "name", "units", "activation", "activation_params", "weight", "bias", "bias_value", "neurons", "weight_names",
               "bias_names", "freeze", "init"}
 INIT_KEYS = {"scheme", "seed"}
 LOSS_KEYS = {"kind", "expression", "reduction", "average_outputs"}
@@ -104,11 +107,27 @@ def from_dict(data, source="<dict>"):
     init = _typed(data, "init", dict, "", {})
     _check_keys(init, INIT_KEYS, "init")
     layers_data = _typed(data, "layers", list, "", required=True)
-    layers = []
-    for k, ld in enumerate(layers_data):
-        p = f"layers[{k}]"
-        _check_keys(ld, LAYER_KEYS, p)
-        layers.append(Dense(
+    layers = [_load_layer(ld, f"layers[{k}]") for k, ld in enumerate(layers_data)]
+    return Network(
+        name, inputs, layers, loss, outputs, sample,
+        _typed(init, "scheme", str, "init", "xavier"), _typed(init, "seed", int, "init", 0),
+        train, expects, description, source,
+    )
+
+
+def _load_layer(ld, p):
+    """A Dense, or a parameter-free layer of a registered kind (``kind``, ``name``, optional ``neurons``)."""
+    if not isinstance(ld, dict):
+        raise SpecError("each [[layers]] entry must be a table", p)
+    kind = _typed(ld, "kind", str, p, "dense")
+    if kind != "dense":
+        _check_keys(ld, FREE_LAYER_KEYS, p)
+        try:
+            return get_layer(kind, _typed(ld, "name", str, p, required=True), _typed(ld, "neurons", list, p, None))
+        except ExpressionError as exc:
+            raise SpecError(str(exc), f"{p}.kind") from None
+    _check_keys(ld, LAYER_KEYS, p)
+    return Dense(
             name=_typed(ld, "name", str, p, required=True),
             units=_typed(ld, "units", int, p, required=True),
             activation=_typed(ld, "activation", str, p, "identity"),
@@ -121,11 +140,6 @@ def from_dict(data, source="<dict>"):
             bias_names=_typed(ld, "bias_names", (list, str), p, None),
             freeze=tuple(_typed(ld, "freeze", (list, str), p, ())),
             init=_typed(ld, "init", str, p, None),
-        ))
-    return Network(
-        name, inputs, layers, loss, outputs, sample,
-        _typed(init, "scheme", str, "init", "xavier"), _typed(init, "seed", int, "init", 0),
-        train, expects, description, source,
     )
 
 
@@ -271,3 +285,8 @@ def _display_path(path):
         return path.relative_to(Path.cwd()).as_posix()
     except ValueError:
         return path.name
+
+
+def as_model(spec):
+    """A model from a spec path, or the model itself."""
+    return load(spec) if isinstance(spec, (str, Path)) else spec

@@ -6,66 +6,39 @@
 Every check raises :class:`~symgrad.errors.SpecError` naming the key and the problem.
 """
 
+import copy
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
 
-from symgrad.errors import ExpressionError, SpecError
-from symgrad.limits import check, check_expression
-from symgrad.ops.activations import get_activation
-from symgrad.ops.functions import stabilize
-from symgrad.ops.losses import y as LOSS_Y
-from symgrad.ops.parse import parse_expression
-from symgrad.spec.checks import (
-    BIAS_MODES,
+from symgrad.checks import (
     INIT_SCHEMES,
     check_model_name,
     check_name,
     choice_message,
     finite_array,
-    flatten_names,
     input_names,
-    loss_or_error,
+    names,
 )
+from symgrad.errors import ExpressionError, SpecError
+from symgrad.limits import check, check_expression
+from symgrad.ops.base import Layer
+from symgrad.ops.dense import Dense, Param
+from symgrad.ops.functions import stabilize
+from symgrad.ops.losses import get_loss
+from symgrad.ops.losses import y as LOSS_Y
+from symgrad.ops.parse import parse_expression
 from symgrad.spec.config import Sample, TrainConfig
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter tensor: its PyTorch-style name, shape, value, scalar names and whether it trains."""
-
-    name: str
-    shape: tuple
-    value: np.ndarray | None  # None: drawn by the init scheme
-    scalar_names: tuple  # flat, row-major, one per entry
-    trainable: bool
-    init: str = "zeros"  # scheme used when value is None
-    fan_in: int = 1
-    fan_out: int = 1
-
-    @property
-    def size(self):
-        return int(np.prod(self.shape)) if self.shape else 1
-
-
-@dataclass
-class Dense:
-    """A dense layer: ``net = W a + b``, ``out = f(net)``; W has rows = units, columns = inputs."""
-
-    name: str
-    units: int
-    activation: object = "identity"
-    activation_params: dict | None = None
-    weight: object = None
-    bias: str = "unit"
-    bias_value: object = None
-    neurons: list | None = None
-    weight_names: list | None = None
-    bias_names: list | None = None
-    freeze: tuple = ()
-    init: str | None = None
+def loss_or_error(**kw):
+    """get_loss, its refusal as a SpecError on the key 'loss'."""
+    try:
+        return get_loss(**kw)
+    except ExpressionError as exc:
+        raise SpecError(str(exc), "loss") from None
 
 
 @dataclass
@@ -176,89 +149,43 @@ class Network(_ModelBase):
             if len(self.outputs) != last.units:
                 raise SpecError(f"{len(self.outputs)} output names for {last.units} output units", "outputs")
             self.outputs = [check_name(n, f"outputs[{k}]", "output name") for k, n in enumerate(self.outputs)]
-        for k, layer in enumerate(self.layers):
-            if layer.activation.is_softmax and k != len(self.layers) - 1:
-                raise SpecError("softmax is only allowed on the output layer", f"layers[{k}].activation")
-        if self.loss is not None and self.loss.needs_softmax and not last.activation.is_softmax:
+        for k, layer in enumerate(self.layers[:-1]):
+            if isinstance(layer, Dense) and layer.activation.is_layer:
+                raise SpecError(f"{layer.activation.kind} is only allowed on the output layer", f"layers[{k}].activation")
+        last_op = last if isinstance(last, Layer) else last.activation
+        if self.loss is not None and self.loss.needs_softmax and getattr(last_op, "kind", None) != "softmax":
             raise SpecError(f"loss {self.loss.name} needs a softmax output layer", "loss.kind")
-        if self.loss is not None and not last.activation.is_softmax:  # the derivation simplifies dl/dy * f'(net)
-            check_expression(sp.diff(self.loss.expr, LOSS_Y) * last.activation.derivative_in_out(),
+        if self.loss is not None and not last_op.is_layer:  # the derivation simplifies dl/dy * f'(net)
+            check_expression(sp.diff(self.loss.expr, LOSS_Y) * last_op.derivative_in_out(),
                              "loss.expression" if self.loss.name == "custom" else "loss")
         self._finish_common()
         self._check_unique_names()
 
     def _build_layers(self):
+        """Check each layer and build the checked copies (the given Dense objects are not changed) and the params."""
         fan_in = len(self.inputs)
-        self.params = []
-        built = []
-        n_params = 0
+        self.params, built, n_params = [], [], 0
         for k, d in enumerate(self.layers):
             key = f"layers[{k}]"
-            if not isinstance(d, Dense):
-                raise SpecError("each layer must be a Dense", key)
+            if not isinstance(d, (Dense, Layer)):
+                raise SpecError("each layer must be a Dense or a parameter-free layer (symgrad.ops.base.Layer)", key)
             check_name(d.name, f"{key}.name", "layer name")
             if any(b.name == d.name for b in built):
                 raise SpecError(f"layer name {d.name!r} is used twice", f"{key}.name")
-            if isinstance(d.units, bool) or not isinstance(d.units, int) or d.units < 1:
-                raise SpecError("units must be a positive integer", f"{key}.units")
-            n_params += d.units * fan_in + (d.units if d.bias == "unit" else 1)
-            check("SYMGRAD_MAX_PARAMS", n_params, f"the parameter count up to layer {d.name!r}", f"{key}.units")
-            try:
-                d.activation = get_activation(d.activation, d.activation_params)
-            except ExpressionError as exc:
-                where = "activation_params" if str(exc).startswith("activation parameter") else "activation"
-                raise SpecError(str(exc), f"{key}.{where}") from None
-            if d.bias not in BIAS_MODES:
-                raise SpecError(choice_message("bias", d.bias, BIAS_MODES), f"{key}.bias")
-            d.neurons = self._names(d.neurons, d.units, f"{key}.neurons", [f"{d.name}{j + 1}" for j in range(d.units)])
-            scheme = d.init or self.init
-            if scheme not in INIT_SCHEMES:
-                raise SpecError(choice_message("init scheme", scheme, INIT_SCHEMES), f"{key}.init")
-            freeze = [d.freeze] if isinstance(d.freeze, str) else list(d.freeze)
-            if not all(isinstance(f, str) for f in freeze):
-                raise SpecError("freeze lists 'weight' and/or 'bias' (strings)", f"{key}.freeze")
-            frozen = set(freeze)
-            if frozen - {"weight", "bias"}:
-                raise SpecError("freeze lists 'weight' and/or 'bias'", f"{key}.freeze")
-            shape = (d.units, fan_in)
-            weight = None if d.weight is None else finite_array(d.weight, f"{key}.weight", shape)
-            wnames = self._names(
-                None if d.weight_names is None else flatten_names(d.weight_names, shape, f"{key}.weight_names"),
-                d.units * fan_in, f"{key}.weight_names",
-                [f"{d.name}_w{j + 1}_{i + 1}" for j in range(d.units) for i in range(fan_in)],
-            )
-            self.params.append(Param(f"{d.name}.weight", shape, weight, tuple(wnames), "weight" not in frozen,
-                                     scheme, fan_in, d.units))
-            if d.bias != "none":
-                bshape = (d.units,) if d.bias == "unit" else ()
-                bias = None
-                if d.bias_value is not None:
-                    bias = finite_array(d.bias_value, f"{key}.bias_value")
-                    if bias.shape == () and bshape == (d.units,):
-                        bias = np.full(bshape, float(bias))
-                    if bias.shape != bshape:
-                        raise SpecError(f"expected {'one number' if not bshape else f'{d.units} numbers'}, got shape {bias.shape}",
-                                        f"{key}.bias_value")
-                n = d.units if d.bias == "unit" else 1
-                default = [f"{d.name}_b{j + 1}" for j in range(n)] if n > 1 else [f"{d.name}_b"]
-                bnames = self._names(d.bias_names, n, f"{key}.bias_names", default)
-                self.params.append(Param(f"{d.name}.bias", bshape, bias, tuple(bnames), "bias" not in frozen,
-                                         "zeros", fan_in, d.units))
-            elif d.bias_value is not None or "bias" in frozen:
-                raise SpecError("the layer has bias = \"none\"", f"{key}.bias_value" if d.bias_value is not None else f"{key}.freeze")
-            built.append(d)
-            fan_in = d.units
+            if isinstance(d, Layer):
+                layer = copy.copy(d)
+                layer.units = d.units(fan_in)
+                layer.neurons = names(d.neurons, layer.units, f"{key}.neurons",
+                                      [f"{d.name}{j + 1}" for j in range(layer.units)])
+                params = []
+            else:
+                n_params += d.units * fan_in + (d.units if d.bias == "unit" else 1) if isinstance(d.units, int) else 0
+                check("SYMGRAD_MAX_PARAMS", n_params, f"the parameter count up to layer {d.name!r}", f"{key}.units")
+                layer, params = d.build(key, fan_in, self.init)
+            self.params += params
+            built.append(layer)
+            fan_in = layer.units
         self.layers = built
-
-    @staticmethod
-    def _names(names, n, key, default):
-        if names is None:
-            return default
-        if isinstance(names, str):
-            names = [names]
-        if len(names) != n:
-            raise SpecError(f"expected {n} names, got {len(names)}", key)
-        return [check_name(s, f"{key}[{k}]") for k, s in enumerate(names)]
 
     def _check_unique_names(self):
         seen = {}
@@ -268,8 +195,8 @@ class Network(_ModelBase):
             groups.append((f"layers[{k}].neurons", d.neurons if k < len(self.layers) - 1 else []))
         for p in self.params:
             groups.append((p.name, p.scalar_names))
-        for key, names in groups:
-            for s in names:
+        for key, group in groups:
+            for s in group:
                 if s in seen:
                     raise SpecError(f"name {s!r} is used twice (also in {seen[s]})", key)
                 seen[s] = key
@@ -280,14 +207,14 @@ class Network(_ModelBase):
                     raise SpecError(f"name {s!r} is used twice (also in {seen[s]})", f"layers[{len(self.layers) - 1}].neurons")
 
     def layer_params(self, k):
-        """(weight Param, bias Param or None) of layer k."""
+        """(weight Param, bias Param or None) of layer k; (None, None) for a parameter-free layer."""
         name = self.layers[k].name
         by = {p.name: p for p in self.params}
-        return by[f"{name}.weight"], by.get(f"{name}.bias")
+        return by.get(f"{name}.weight"), by.get(f"{name}.bias")
 
     def describe(self):
         sizes = "-".join(str(n) for n in [self.n_inputs] + [d.units for d in self.layers])
-        acts = ", ".join(f"{d.name}: {d.activation.name}" for d in self.layers)
+        acts = ", ".join(f"{d.name}: {d.kind if isinstance(d, Layer) else d.activation.name}" for d in self.layers)
         return f"{sizes} network ({acts}), loss {self.loss.name} ({self.loss.reduction} over the batch)"
 
 

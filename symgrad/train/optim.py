@@ -9,7 +9,7 @@ StepLR, ExponentialLR and CosineAnnealingLR (held at min_lr after total_steps).
 
 import sympy as sp
 
-from symgrad.backends.printers import numpy_code
+from symgrad.backends.numpy.printer import numpy_code
 
 theta, g, eta = sp.symbols("theta g eta", real=True)
 b, m, v, m_hat, v_hat = sp.symbols("b m v m_hat v_hat", real=True)

@@ -20,10 +20,10 @@ import sympy as sp
 
 from symgrad.backends.c import build as _build
 from symgrad.backends.c.printer import CPrinter
-from symgrad.backends.numpy.codegen import _init_lines
+from symgrad.backends.numpy.codegen import init_lines as _init_lines
 from symgrad.core.derivation import derive_layers, live_assignments, ops_estimate, straight_line
 from symgrad.core.explain import formula_lines
-from symgrad.errors import SpecError
+from symgrad.errors import SpecError, ToolError
 from symgrad.escape import c_string
 from symgrad.ops.activations import net as NET
 from symgrad.render import python_tuple, render, write_folder_atomic
@@ -373,7 +373,7 @@ class _Loops:
         parts = {}
         for k, lay in enumerate(self.model.layers):
             parts[f"A{k + 1}"] = lay.units
-            if self.der.keeps_net[k] or lay.activation.is_softmax:
+            if self.der.keeps_net[k] or lay.activation.is_layer:
                 parts[f"Z{k + 1}"] = lay.units
         width = max(self.sizes[1:])
         parts["D0"] = width
@@ -404,10 +404,10 @@ class _Loops:
             z = f"Z{k + 1}" if f"Z{k + 1}" in bufs else f"A{k + 1}"
             a = f"A{k + 1}"
             lines.append(f"/* layer {k + 1} {lay.name!r} forward: net = a W^T + b ({n_in} -> {n_out}), "
-                         f"out = {'softmax' if act.is_softmax else sp.sstr(act.at(NET))} */")
+                         f"out = {'softmax' if act.is_layer else sp.sstr(act.at(NET))} */")
             lines.append(f"symgrad_gemm_nt(batch, {n_out}, {n_in}, A{k}, params + {self.off[w.name]}, {z}, T);")
             bias = "" if b is None else (f" + params[{self.off[b.name]}]" if not b.shape else f" + params[{self.off[b.name]} + _j]")
-            if act.is_softmax:
+            if act.is_layer:
                 lines += _for_rows([
                     f"real *restrict zr = {z} + (size_t)_r * {n_out};",
                     f"real *restrict ar = {a} + (size_t)_r * {n_out};",
@@ -468,7 +468,7 @@ class _Loops:
         cp = self.pr.__class__(self.dtype, names)
         d = "D0"
         lines.append(f"/* layer {L} {model.layers[-1].name!r} backward: delta = dE/dnet */")
-        if der.softmax:
+        if der.output == "fused":
             lines += _for_rows([
                 f"real *restrict dr = D0 + (size_t)_r * {n_out};", "real hs = 0;",
                 f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    const size_t _q = (size_t)_r * {n_out} + _j;",
@@ -576,8 +576,9 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
 
 
-def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, build=False, blas="no"):
-    """Write ``<out_dir>/<name>_c/`` (header, source, ctypes package, optional main.c); returns the paths."""
+def package_files(model, dtype="float64", shape="auto", with_main=False, blas="no"):
+    """{file name: text} of the package ``<name>_c/`` for a model (or its Derivation)."""
+    model = getattr(model, "model", model)
     files, shape, use_blas = c_sources(model, dtype, shape, blas)
     name = model.name
     layout, n_params = _layout(model)
@@ -596,13 +597,19 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     )
     if with_main:
         files["main.c"] = _main_source(model, layout, dtype)
-    pkg = Path(out_dir) / f"{name}_c"
+    return files
+
+
+def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, build=False, blas="no"):
+    """Write ``<out_dir>/<name>_c/`` (header, source, ctypes package, optional main.c); returns the paths."""
+    model = getattr(model, "model", model)
+    files = package_files(model, dtype, shape, with_main, blas)
+    pkg = Path(out_dir) / f"{model.name}_c"
     written = write_folder_atomic(pkg, files)
     if build:
-        from symgrad.errors import ToolError
-
+        use_blas = shape != "unrolled" and blas != "no" and model.kind == "network"
         try:
-            _build.build_library(pkg / f"{name}.c", blas if use_blas else "no")
+            _build.build_library(pkg / f"{model.name}.c", blas if use_blas else "no")
         except _build.BuildError as exc:
             raise ToolError(str(exc)) from None
     return written

@@ -1,4 +1,4 @@
-"""Checks shared by the model classes and the loader: names, numbers, choices."""
+"""Checks shared by the ops, the model classes and the loader: names, numbers, choices."""
 
 import difflib
 import keyword
@@ -6,9 +6,8 @@ import re
 
 import numpy as np
 
-from symgrad.errors import ExpressionError, SpecError
+from symgrad.errors import SpecError
 from symgrad.limits import check
-from symgrad.ops.losses import get_loss
 
 INIT_SCHEMES = ("xavier", "he", "uniform", "zeros")
 BIAS_MODES = ("unit", "shared", "none")
@@ -107,13 +106,6 @@ def choice_message(what, value, choices):
     return f"unknown {what} {value!r}{hint}; choose one of {', '.join(choices)}"
 
 
-def loss_or_error(**kw):
-    try:
-        return get_loss(**kw)
-    except ExpressionError as exc:
-        raise SpecError(str(exc), "loss") from None
-
-
 def flatten_names(names, shape, key):
     if isinstance(names, (list, tuple)) and names and all(isinstance(r, (list, tuple)) for r in names):
         if len(names) != shape[0] or any(len(r) != shape[1] for r in names):
@@ -124,3 +116,15 @@ def flatten_names(names, shape, key):
 
 # ---------------------------------------------------------------------------------------------
 # TOML loading
+
+
+def names(given, n, key, default):
+    """The given names (n of them, each checked), or the default list."""
+    if given is None:
+        return default
+    if isinstance(given, str):
+        given = [given]
+    if len(given) != n:
+        raise SpecError(f"expected {n} names, got {len(given)}", key)
+    return [check_name(s, f"{key}[{k}]") for k, s in enumerate(given)]
+

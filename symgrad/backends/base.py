@@ -1,0 +1,40 @@
+"""A backend: a name, its printer and templates, the options it takes; it renders a derivation into files."""
+
+from pathlib import Path
+
+from symgrad.errors import SpecError
+
+DTYPES = ("float64", "float32")
+
+
+class Backend:
+    """Renders a Derivation into {relative path: text} and writes the files; subclasses give the rest."""
+
+    name = ""
+    templates = ()
+    options = {}  # option name -> default
+
+    def check(self, dtype, options):
+        """Refuse a dtype or an option this backend does not know (a silently ignored option hides a typo)."""
+        if dtype not in DTYPES:
+            raise SpecError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", "--dtype")
+        for key in options:
+            if key not in self.options:
+                known = ", ".join(self.options) or "none"
+                raise SpecError(f"the {self.name} backend has no option {key!r} (its options: {known})", key)
+
+    def render(self, derivation, dtype="float64", **options):
+        """{path relative to the output folder: file text}."""
+        raise NotImplementedError
+
+    def write(self, derivation, out_dir, dtype="float64", **options):
+        """Render and write the files atomically; the written paths."""
+        raise NotImplementedError
+
+    def settings(self, options):
+        """The options with this backend's defaults filled in."""
+        return {**self.options, **options}
+
+    @staticmethod
+    def folder(out_dir):
+        return Path(out_dir)

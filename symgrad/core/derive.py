@@ -1,0 +1,56 @@
+"""The derivation of a model, computed once and shared by every backend, report and trainer."""
+
+from functools import cached_property
+
+from symgrad.core.derivation import derive_layers, derive_scalar, straight_line
+from symgrad.sizes import SCALAR_LIMIT
+
+
+class Derivation:
+    """A model with its backward programs: neuron level (small models), layer level (networks), straight-line code."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def small(self):
+        """Whether the model gets the neuron-level program (expression models, networks up to SCALAR_LIMIT)."""
+        return self.model.kind == "expression" or sum(p.size for p in self.model.params) <= SCALAR_LIMIT
+
+    @cached_property
+    def scalar(self):
+        """The neuron-level ScalarDerivation, or None for large networks."""
+        return derive_scalar(self.model) if self.small else None
+
+    @cached_property
+    def layers(self):
+        """The array-level LayerDerivation of a network (None for expression models)."""
+        return derive_layers(self.model) if self.model.kind == "network" else None
+
+    @cached_property
+    def straight(self):
+        """The neuron-level program as CSE'd straight-line assignments."""
+        return straight_line(self.scalar)
+
+    def gradient(self, name, form="factored"):
+        """The exact dE/d(name) of a scalar parameter as a SymPy expression ('factored' or 'expanded')."""
+        if self.scalar is None:
+            raise ValueError(f"{self.model.name} is too large for per-parameter symbolic gradients")
+        sym = next((s for s in self.scalar.grads if s.name == name), None)
+        if sym is None:
+            raise KeyError(f"no trainable scalar parameter {name!r}")
+        return self.scalar.factored(sym) if form == "factored" else self.scalar.expanded(sym)
+
+
+def derive(model, cls=Derivation):
+    """The model's Derivation: computed once per model object and shared by every consumer.
+
+    ``cls`` may be a subclass (the API's adds Jupyter displays); it takes over what was computed.
+    """
+    cached = model.__dict__.get("_derivation")
+    if not isinstance(cached, cls):
+        fresh = cls(model)
+        if cached is not None:
+            fresh.__dict__.update({k: v for k, v in cached.__dict__.items() if k != "model"})
+        cached = model.__dict__["_derivation"] = fresh
+    return cached

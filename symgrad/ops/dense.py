@@ -1,0 +1,126 @@
+"""The dense layer: ``net = W a + b``, ``out = f(net)``, its parameters and its neuron-level steps."""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import sympy as sp
+
+from symgrad.checks import BIAS_MODES, INIT_SCHEMES, choice_message, finite_array, flatten_names, names
+from symgrad.errors import ExpressionError, SpecError
+from symgrad.ops.activations import get_activation
+from symgrad.ops.base import Step
+from symgrad.symbols import derived
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter tensor: its PyTorch-style name, shape, value, scalar names and whether it trains."""
+
+    name: str
+    shape: tuple
+    value: np.ndarray | None  # None: drawn by the init scheme
+    scalar_names: tuple  # flat, row-major, one per entry
+    trainable: bool
+    init: str = "zeros"  # scheme used when value is None
+    fan_in: int = 1
+    fan_out: int = 1
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+@dataclass
+class Dense:
+    """A dense layer: ``net = W a + b``, ``out = f(net)``; W has rows = units, columns = inputs."""
+
+    name: str
+    units: int
+    activation: object = "identity"
+    activation_params: dict | None = None
+    weight: object = None
+    bias: str = "unit"
+    bias_value: object = None
+    neurons: list | None = None
+    weight_names: list | None = None
+    bias_names: list | None = None
+    freeze: tuple = ()
+    init: str | None = None
+
+    def build(self, key, fan_in, default_init):
+        """(a checked copy of this layer with its activation and neuron names, its Params); self is not changed."""
+        try:
+            act = get_activation(self.activation, self.activation_params)
+        except ExpressionError as exc:
+            where = "activation_params" if str(exc).startswith("activation parameter") else "activation"
+            raise SpecError(str(exc), f"{key}.{where}") from None
+        if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units < 1:
+            raise SpecError("units must be a positive integer", f"{key}.units")
+        if self.bias not in BIAS_MODES:
+            raise SpecError(choice_message("bias", self.bias, BIAS_MODES), f"{key}.bias")
+        n = self.units
+        neurons = names(self.neurons, n, f"{key}.neurons", [f"{self.name}{j + 1}" for j in range(n)])
+        scheme = self.init or default_init
+        if scheme not in INIT_SCHEMES:
+            raise SpecError(choice_message("init scheme", scheme, INIT_SCHEMES), f"{key}.init")
+        frozen = self._frozen(key)
+        shape = (n, fan_in)
+        weight = None if self.weight is None else finite_array(self.weight, f"{key}.weight", shape)
+        wnames = names(None if self.weight_names is None else flatten_names(self.weight_names, shape, f"{key}.weight_names"),
+                       n * fan_in, f"{key}.weight_names", [f"{self.name}_w{j + 1}_{i + 1}" for j in range(n) for i in range(fan_in)])
+        params = [Param(f"{self.name}.weight", shape, weight, tuple(wnames), "weight" not in frozen, scheme, fan_in, n)]
+        if self.bias != "none":
+            bshape = (n,) if self.bias == "unit" else ()
+            nb = n if self.bias == "unit" else 1
+            bnames = names(self.bias_names, nb, f"{key}.bias_names",
+                           [f"{self.name}_b{j + 1}" for j in range(nb)] if nb > 1 else [f"{self.name}_b"])
+            params.append(Param(f"{self.name}.bias", bshape, self._bias_value(key, bshape), tuple(bnames),
+                                "bias" not in frozen, "zeros", fan_in, n))
+        elif self.bias_value is not None or "bias" in frozen:
+            raise SpecError("the layer has bias = \"none\"", f"{key}.bias_value" if self.bias_value is not None else f"{key}.freeze")
+        return replace(self, activation=act, neurons=neurons), params
+
+    def _frozen(self, key):
+        freeze = [self.freeze] if isinstance(self.freeze, str) else list(self.freeze)
+        if not all(isinstance(f, str) for f in freeze):
+            raise SpecError("freeze lists 'weight' and/or 'bias' (strings)", f"{key}.freeze")
+        if set(freeze) - {"weight", "bias"}:
+            raise SpecError("freeze lists 'weight' and/or 'bias'", f"{key}.freeze")
+        return set(freeze)
+
+    def _bias_value(self, key, bshape):
+        if self.bias_value is None:
+            return None
+        bias = finite_array(self.bias_value, f"{key}.bias_value")
+        if bias.shape == () and bshape:
+            bias = np.full(bshape, float(bias))
+        if bias.shape != bshape:
+            what = "one number" if not bshape else f"{bshape[0]} numbers"
+            raise SpecError(f"expected {what}, got shape {bias.shape}", f"{key}.bias_value")
+        return bias
+
+    def net_steps(self, k, a, weight, bias, params):
+        """Steps net_j = sum_i w_ji a_i + b_j of this layer (index k); records its scalar parameters; the nets."""
+        W = [[sp.Symbol(weight.scalar_names[j * len(a) + i], real=True) for i in range(len(a))] for j in range(self.units)]
+        for idx, s in enumerate(weight.scalar_names):
+            params[sp.Symbol(s, real=True)] = (weight.name, idx)
+        if bias is not None:
+            bsyms = [sp.Symbol(s, real=True) for s in bias.scalar_names]
+            for idx, s in enumerate(bsyms):
+                params[s] = (bias.name, idx)
+        steps = []
+        for j, neuron in enumerate(self.neurons):
+            expr = sp.Add(*[W[j][i] * a[i] for i in range(len(a))], evaluate=False)
+            if bias is not None:
+                expr = sp.Add(expr, bsyms[j if len(bsyms) > 1 else 0], evaluate=False)
+            steps.append(Step(derived(f"net_{neuron}", "net", neuron), expr, "net", k, j, meaning="net input of a neuron"))
+        return steps
+
+    @staticmethod
+    def net_rule(v, params):
+        """The report's rule for d net / d v: net is linear in its weights, bias and inputs."""
+        if v in params:
+            if params[v][0].endswith(".bias"):
+                return "the net input is linear in the bias: its derivative is 1"
+            return "the net input is linear in the weight: the derivative of w·a with respect to w is a"
+        return "the net input is linear in the previous output: the derivative of w·a with respect to a is w"

@@ -1,0 +1,87 @@
+"""Softmax, a parameter-free layer: out_j = exp(x_j) / sum_k exp(x_k), everything about it in one place.
+
+Computed as exp(x_j - m) / S with m = max_k x_k (no overflow; m cancels, so no derivative flows
+through it) and log out_j = x_j - m - log S (no log 0). At the output, the delta of a loss l(y, t)
+is h - y sum_k h_k with h = y dl/dy (simplified by SymPy: y - t sum(t)... for cross-entropy).
+"""
+
+import sympy as sp
+
+from symgrad.ops.base import Layer, Step
+from symgrad.symbols import derived
+
+LOGY = derived("logy", "generic", "logy")  # log softmax(net), computed as net - logsumexp(net)
+
+
+class Softmax(Layer):
+    """out_j = exp(x_j) / sum_k exp(x_k)."""
+
+    kind = "softmax"
+    latex = r"\frac{e^{x_j}}{\sum_k e^{x_k}}"
+    rule = "quotient rule and the derivative of the exponential"
+    meaning = "output of a neuron (after the activation)"
+
+    def formula(self):
+        return "softmax(z) = exp(z_j) / sum_k exp(z_k)"
+
+    def forward(self, xs):
+        """exp(x_j) / sum_k exp(x_k)."""
+        s = sp.Add(*[sp.exp(v) for v in xs])
+        return [sp.exp(v) / s for v in xs]
+
+    def steps(self, xs, outs, layer, tag):
+        """max_L = max_k x_k (no gradient), S_L = sum_k exp(x_k - max_L), out_j = exp(x_j - max_L) / S_L."""
+        m = derived(f"max_{tag}", "max", tag)
+        s = derived(f"S_{tag}", "S", tag)
+        steps = [Step(m, sp.Max(*xs), "max", layer, no_grad=True, meaning="largest net input (shift for a stable softmax)"),
+                 Step(s, sp.Add(*[sp.exp(v - m) for v in xs]), "sum", layer, meaning="softmax denominator",
+                      rule="sum rule and the derivative of the exponential")]
+        logs = {}
+        for j, (o, v) in enumerate(zip(outs, xs)):
+            steps.append(Step(o, sp.exp(v - m) / s, "out", layer, j, meaning=self.meaning, rule=self.rule))
+            logs[sp.log(o)] = v - m - sp.log(s)  # log softmax without log(0)
+        return steps, logs
+
+    def output_delta(self, g, y, n):
+        """h = y dl/dy (simplified); the delta is h - y sum_k h_k."""
+        return sp.simplify(y * g)
+
+    def loss_logs(self):
+        return {"log": LOGY, "note": "log(softmax(net)) is computed as net - logsumexp(net)"}
+
+    # -- NumPy: z (batch, n) holds the net input and becomes x - max; a the outputs
+
+    def numpy_forward(self, z, a, k):
+        """Lines computing a = softmax(z) row by row, shifted by the row maximum; sum{k} kept for the log."""
+        return [f"{z} -= {z}.max(axis=1, keepdims=True)",
+                f"{a} = np.exp({z})",
+                f"sum{k} = {a}.sum(axis=1, keepdims=True)",
+                f"{a} /= sum{k}  # softmax"]
+
+    def numpy_log(self, z, k):
+        return f"logy = {z} - np.log(sum{k})  # log softmax, stable"
+
+    def numpy_delta(self, h, y, d):
+        """Lines for the output delta from h = y dl/dy (printed)."""
+        return [f"h = {h}", f"{d} = h - {y} * h.sum(axis=1, keepdims=True)"]
+
+    # -- C: loops over the rows of the batch, zr/ar the row's net input (kept as log softmax) and outputs
+
+    def c_forward_row(self, n, bias, exp, log):
+        """C lines for one row: zr += bias, ar = softmax(zr), zr = log softmax (stable)."""
+        return [f"for (int _j = 0; _j < {n}; ++_j) {{", f"    zr[_j] = zr[_j]{bias};", "}",
+                "real m = zr[0];",
+                f"for (int _j = 1; _j < {n}; ++_j) {{", "    m = zr[_j] > m ? zr[_j] : m;", "}",
+                "real s = 0;",
+                f"for (int _j = 0; _j < {n}; ++_j) {{", f"    ar[_j] = {exp}(zr[_j] - m);", "    s += ar[_j];", "}",
+                f"const real logs = {log}(s);",
+                f"for (int _j = 0; _j < {n}; ++_j) {{", "    ar[_j] /= s;",
+                "    zr[_j] = zr[_j] - m - logs;  /* log softmax, stable */", "}"]
+
+    def c_delta_row(self, n, h, y_row):
+        """C lines for one row: dr = h, then dr = _s (h - y sum h)."""
+        return ["real hs = 0;",
+                f"for (int _j = 0; _j < {n}; ++_j) {{", f"    const size_t _q = (size_t)_r * {n} + _j;",
+                f"    dr[_j] = {h};", "    hs += dr[_j];", "}",
+                f"for (int _j = 0; _j < {n}; ++_j) {{",
+                f"    dr[_j] = _s * (dr[_j] - {y_row}[(size_t)_r * {n} + _j] * hs);", "}"]

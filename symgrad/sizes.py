@@ -1,0 +1,18 @@
+"""Every size threshold that picks a code path, in one place, each with the measurement behind it.
+
+Counts are scalar parameters of the model unless said otherwise. The generated C package's runtime
+receives ``PACK_LIMIT`` as a constant of the package.
+"""
+
+SCALAR_LIMIT = 5000  # networks with more get no per-neuron program (no per-parameter symbolic gradients)
+SMALL_LIMIT = 60  # networks with more get the layer-level report instead of the neuron-by-neuron one
+
+SCALAR_PATH_PARAMS = 64  # NumPy: networks with at most this many get a per-sample straight-line path,
+SCALAR_PATH_WORK = 480  # used while rows * assignments stays below this (measured: array code wins above)
+
+UNROLL_LIMIT = 40  # C: networks with at most this many get a straight-line path for batch 1
+# (measured per gradient call at batch 1, gcc -O3 -march=native, straight-line / loops: 2-2-2 (10 parameters) 0.035 /
+# 0.10 us, 3-5-2 (32) 0.096 / 0.123, 4-6-3 (51) 0.136 / 0.121, 4-8-8-2 (130) 0.34 / 0.27, 8-16-16-4 (484) 0.88 / 0.69;
+# at batch 64 the loops win at every size: 2-2-2 0.80 vs 2.2 us)
+BLAS_MIN_WORK = 4096  # C: m*n*k below which the built-in kernels beat a BLAS call (8-16-16-4: 1.07 vs 1.7 us at batch 1)
+PACK_LIMIT = 4096  # C package: up to this many parameters, packing a dict into one vector costs less than views
