@@ -162,7 +162,7 @@ def loss(params, x, y):
     """The loss E of the batch (a float)."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
-    W2, a1, a2 = _forward(params, a0)
+    _, _, a2 = _forward(params, a0)
     s = 1.0
     e0 = t - a2
     E = s * 0.5 * float(np.vdot(e0, e0))

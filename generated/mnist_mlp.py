@@ -233,7 +233,7 @@ def loss(params, x, y):
     """The loss E of the batch (a float)."""
     a0, _ = _batch(x, N_INPUTS, "x")
     t = _targets(y, a0)
-    W2, W3, a1, a2, z3, a3, sum3 = _forward(params, a0)
+    _, _, _, _, z3, _, sum3 = _forward(params, a0)
     s = 1.0 / a0.shape[0]
     logy = z3 - np.log(sum3)  # log softmax, stable
     E = -s * float(np.vdot(logy, t))

@@ -144,7 +144,7 @@ def _forward(params, a0):
 def forward(params, x):
     """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
     a0, single = _batch(x, N_INPUTS, "x")
-    x_, y_ = _forward(params, a0)
+    _, y_ = _forward(params, a0)
     result = _columns(a0.shape[0], y_)
     return result[0] if single else result
 
@@ -154,7 +154,7 @@ def loss(params, x, y):
     a0, _ = _batch(x, N_INPUTS, "x")
     if y is not None:
         _targets(y, a0)  # checked, though this loss does not use targets
-    x_, y_ = _forward(params, a0)
+    _, y_ = _forward(params, a0)
     s = 1.0
     E_y = y_
     E_total = E_y

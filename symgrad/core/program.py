@@ -18,6 +18,7 @@ import sympy as sp
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
 from symgrad.ops.base import Step
+from symgrad.ops.functions import log_forms
 from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
 from symgrad.sizes import SCALAR_LIMIT
@@ -84,12 +85,13 @@ def scalar_program(model):
 def _expression_program(model):
     inputs = [model.symbols[n] for n in model.inputs]
     params = {model.symbols[p.name]: (p.name, 0) for p in model.params}
-    steps, outs = [], []
+    steps, outs, logs = [], [], {}
     for name, expr in model.outputs_expr.items():
         o = derived(name, "output", name)
         steps.append(Step(o, expr, "output", None, len(outs), meaning="model output"))
         outs.append(o)
-    return _with_loss(model, steps, inputs, params, outs)
+        logs.update(log_forms(o, expr))
+    return _with_loss(model, steps, inputs, params, outs, logs)
 
 
 def _with_loss(model, steps, inputs, params, outs, logs=None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 
 from symgrad.errors import ExpressionError
-from symgrad.ops.functions import relu, sigmoid, softplus, stabilize, step
+from symgrad.ops.functions import log_forms, relu, sigmoid, softplus, stabilize, step
 from symgrad.ops.parse import parse_expression
 from symgrad.ops.softmax import Softmax
 from symgrad.symbols import derived
@@ -68,12 +68,7 @@ class Activation:
 
     def log_forms(self, value, arg):
         """{log(g(value)): stable form in arg} for the logs of the output that overflow or hit log(0) as written."""
-        forms = {}
-        for g in (value, 1 - value):
-            stable, notes = stabilize(sp.log(g.subs(value, self.at(arg))))
-            if notes:
-                forms[sp.log(g)] = stable
-        return forms
+        return log_forms(value, self.at(arg))
 
 
 def _number(v):

@@ -164,3 +164,13 @@ def stabilize(expr):
             notes.append(note)
             expr = new
     return expr, notes
+
+
+def log_forms(value, expr):
+    """{log(g(value)): stable form in expr's arguments} for g = value, 1 - value where value = expr (sigmoid(u): softplus)."""
+    forms = {}
+    for g in (value, 1 - value):
+        stable, notes = stabilize(sp.log(g.subs(value, expr)))
+        if notes:
+            forms[sp.log(g)] = stable
+    return forms

@@ -76,11 +76,18 @@ def _kept(forward, later):
     return [n for n in assigned if re.search(rf"\b{n}\b", text)]
 
 
+def _unpack(keeps, lines):
+    """``a, _, b = _forward(params, a0)``: the names the lines read, ``_`` for the others."""
+    text = "\n".join(lines)
+    used = [n if re.search(rf"\b{n}\b", text) else "_" for n in keeps]
+    return f"{', '.join(used)}{',' if len(used) == 1 else ''} = _forward(params, a0)"
+
+
 def _forward_result(keeps, y):
     """Lines of forward() after ``a0``: the output from what ``_forward`` returns."""
     if y in keeps:
         return [f"result = _forward(params, a0)[{keeps.index(y)}]"]
-    return [f"{', '.join(keeps)}{',' if len(keeps) == 1 else ''} = _forward(params, a0)", f"result = {y}"]
+    return [_unpack(keeps, [y]), f"result = {y}"]
 
 
 def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
@@ -118,6 +125,8 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         y=bodies["y"],
         keeps=bodies["keeps"],
         forward_result=_forward_result(bodies["keeps"], bodies["y"]),
+        unpack_loss=_unpack(bodies["keeps"], bodies["loss"]),
+        unpack_grad=_unpack(bodies["keeps"], bodies["loss"] + bodies["backward"]),
         learning_rate=repr(float(model.train.learning_rate)),
         uses_target=model.loss.uses_target,
         train=train_context(model),
