@@ -19,19 +19,12 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 
 from symgrad.escape import html, latex, markdown
 from symgrad.render import render
-from symgrad.report.content import Diagram, Math, Subst, Table, Text, build
+from symgrad.report.blocks import Diagram, Math, Subst, Table, Text
+from symgrad.report.content import build
+from symgrad.report.numbers import number
 
 FORMATS = ("md", "tex", "html", "pdf")
 TEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures"
-
-
-def number(v, digits):
-    """(mantissa, exponent or None) of v with ``digits`` significant digits."""
-    s = f"{v:.{digits}g}"
-    if "e" in s:
-        m, e = s.split("e")
-        return m, int(e)
-    return s, None
 
 
 class ReportLatexPrinter(LatexPrinter):
