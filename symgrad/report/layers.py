@@ -3,7 +3,7 @@
 import numpy as np
 import sympy as sp
 
-from symgrad.core.derivation import LOGSOFTMAX, derive_layers
+from symgrad.core.derivation import derive_layers
 from symgrad.errors import SpecError
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
@@ -14,6 +14,7 @@ from symgrad.report.blocks import Diagram, Math, Partial, Section, Subst, Table,
 from symgrad.report.diagram import diagram
 from symgrad.report.numbers import fmt, rel
 from symgrad.report.sections import checks_section, make_report, training_section
+from symgrad.train.generated import numpy_module_object
 
 
 def vector_section(model):
@@ -72,71 +73,84 @@ def vector_section(model):
 
 
 class LayerReport:
-    """Layer-level report of a large network, with per-parameter derivations for chosen parameters."""
+    """Layer-level report of a large network, with per-parameter derivations for chosen parameters.
+
+    Its results (output, loss, every gradient, the finite differences and the training run) come from
+    the model's generated NumPy module, the code ``symgrad generate`` writes and ``symgrad train``
+    steps. That module keeps no per-layer values, so the intermediate numbers a per-parameter chain
+    shows (a^(l), net^(l), delta^(l), f'(net^(l))) come from ``_layers``: a walk over the same layer
+    derivation the module is printed from (its f' and output-delta expressions), starting from the
+    module's output. tests/test_report.py checks that the walk's deltas give the module's gradients.
+    """
 
     def __init__(self, model, init, params, digits, steps):
         self.model, self.P, self.digits, self.steps = model, init, digits, steps
         self.der = derive_layers(model)
+        self.module = numpy_module_object(model)
         self.x = np.asarray(model.sample.x, dtype=np.float64)
         self.t = np.asarray(model.sample.t if model.sample.t is not None else np.zeros(model.n_outputs), dtype=np.float64)
+        self.y = self.t if model.loss.uses_target else None
         xs = sp.Symbol("x", real=True)
-        self.fs = [None if lay.activation.is_softmax else sp.lambdify(xs, to_elementary(lay.activation.expr), "numpy")
-                   for lay in model.layers]
+        self.fs = [sp.lambdify(xs, to_elementary(lay.activation.expr), "numpy") for lay in model.layers[:-1]]
         self.fps = [sp.lambdify((OUT, NET), to_elementary(d), "numpy") for d in self.der.derivs]
         self.dout = sp.lambdify((Y, T, NET), to_elementary(self.der.delta_out), "numpy")
-        self.lterm = sp.lambdify((Y, T, NET, LOGSOFTMAX), to_elementary(self.der.loss_term), "numpy")
-        self.nets, self.outs, self.deltas, self.grads, self.E = self._run(self.P)
+        E, self.grads = self.module.loss_and_gradients(self.P, self.x, self.y)
+        self.E = float(E)
+        self.nets, self.outs, self.deltas = self._layers(self.P)
         self.params = params
         self.values = {}
 
-    def _run(self, P):
+    def _loss(self, P):
+        return float(self.module.loss(P, self.x, self.y))
+
+    def _gradients(self, P):
+        return self.module.gradients(P, self.x, self.y)
+
+    def _layers(self, P):
+        """(net^(l), a^(l) from a^(0) = x, delta^(l)) per layer; a^(L) is the module's output."""
         m, a = self.model, self.x
         nets, outs = [], [a]
-        for k, lay in enumerate(m.layers):
+        for k in range(len(m.layers)):
             wp, bp = m.layer_params(k)
             z = P[wp.name] @ a + (P[bp.name] if bp is not None else 0.0)
-            if lay.activation.is_softmax:
-                e = np.exp(z - z.max())
-                a = e / e.sum()
-            else:
-                a = np.broadcast_to(np.asarray(self.fs[k](z), dtype=np.float64), z.shape)
+            last = k == len(m.layers) - 1
+            a = self.module.forward(P, self.x) if last else _elementwise(self.fs[k](z), z)
             nets.append(z)
             outs.append(a)
         z, y = nets[-1], outs[-1]
-        logy = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
-        E = float(self.der.scale * np.sum(np.broadcast_to(self.lterm(y, self.t, z, logy), y.shape)))
-        h = np.broadcast_to(np.asarray(self.dout(y, self.t, z), dtype=np.float64), y.shape)
-        d = float(self.der.scale) * (h - y * h.sum() if self.der.softmax else h)
+        h = _elementwise(self.dout(y, self.t, z), y)
         deltas = [None] * len(m.layers)
-        deltas[-1] = d
+        deltas[-1] = float(self.der.scale) * (h - y * h.sum() if self.der.softmax else h)
         for k in range(len(m.layers) - 2, -1, -1):
             wn, _ = m.layer_params(k + 1)
-            fp = np.broadcast_to(np.asarray(self.fps[k](outs[k + 1], nets[k]), dtype=np.float64), nets[k].shape)
-            deltas[k] = (P[wn.name].T @ deltas[k + 1]) * fp
-        grads = {}
-        for k, lay in enumerate(m.layers):
-            wp, bp = m.layer_params(k)
-            grads[wp.name] = np.outer(deltas[k], outs[k])
-            if bp is not None:
-                grads[bp.name] = deltas[k] if lay.bias == "unit" else np.array(deltas[k].sum())
-        return nets, outs, deltas, grads, E
+            deltas[k] = (P[wn.name].T @ deltas[k + 1]) * self._fp(k, outs, nets)
+        return nets, outs, deltas
+
+    def _fp(self, k, outs, nets):
+        """f'(net^(k+1)) elementwise."""
+        return _elementwise(self.fps[k](outs[k + 1], nets[k]), nets[k])
 
     def _chosen(self):
         m = self.model
-        owner = m.scalar_owner()
+        owner = self._owner()
         if self.params:
             out = []
             for name in self.params:
                 if name not in owner:
-                    raise SpecError(f"unknown scalar parameter {name!r} (e.g. {m.params[0].scalar_names[0]})", "params")
+                    raise SpecError(f"no trainable scalar parameter {name!r} (e.g. {next(iter(owner), 'none')})", "params")
                 out.append(name)
             return out
         out = []
         for k in range(len(m.layers)):
             wp, _ = m.layer_params(k)
-            g = np.abs(self.grads[wp.name]).reshape(-1)
-            out.append(wp.scalar_names[int(np.argmax(g))])
+            if wp.name in self.grads:
+                g = np.abs(self.grads[wp.name]).reshape(-1)
+                out.append(wp.scalar_names[int(np.argmax(g))])
         return out
+
+    def _owner(self):
+        """{scalar name: (parameter, flat index)} of the trainable parameters."""
+        return {n: o for n, o in self.model.scalar_owner().items() if o[0] in self.grads}
 
     def build(self):
         m = self.model
@@ -145,9 +159,9 @@ class LayerReport:
         if self.steps:
             names = [p.name for p in m.trainable_params]
             w0 = np.concatenate([self.P[n].reshape(-1) for n in names])
-            secs.append(training_section(self.steps, lambda w: self._run(self._unflat(w, names))[4],
-                                          lambda w: np.concatenate([self._run(self._unflat(w, names))[3][n].reshape(-1)
-                                                                    for n in names]), w0, m.train.learning_rate))
+            secs.append(training_section(self.steps, lambda w: self._loss(self._unflat(w, names)),
+                                         lambda w: np.concatenate([self._gradients(self._unflat(w, names))[n].reshape(-1)
+                                                                   for n in names]), w0, m.train.learning_rate))
         return make_report(m, secs, self.der.rewrites, self.values, self.digits)
 
     def _unflat(self, w, names):
@@ -230,7 +244,7 @@ class LayerReport:
                 wn, _ = m.layer_params(k + 1)
                 col = self.P[wn.name][:, j]
                 back = float(col @ self.deltas[k + 1])
-                fp = float(np.broadcast_to(self.fps[k](self.outs[k + 1], self.nets[k]), self.nets[k].shape)[j])
+                fp = float(self._fp(k, self.outs, self.nets)[j])
                 bs = sym(f"s^{{({k + 1})}}_{{{j + 1}}}")
                 fs = sp.Function("f'")(sym(f"net^{{({k + 1})}}_{{{j + 1}}}"))
                 self.values.update({bs: back, fs: fp})
@@ -253,7 +267,7 @@ class LayerReport:
         P = dict(self.P)
         P[pname] = self.P[pname].copy()
         P[pname].reshape(-1)[idx] = v
-        return self._run(P)[4]
+        return self._loss(P)
 
     def _summary_section(self):
         m = self.model
@@ -278,7 +292,7 @@ class LayerReport:
             return self.E
         if e.what == "output":
             return float(self.outs[-1][m.outputs.index(e.name)]) if e.name in m.outputs else None
-        owner = m.scalar_owner()
+        owner = self._owner()
         if e.name not in owner:
             return None
         pname, idx = owner[e.name]
@@ -288,3 +302,8 @@ class LayerReport:
         if e.what == "updated":
             return float(self.P[pname].reshape(-1)[idx]) - m.train.learning_rate * g
         return None
+
+
+def _elementwise(v, like):
+    """A lambdified elementwise value as a float array of like's shape (constants broadcast)."""
+    return np.broadcast_to(np.asarray(v, dtype=np.float64), like.shape)
