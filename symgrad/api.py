@@ -8,7 +8,7 @@ from pathlib import Path
 from symgrad.core.derivation import derive_layers, derive_scalar
 from symgrad.core.program import SCALAR_LIMIT
 from symgrad.render import write_atomic
-from symgrad.spec import load
+from symgrad.spec import as_model
 
 
 @dataclass
@@ -47,13 +47,9 @@ class Derivation:
         return latex_summary(self.model)
 
 
-def _model(spec):
-    return load(spec) if isinstance(spec, (str, Path)) else spec
-
-
 def derive(spec):
     """Derive the backward program of a spec (path or model object)."""
-    model = _model(spec)
+    model = as_model(spec)
     small = model.kind == "expression" or sum(p.size for p in model.params) <= SCALAR_LIMIT
     return Derivation(model, derive_scalar(model) if small else None,
                       derive_layers(model) if model.kind == "network" else None)
@@ -61,7 +57,7 @@ def derive(spec):
 
 def generate(spec, target="numpy", out_dir="generated", dtype="float64", **options):
     """Write the generated module(s) for ``spec`` into ``out_dir``; returns the written paths."""
-    model = _model(spec)
+    model = as_model(spec)
     out_dir = Path(out_dir)
     if target == "numpy":
         from symgrad.backends.numpy.codegen import numpy_module

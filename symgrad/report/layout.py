@@ -17,11 +17,13 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
+from symgrad.errors import ToolError
 from symgrad.escape import html, latex, markdown
 from symgrad.render import render
 from symgrad.report.blocks import Diagram, Math, Subst, Table, Text
 from symgrad.report.content import build
 from symgrad.report.numbers import number
+from symgrad.spec import as_model
 
 FORMATS = ("md", "tex", "html", "pdf")
 TEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures"
@@ -221,19 +223,15 @@ def layout(rep, fmt):
 
 def report(spec, fmt="md", params=None, digits=9, steps=0, param_values=None):
     """The derivation report of ``spec`` (path or model) as text (``fmt`` md, tex or html; pdf: use write_report)."""
-    from symgrad.api import _model
-
     if fmt not in ("md", "tex", "html"):
         raise ValueError(f"format must be md, tex or html (pdf: write_report), got {fmt!r}")
-    model = _model(spec)
+    model = as_model(spec)
     return layout(build(model, params, digits, steps, param_values), fmt)
 
 
 def latex_summary(spec, digits=9):
     """LaTeX math (for Jupyter's MathJax): every reported gradient, its value and its finite-difference check."""
-    from symgrad.api import _model
-
-    rep = build(_model(spec), None, digits)
+    rep = build(as_model(spec), None, digits)
     lay = _Layout("md", rep)
     table = next(b for sec in rep.sections if sec.title.startswith("Summary") for b in sec.blocks if isinstance(b, Table))
     head = " & ".join(r"\text{%s}" % latex(h) for h in table.header)
@@ -254,8 +252,6 @@ def _latex_error(log):
 
 def pdf(tex):
     """PDF bytes of a LaTeX document, built with pdflatex in a temporary folder."""
-    from symgrad.errors import ToolError
-
     exe = shutil.which("pdflatex")
     if exe is None:
         raise ToolError(f"pdflatex is not installed; install the Debian packages {TEX_PACKAGES}")
