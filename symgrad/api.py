@@ -29,7 +29,7 @@ class Derivation:
         return self.scalar.factored(sym) if form == "factored" else self.scalar.expanded(sym)
 
     def _repr_markdown_(self):
-        """Jupyter: the step-by-step report (report.py) as Markdown."""
+        """Jupyter: the step-by-step report (symgrad.report) as Markdown."""
         from symgrad.report.layout import report
 
         return report(self.model, "md")

@@ -65,6 +65,8 @@ class Diagram:
 
 @dataclass
 class Section:
+    """A titled list of blocks."""
+
     title: str
     blocks: list = field(default_factory=list)
 

@@ -43,6 +43,7 @@ def _with_sample(model):
 
 
 def _param_values(model, given):
+    """The model's initial parameters, with the arrays of ``given`` (a params file) put in, checked."""
     init = model.init_params()
     for name, v in (given or {}).items():
         p = next((q for q in model.params if q.name == name), None)

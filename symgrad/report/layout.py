@@ -1,4 +1,4 @@
-"""Derivation reports: build the content once (report_content), print it for one format, lay it out.
+"""Derivation reports laid out: the content built once (content.build), printed for one format, laid out by templates.
 
 Formats: ``tex`` (standalone LaTeX), ``pdf`` (that LaTeX through pdflatex), ``md`` (GitHub Markdown
 with ``$...$`` math) and ``html`` (one self-contained file, math as presentation MathML, no scripts).

@@ -7,11 +7,13 @@ from symgrad.report.numbers import fmt
 
 
 def _status(e, got):
+    """'confirmed' when got is the stated value within its tolerances, else 'WRONG'."""
     ok = math.isclose(got, e.value, rel_tol=e.rel_tol, abs_tol=e.abs_tol)
     return "confirmed" if ok else "WRONG"
 
 
 def checks_section(model, lookup):
+    """Each [[expect]] of the spec beside the value lookup(expect) computes, and the verdict."""
     sec = Section("Checks of the values the spec states")
     if not model.expects:
         sec.blocks.append(Text(["The spec states no expected values."]))
@@ -41,14 +43,15 @@ def make_report(model, secs, rewrites, values, digits):
 
 
 def _notes_section(notes):
+    """The stability rewrites as a section, or None when there are none."""
     if not notes:
         return None
     return Section("Stability rewrites", [Text(["The derivation rewrote these expressions into numerically stable forms:"])]
                    + [Text(["- " + n]) for n in notes])
 
 
-
 def training_section(n, loss_at, grad_at, w, lr):
+    """The loss before, after one and after n plain gradient steps from the flat parameters w."""
     sec = Section("Training")
     sec.blocks.append(Text([f"Plain gradient descent (w ← w − η ∂E/∂w, η = {lr:g}) on the same sample."]))
     rows = [["0", loss_at(w)]]
