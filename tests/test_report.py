@@ -6,11 +6,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from symgrad import load, report
 from symgrad.cli import main
 from symgrad.report.content import build
+from symgrad.report.layers import LayerReport
 
 ROOT = Path(__file__).resolve().parent.parent
 EX = ROOT / "examples"
@@ -94,6 +96,47 @@ def test_large_network_report_is_fast_and_layer_level():
     assert "Selected parameters" in text and "fc1_w" in text and "fc3_w" in text
     table = next(b for s in rep.sections if s.title.startswith("Summary") for b in s.blocks)
     assert all(row[3] < 1e-5 for row in table.rows)  # analytic vs finite differences
+
+
+SHARED_BIAS = """
+name = "shared"
+inputs = 7
+[init]
+seed = 2
+[[layers]]
+name = "h1"
+units = 9
+activation = "tanh"
+bias = "shared"
+[[layers]]
+name = "h2"
+units = 4
+activation = "sigmoid"
+bias = "none"
+[[layers]]
+name = "out"
+units = 3
+activation = "softmax"
+[loss]
+kind = "softmax_cross_entropy"
+[sample]
+seed = 1
+"""
+
+
+@pytest.mark.parametrize("spec", ["mnist_mlp", "shared"])
+def test_layer_walk_gives_the_generated_modules_gradients(tmp_path, spec):
+    path = EX / "mnist_mlp.toml" if spec == "mnist_mlp" else tmp_path / "shared.toml"
+    if spec == "shared":
+        path.write_text(SHARED_BIAS)
+    model = load(path)
+    rep = LayerReport(model, model.init_params(), None, 9, 0)
+    for k, layer in enumerate(model.layers):
+        wp, bp = model.layer_params(k)
+        np.testing.assert_allclose(np.outer(rep.deltas[k], rep.outs[k]), rep.grads[wp.name], rtol=1e-12, atol=1e-15)
+        if bp is not None:
+            db = rep.deltas[k] if layer.bias == "unit" else rep.deltas[k].sum()
+            np.testing.assert_allclose(db, rep.grads[bp.name], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (Debian: texlive-latex-base "

@@ -10,7 +10,9 @@ import symgrad
 from conftest import ROOT
 from symgrad.cli import main
 from symgrad.errors import SpecError
-from symgrad.train.fit import batches, batches_per_epoch, fit, load_data, loss_png
+from symgrad.train.data import load_data
+from symgrad.train.fit import batches, batches_per_epoch, fit
+from symgrad.train.plot import loss_png
 
 EXAMPLES = ROOT / "examples"
 

@@ -12,6 +12,9 @@ import numpy as np
 from symgrad.errors import SpecError
 from symgrad.limits import check
 from symgrad.render import check_output_file, write_atomic
+from symgrad.report.content import build
+from symgrad.report.layout import layout, pdf
+from symgrad.spec import load
 
 
 def register(subparsers):
@@ -60,10 +63,6 @@ def _load_npz(path):
 
 
 def run(args):
-    from symgrad.report.content import build
-    from symgrad.report.layout import layout, pdf
-    from symgrad.spec import load
-
     if not 1 <= args.digits <= 17:
         raise SpecError("--digits must be between 1 and 17", "--digits")
     if args.steps < 0:

@@ -16,7 +16,7 @@ def _columns(model):
     for k, layer in enumerate(model.layers):
         last = k == len(model.layers) - 1
         names = list(model.outputs) if last else list(layer.neurons)
-        title = f"{layer.name} ({layer.activation.name})"
+        title = f"{layer.name} ({layer.kind if getattr(layer, 'is_layer', False) else layer.activation.name})"
         cols.append((title, names if layer.units <= MAX_UNITS else None, layer.units))
     return cols
 
@@ -34,7 +34,7 @@ def _positions(cols):
 def _edge_labels(model, ci):
     """Weight names of the edges into column ci (row-major: unit j, input i), or None."""
     wp, _ = model.layer_params(ci - 1)
-    return wp.scalar_names
+    return None if wp is None else wp.scalar_names
 
 
 def diagram(model):

@@ -1,4 +1,4 @@
-"""Derivation reports: build the content once (report_content), print it for one format, lay it out.
+"""Derivation reports laid out: the content built once (content.build), printed for one format, laid out by templates.
 
 Formats: ``tex`` (standalone LaTeX), ``pdf`` (that LaTeX through pdflatex), ``md`` (GitHub Markdown
 with ``$...$`` math) and ``html`` (one self-contained file, math as presentation MathML, no scripts).
@@ -17,22 +17,16 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
+from symgrad.errors import ToolError
 from symgrad.escape import html, latex, markdown
 from symgrad.render import render
-from symgrad.report.content import Diagram, Math, Subst, Table, Text, build
+from symgrad.report.blocks import Diagram, Math, Subst, Table, Text
+from symgrad.report.content import build
+from symgrad.report.numbers import number
 from symgrad.spec import as_model
 
 FORMATS = ("md", "tex", "html", "pdf")
 TEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures"
-
-
-def number(v, digits):
-    """(mantissa, exponent or None) of v with ``digits`` significant digits."""
-    s = f"{v:.{digits}g}"
-    if "e" in s:
-        m, e = s.split("e")
-        return m, int(e)
-    return s, None
 
 
 class ReportLatexPrinter(LatexPrinter):
@@ -258,8 +252,6 @@ def _latex_error(log):
 
 def pdf(tex):
     """PDF bytes of a LaTeX document, built with pdflatex in a temporary folder."""
-    from symgrad.errors import ToolError
-
     exe = shutil.which("pdflatex")
     if exe is None:
         raise ToolError(f"pdflatex is not installed; install the Debian packages {TEX_PACKAGES}")

@@ -251,6 +251,11 @@ def load(path):
         raise SpecError("spec nested too deeply", file=_display_path(path)) from None
 
 
+
+def as_model(spec):
+    """The model of spec: a spec file's path is loaded, a model object is returned as it is."""
+    return load(spec) if isinstance(spec, (str, Path)) else spec
+
 def _read_spec(path):
     """The text of a spec file: a regular file of at most SYMGRAD_MAX_SPEC_BYTES, UTF-8, a leading BOM dropped."""
     bound = limit("SYMGRAD_MAX_SPEC_BYTES")
@@ -285,8 +290,3 @@ def _display_path(path):
         return path.relative_to(Path.cwd()).as_posix()
     except ValueError:
         return path.name
-
-
-def as_model(spec):
-    """A model from a spec path, or the model itself."""
-    return load(spec) if isinstance(spec, (str, Path)) else spec

@@ -1,1 +1,2 @@
-"""Training: data loading, the fit loop over a generated module, optimizers as update equations."""
+"""Training: data in and parameters out (data.py), the fit loop (fit.py) over a generated module (generated.py),
+optimizers as update equations (optim.py), the loss plot (plot.py)."""

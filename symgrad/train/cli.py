@@ -5,6 +5,13 @@ import math
 import sys
 from dataclasses import replace
 
+from symgrad.errors import SpecError
+from symgrad.render import check_output_file, write_atomic
+from symgrad.spec import load
+from symgrad.train.data import load_data, save_params
+from symgrad.train.fit import Progress, batches_per_epoch, fit, replace_train
+from symgrad.train.plot import loss_png
+
 
 def _count(text):
     n = int(text)
@@ -47,11 +54,6 @@ def register(subparsers):
 
 def run(args):
     """Load, train, report the fit, write the parameters (and the plot); returns the exit code."""
-    from symgrad.errors import SpecError
-    from symgrad.render import check_output_file, write_atomic
-    from symgrad.spec import load
-    from symgrad.train.fit import Progress, batches_per_epoch, fit, load_data, loss_png, replace_train, save_params
-
     model = load(args.spec)
     out = check_output_file(args.out or f"{model.name}_params.npz", "--out")
     plot = None if args.no_plot else check_output_file(args.plot or f"{model.name}_loss.png", "--plot")

@@ -1,0 +1,64 @@
+"""Sections every report has: the checks of [[expect]], the training run, the stability notes; and the report itself."""
+
+import math
+
+from symgrad.report.blocks import Report, Section, Table, Text
+from symgrad.report.numbers import fmt
+
+
+def _status(e, got):
+    """'confirmed' when got is the stated value within its tolerances, else 'WRONG'."""
+    ok = math.isclose(got, e.value, rel_tol=e.rel_tol, abs_tol=e.abs_tol)
+    return "confirmed" if ok else "WRONG"
+
+
+def checks_section(model, lookup):
+    """Each [[expect]] of the spec beside the value lookup(expect) computes, and the verdict."""
+    sec = Section("Checks of the values the spec states")
+    if not model.expects:
+        sec.blocks.append(Text(["The spec states no expected values."]))
+        return sec
+    rows = []
+    for e in model.expects:
+        label = "loss E" if e.what == "loss" else f"{e.what} {e.name}"
+        got = lookup(e)
+        if got is None:
+            rows.append([label, e.source or "", e.value, "not computed", "unknown name"])
+            continue
+        st = _status(e, got)
+        rows.append([label, e.source or "", e.value, got, st if st == "confirmed" else f"WRONG: correct value {fmt(got)}"])
+    sec.blocks.append(Text(["Each stated value is compared with the computed one (within the stated tolerance)."]))
+    sec.blocks.append(Table(["claim", "source", "stated", "computed", "verdict"], rows))
+    for e, r in zip(model.expects, rows):
+        if str(r[4]).startswith("WRONG"):
+            sec.blocks.append(Text([f"The stated {r[0]} = ", e.value, " is WRONG; the correct value is ", r[3], "."]))
+    return sec
+
+
+def make_report(model, secs, rewrites, values, digits):
+    """The report: its sections, then the stability rewrites applied by the derivation and the activations."""
+    notes = list(rewrites) + [n for lay in getattr(model, "layers", ()) for n in getattr(lay, "activation", lay).notes]
+    sec = _notes_section(notes)
+    return Report(f"Backpropagation step by step: {model.name}", secs + ([sec] if sec else []), values, digits)
+
+
+def _notes_section(notes):
+    """The stability rewrites as a section, or None when there are none."""
+    if not notes:
+        return None
+    return Section("Stability rewrites", [Text(["The derivation rewrote these expressions into numerically stable forms:"])]
+                   + [Text(["- " + n]) for n in notes])
+
+
+def training_section(n, loss_at, grad_at, w, lr):
+    """The loss before, after one and after n plain gradient steps from the flat parameters w."""
+    sec = Section("Training")
+    sec.blocks.append(Text([f"Plain gradient descent (w ← w − η ∂E/∂w, η = {lr:g}) on the same sample."]))
+    rows = [["0", loss_at(w)]]
+    for k in range(1, n + 1):
+        w = w - lr * grad_at(w)
+        if k == 1 or k == n:
+            rows.append([str(k), loss_at(w)])
+    sec.blocks.append(Table(["steps", "loss E"], rows))
+    return sec
+
