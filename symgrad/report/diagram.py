@@ -32,7 +32,7 @@ def _positions(cols):
 
 
 def _edge_labels(model, ci):
-    """Weight names of the edges into column ci (row-major: unit j, input i), or None."""
+    """Weight names of the edges into column ci (row-major: unit j, input i), or None (a parameter-free layer)."""
     wp, _ = model.layer_params(ci - 1)
     return None if wp is None else wp.scalar_names
 
@@ -51,7 +51,7 @@ def _svg(model, cols, pos, height):
            'font-family="sans-serif" font-size="12" role="img" aria-label="network diagram">']
     for ci in range(1, len(cols)):
         names = _edge_labels(model, ci)
-        small = cols[ci][1] and cols[ci - 1][1]
+        small = cols[ci][1] and cols[ci - 1][1] and names
         for j, (x2, y2) in enumerate(pos[ci]):
             for i, (x1, y1) in enumerate(pos[ci - 1]):
                 out.append(f'<line x1="{x1 + R}" y1="{y1}" x2="{x2 - R}" y2="{y2}" stroke="#888"/>')
@@ -85,7 +85,7 @@ def _tikz(model, cols, pos):
             out.append(rf"\node[draw,{shape},fill=blue!5] (n{ci}_{r}) at ({x * sc:.2f},{y * sc:.2f}) {{{label}}};")
     for ci in range(1, len(cols)):
         names = _edge_labels(model, ci)
-        small = cols[ci][1] and cols[ci - 1][1]
+        small = cols[ci][1] and cols[ci - 1][1] and names
         for j in range(len(pos[ci])):
             for i in range(len(pos[ci - 1])):
                 lab = ""

@@ -33,6 +33,9 @@ def vector_section(model):
     for k in reversed(range(L)):
         layer = model.layers[k]
         n_out, n_in = shapes[k]
+        if getattr(layer, "is_layer", False):
+            sec.blocks += _free_layer(k, layer, n_in, n_out)
+            continue
         d = sp.MatrixSymbol(f"delta^{{({k + 1})}}", n_out, 1)
         a_prev = sp.MatrixSymbol(f"a^{{({k})}}", n_in, 1)
         sec.blocks.append(Text([f"Layer {k + 1} ({layer.name}, {n_in} → {n_out}, activation {layer.activation.name}); "
@@ -53,11 +56,14 @@ def vector_section(model):
                                         der.scale * dl.subs({Y: yv, T: tv}) * fp.subs({OUT: yv, NET: sym(f"net^{{({k + 1})}}")}),
                                         der.scale * der.delta_out.subs({Y: yv, T: tv, NET: sym(f"net^{{({k + 1})}}")})]))
         else:
-            Wn = sp.MatrixSymbol(f"W^{{({k + 2})}}", shapes[k + 1][0], n_out)
-            dn = sp.MatrixSymbol(f"delta^{{({k + 2})}}", shapes[k + 1][0], 1)
             fp = der.derivs[k].subs({OUT: sym(f"a^{{({k + 1})}}"), NET: sym(f"net^{{({k + 1})}}")})
             fpm = sp.MatrixSymbol(f"f'_{k + 1}", n_out, 1)
-            sec.blocks.append(Math([d, sp.HadamardProduct(Wn.T * dn, fpm)]))
+            if getattr(model.layers[k + 1], "is_layer", False):  # the next layer hands back dE/da directly
+                upstream = sp.MatrixSymbol(rf"\partial E / \partial a^{{({k + 1})}}", n_out, 1)
+            else:
+                Wn = sp.MatrixSymbol(f"W^{{({k + 2})}}", shapes[k + 1][0], n_out)
+                upstream = Wn.T * sp.MatrixSymbol(f"delta^{{({k + 2})}}", shapes[k + 1][0], 1)
+            sec.blocks.append(Math([d, sp.HadamardProduct(upstream, fpm)]))
             sec.blocks.append(Text(["with f'(net^(%d)) = " % (k + 1), fp, " elementwise (SymPy's derivative of ",
                                     layer.activation.at(sym("net")), ")."]))
         sec.blocks.append(Math([Partial(sym("E"), sp.Symbol(f"W^{{({k + 1})}}")), d * a_prev.T]))
@@ -70,6 +76,17 @@ def vector_section(model):
                                         Partial(sym("E"), sp.Symbol(f"b^{{({k + 1})}}")), " = ",
                                         sp.Sum(sym(f"delta^{{({k + 1})}}_j"), (sym("j"), 1, layer.units)), "."]))
     return sec
+
+
+def _free_layer(k, layer, n_in, n_out):
+    """Blocks for a parameter-free layer: its formula and its backward pass, the vector-Jacobian product."""
+    J = sp.MatrixSymbol(f"J^{{({k + 1})}}", n_out, n_in)
+    up = sp.MatrixSymbol(rf"\partial E / \partial a^{{({k + 1})}}", n_out, 1)
+    down = sp.MatrixSymbol(rf"\partial E / \partial a^{{({k})}}", n_in, 1)
+    return [Text([f"Layer {k + 1} ({layer.name}, {layer.kind}, no parameters, {n_in} → {n_out}): {layer.formula()}; "
+                  f"its backward pass multiplies by the transposed Jacobian J^({k + 1}), each entry SymPy's derivative "
+                  f"of an output with respect to an input ({layer.rule}):"]),
+            Math([down, J.T * up])]
 
 
 class LayerReport:
@@ -92,7 +109,7 @@ class LayerReport:
         self.y = self.t if model.loss.uses_target else None
         xs = sp.Symbol("x", real=True)
         self.fs = [sp.lambdify(xs, to_elementary(lay.activation.expr), "numpy") for lay in model.layers[:-1]]
-        self.fps = [sp.lambdify((OUT, NET), to_elementary(d), "numpy") for d in self.der.derivs]
+        self.fps = [None if d is None else sp.lambdify((OUT, NET), to_elementary(d), "numpy") for d in self.der.derivs]
         self.dout = sp.lambdify((Y, T, NET), to_elementary(self.der.delta_out), "numpy")
         E, self.grads = self.module.loss_and_gradients(self.P, self.x, self.y)
         self.E = float(E)
