@@ -209,7 +209,9 @@ def _product_in_place(expr, target, names, owned, writable, pr):
     factor needs that array. None when expr is not such a product.
     """
     coeff, factors = expr.as_coeff_mul()
-    base = next((f for f in factors if f.is_Symbol and f.name in owned), None)
+    # the base array is overwritten: no other factor may read it (e0 * (e0 - 1) would read the product)
+    base = next((f for f in factors if f.is_Symbol and f.name in owned
+                 and not any(g != f and g.has(f) for g in factors)), None)
     if base is None:
         return None
     rest = [f for f in factors if f != base]
