@@ -117,3 +117,18 @@ def test_report_shows_the_layer_and_checks_every_gradient(model):
     built = build(model)
     tables = [b for s in built.sections for b in s.blocks if type(b).__name__ == "Table" and "relative error" in b.header]
     assert tables and all(row[-1] < 1e-6 for row in tables[0].rows)
+
+
+def test_softmax_vjp_is_the_derivative_of_its_forward():
+    from symgrad.ops.base import Layer, symbols
+    from symgrad.ops.softmax import Softmax
+
+    xs, us, gs = symbols("x", 3), symbols("u", 3), symbols("g", 3)
+    op = Softmax()
+    fast = op.vjp(xs, us, gs)
+    generic = Layer.vjp(op, xs, us, gs)  # from sympy.diff of the forward
+    values = {**dict(zip(xs, [0.3, -1.2, 2.0])), **dict(zip(gs, [0.5, -0.25, 1.5]))}
+    outs = [e.subs(values) for e in op.forward(xs)]
+    values.update(dict(zip(us, outs)))
+    for a, b in zip(fast, generic):
+        assert float(a.subs(values)) == pytest.approx(float(b.subs(values)), rel=1e-12)

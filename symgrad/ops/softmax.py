@@ -42,6 +42,11 @@ class Softmax(Layer):
             logs[sp.log(o)] = v - m - sp.log(s)  # log softmax without log(0)
         return steps, logs
 
+    def vjp(self, xs, outs, ds):
+        """u_i (g_i - sum_j g_j u_j): the Jacobian diag(u) - u u^T applied to g, in the outputs only."""
+        dot = sp.Add(*[g * u for g, u in zip(ds, outs)])
+        return [u * (g - dot) for g, u in zip(ds, outs)]
+
     def output_delta(self, g, y, n):
         """h = y dl/dy (simplified); the delta is h - y sum_k h_k."""
         return sp.simplify(y * g)
