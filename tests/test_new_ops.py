@@ -132,3 +132,64 @@ def test_softmax_vjp_is_the_derivative_of_its_forward():
     values.update(dict(zip(us, outs)))
     for a, b in zip(fast, generic):
         assert float(a.subs(values)) == pytest.approx(float(b.subs(values)), rel=1e-12)
+
+
+SOFTMAX_NETS = {
+    "output, cross-entropy": (["d:4:tanh", "s", "d:3:identity", "s"], "softmax_cross_entropy"),
+    "hidden": (["d:4:tanh", "s", "d:2:sigmoid"], "mse"),
+    "first": (["s", "d:3:relu", "d:2:identity"], "half_sse"),
+    "two in a row, mse": (["d:3:identity", "s", "s"], "mse"),
+}
+
+
+def _softmax_spec(layers, loss):
+    lines = ['name = "sm"', "inputs = 3", f'loss = "{loss}"']
+    for k, code in enumerate(layers):
+        if code == "s":
+            lines += ["[[layers]]", 'kind = "softmax"', f'name = "s{k}"']
+        else:
+            _, units, act = code.split(":")
+            lines += ["[[layers]]", f'name = "d{k}"', f"units = {units}", f'activation = "{act}"']
+    return "\n".join(lines) + "\n"
+
+
+def _torch_loss(model, params, x, t):
+    """The same network in PyTorch float64: layers in order, the loss as the README defines it."""
+    import torch
+
+    a = torch.tensor(x)
+    for layer in model.layers:
+        if getattr(layer, "is_layer", False):
+            a = torch.softmax(a, dim=1)
+            continue
+        a = a @ params[f"{layer.name}.weight"].T + params[f"{layer.name}.bias"]
+        a = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}.get(layer.activation.name, lambda v: v)(a)
+    tt = torch.tensor(t)
+    if model.loss.name == "softmax_cross_entropy":
+        return -(tt * torch.log(a)).sum() / len(x)
+    if model.loss.name == "mse":
+        return ((a - tt) ** 2).mean()
+    return ((a - tt) ** 2).sum() / 2
+
+
+@pytest.mark.parametrize("target", ["numpy", "c"])
+@pytest.mark.parametrize("case", list(SOFTMAX_NETS))
+def test_softmax_layer_anywhere_matches_pytorch(tmp_path, case, target):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "sm.toml"
+    path.write_text(_softmax_spec(*SOFTMAX_NETS[case]))
+    model = symgrad.load(path)
+    symgrad.generate(model, target, tmp_path)
+    module = symgrad.import_generated("sm" if target == "numpy" else "sm_c", tmp_path)
+    rng = np.random.default_rng(5)
+    for batch in (1, 7):
+        x = rng.normal(size=(batch, 3))
+        t = rng.dirichlet(np.ones(model.n_outputs), size=batch)
+        params = module.init_params()
+        E, grads = module.loss_and_gradients(params, x, t)
+        tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        ref = _torch_loss(model, tp, x, t)
+        ref.backward()
+        assert E == pytest.approx(ref.item(), rel=1e-10)
+        for name, g in grads.items():
+            np.testing.assert_allclose(g, tp[name].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
