@@ -1,8 +1,7 @@
 """Compile a generated C source into a shared library, cached by a SHA-256 of source and compiler command.
 
-Everything after the marker line below is copied verbatim into every generated C package
-(templates/c/package.py.j2), so a package builds itself with no symgrad installed; `symgrad generate
---build` runs this same code.
+symgrad copies this file verbatim into every generated C package as ``_build.py``, so a package builds itself
+with no symgrad installed (it imports only the standard library); `symgrad generate --build` runs the same code.
 """
 
 import ctypes
@@ -13,8 +12,6 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-
-# --- copied into generated C packages from here ---
 
 
 class BuildError(RuntimeError):

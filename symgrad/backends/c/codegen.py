@@ -16,17 +16,21 @@ gradients and a work buffer of ``<name>_workspace_size(batch)`` values.
 import re
 from pathlib import Path
 
+import numpy as np
+
 from symgrad.backends.c import build as _build
 from symgrad.backends.c import helpers as _helpers
+from symgrad.backends.c import runtime as _runtime
 from symgrad.backends.c.loops import Hybrid, Loops
 from symgrad.backends.c.printer import CPrinter
 from symgrad.backends.c.unrolled import Unrolled
 from symgrad.backends.numpy.codegen import _init_lines
 from symgrad.core.derivation import derive_layers, straight_line
 from symgrad.core.explain import formula_lines
-from symgrad.errors import SpecError
+from symgrad.errors import SpecError, ToolError
 from symgrad.escape import c_string
 from symgrad.render import python_tuple, render, write_folder_atomic
+from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
 UNROLL_LIMIT = 40  # networks with at most this many scalar parameters get a straight-line path for batch 1
@@ -94,8 +98,6 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     name = model.name
     layout, n_params = _layout(model)
     init, needs_rng = _init_lines(model)
-    from symgrad.train.optim import train_context
-
     files["__init__.py"] = render(
         "c/package.py.j2", version=__version__, source=model.source, name=name, summary=model.describe(),
         dtype="np.float64" if dtype == "float64" else "np.float32", shape=shape, blas=blas if use_blas else "no",
@@ -104,15 +106,15 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
         n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=python_tuple(model.inputs),
         output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
-        train=train_context(model), build_code=_build_code(), gemm_hook=shape != "unrolled",
+        train=train_context(model), gemm_hook=shape != "unrolled",
     )
+    files["_runtime.py"] = _copied(_runtime)
+    files["_build.py"] = _copied(_build)
     if with_main:
         files["main.c"] = _main_source(model, layout, dtype)
     pkg = Path(out_dir) / f"{name}_c"
     written = write_folder_atomic(pkg, files)
     if build:
-        from symgrad.errors import ToolError
-
         try:
             _build.build_library(pkg / f"{name}.c", blas if use_blas else "no")
         except _build.BuildError as exc:
@@ -120,16 +122,15 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     return written
 
 
-def _build_code():
-    """The part of symgrad/build.py that every generated package carries (so it needs no symgrad)."""
-    text = Path(_build.__file__).read_text()
-    return text.split("# --- copied into generated C packages from here ---\n", 1)[1].strip()
+def _copied(module):
+    """The source of one of symgrad's modules that every C package carries, under a line saying where it is from."""
+    where = "/".join(module.__name__.split("."))
+    return (f"# Copied by symgrad {__version__} from {where}.py, the same in every generated C package. Do not edit.\n"
+            + Path(module.__file__).read_text(encoding="utf-8"))
 
 
 def _main_source(model, layout, dtype):
     """A main() that runs the worked sample forward and backward and prints the numbers (and times a loop)."""
-    import numpy as np
-
     values = model.init_params()
     flat = np.concatenate([np.asarray(values[p.name], dtype=np.float64).reshape(-1) for p in model.params])
     sample = model.sample
