@@ -61,13 +61,20 @@ def _void_unused(lines, args):
     return [f"(void){a};" for a in args if not re.search(rf"\b{a}\b", text)] + lines
 
 
-def c_sources(model, dtype="float64", shape="auto", blas="no"):
-    """{file name: text} of the header, the source and the ctypes package for ``model``."""
+def _shape(model, shape):
+    """The code shape for ``model``: ``shape``, or for "auto" the fastest for its kind and size."""
     if model.kind != "network" and shape in ("loops", "hybrid"):
         raise SpecError(f"--shape {shape} needs a network; expression models have unrolled code only", "--shape")
-    n_scalars = sum(p.size for p in model.params)
-    if shape == "auto":
-        shape = "unrolled" if model.kind != "network" else "hybrid" if n_scalars <= UNROLL_LIMIT else "loops"
+    if shape != "auto":
+        return shape
+    if model.kind != "network":
+        return "unrolled"
+    return "hybrid" if sum(p.size for p in model.params) <= UNROLL_LIMIT else "loops"
+
+
+def c_sources(model, dtype="float64", shape="auto", blas="no"):
+    """({file name: text} of the header and the source for ``model``, the code shape, whether it calls BLAS)."""
+    shape = _shape(model, shape)
     layout, n_params = _layout(model)
     pr = CPrinter(dtype)
     ctype = "double" if dtype == "float64" else "float"
@@ -85,10 +92,9 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
                   layout=layout)
     header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
-                    helpers=list(math.values()) + list(gemm.values()), helpers_need_bits="symgrad_pow2" in math,
+                    helpers=[*math.values(), *gemm.values()], helpers_need_bits="symgrad_pow2" in math,
                     gemm_hook=shape != "unrolled", cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
-                    workspace=body.workspace(),
-                    forward=forward, loss=loss, backward=backward, **common)
+                    workspace=body.workspace(), forward=forward, loss=loss, backward=backward, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
 
 
@@ -96,18 +102,8 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     """Write ``<out_dir>/<name>_c/`` (header, source, ctypes package, optional main.c); returns the paths."""
     files, shape, use_blas = c_sources(model, dtype, shape, blas)
     name = model.name
-    layout, n_params = _layout(model)
-    init, needs_rng = _init_lines(model)
-    files["__init__.py"] = render(
-        "c/package.py.j2", version=__version__, source=model.source, name=name, summary=model.describe(),
-        dtype="np.float64" if dtype == "float64" else "np.float32", shape=shape, blas=blas if use_blas else "no",
-        param_names=[p.name for p in model.params], shapes=[(p.name, p.shape) for p in model.params],
-        trainable=[p.name for p in model.params if p.trainable], layout=layout, n_params=n_params,
-        n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=python_tuple(model.inputs),
-        output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
-        learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
-        train=train_context(model), gemm_hook=shape != "unrolled",
-    )
+    layout = _layout(model)[0]
+    files["__init__.py"] = _package_init(model, dtype, shape, blas if use_blas else "no")
     files["_runtime.py"] = _copied(_runtime)
     files["_build.py"] = _copied(_build)
     if with_main:
@@ -120,6 +116,22 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
         except _build.BuildError as exc:
             raise ToolError(str(exc)) from None
     return written
+
+
+def _package_init(model, dtype, shape, blas):
+    """The package's __init__.py: the model's constants, its Package over the library, init_params and training."""
+    layout, n_params = _layout(model)
+    init, needs_rng = _init_lines(model)
+    return render(
+        "c/package.py.j2", version=__version__, source=model.source, name=model.name, summary=model.describe(),
+        dtype="np.float64" if dtype == "float64" else "np.float32", shape=shape, blas=blas,
+        param_names=[p.name for p in model.params], shapes=[(p.name, p.shape) for p in model.params],
+        trainable=[p.name for p in model.params if p.trainable], layout=layout, n_params=n_params,
+        n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=python_tuple(model.inputs),
+        output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
+        learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
+        train=train_context(model), gemm_hook=shape != "unrolled",
+    )
 
 
 def _copied(module):

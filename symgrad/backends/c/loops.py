@@ -76,12 +76,18 @@ class Loops:
         """The buffer of layer ``layer``'s nets: Z<layer> when kept, else its activations A<layer> hold them first."""
         return f"Z{layer}" if any(n == f"Z{layer}" for n, _, _ in self._buffers()[0]) else f"A{layer}"
 
-    def _softmax(self, z, a, n_out, bias):
+    def _bias(self, b, j):
+        """`` + b[j]`` for the bias parameter ``b`` (a scalar bias shared by all units, or none)."""
+        if b is None:
+            return ""
+        return f" + params[{self.off[b.name]}]" if not b.shape else f" + params[{plus(self.off[b.name], j)}]"
+
+    def _softmax(self, z, a, n_out, b):
         """Per row: add the bias, then a = softmax(net) and z = log softmax(net), both stable."""
         return for_rows([
             f"real *restrict zr = {z} + (size_t)_r * {n_out};",
             f"real *restrict ar = {a} + (size_t)_r * {n_out};",
-            f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    zr[_j] = zr[_j]{bias('_j')};", "}",
+            f"for (int _j = 0; _j < {n_out}; ++_j) {{", f"    zr[_j] = zr[_j]{self._bias(b, '_j')};", "}",
             "real m = zr[0];",
             f"for (int _j = 1; _j < {n_out}; ++_j) {{", "    m = zr[_j] > m ? zr[_j] : m;", "}",
             "real s = 0;",
@@ -92,19 +98,18 @@ class Loops:
             "    zr[_j] = zr[_j] - m - logs;  /* log softmax, stable */", "}",
         ])
 
-    def _activate(self, z, a, n_out, bias, act):
+    def _activate(self, z, a, n_out, b, act):
         """Per entry: net = z + bias (kept in z when z is not a), a = f(net)."""
-        def inner(j):
-            q = at("_r", n_out, j) if n_out > 1 else "_q"
-            lines = [f"const size_t _q = {q};"] if n_out > 1 else []
-            lines.append(f"const real net = {z}[_q]{bias(j)};")
+        def entry(j):
+            lines = [f"const size_t _q = {at('_r', n_out, j)};"] if n_out > 1 else []  # one unit: _q counts rows
+            lines.append(f"const real net = {z}[_q]{self._bias(b, j)};")
             if z != a:
                 lines.append(f"{z}[_q] = net;")
             return lines + [f"{a}[_q] = {self.pr.doprint(act.at(NET))};"]
 
         if n_out == 1:
-            return for_all(1, inner(0))
-        return for_rows(for_units(n_out, inner))
+            return for_all(1, entry(0))
+        return for_rows(for_units(n_out, entry))
 
     def _forward_lines(self):
         lines = []
@@ -116,13 +121,7 @@ class Loops:
             lines.append(f"/* layer {k + 1} {lay.name!r} forward: net = a W^T + b ({n_in} -> {n_out}), "
                          f"out = {'softmax' if act.is_softmax else sp.sstr(act.at(NET))} */")
             lines.append(self._gemm("nt", f"batch, {n_out}, {n_in}, A{k}, params + {self.off[w.name]}, {z}, T"))
-
-            def bias(j, b=b):
-                if b is None:
-                    return ""
-                return f" + params[{self.off[b.name]}]" if not b.shape else f" + params[{plus(self.off[b.name], j)}]"
-
-            lines += (self._softmax(z, a, n_out, bias) if act.is_softmax else self._activate(z, a, n_out, bias, act))
+            lines += self._softmax(z, a, n_out, b) if act.is_softmax else self._activate(z, a, n_out, b, act)
         return lines
 
     def _names(self, L):
