@@ -51,6 +51,18 @@ def declare(lib, name, dtype):
     return tuple(fns)
 
 
+def address(cache, a):
+    """Data address of an array, remembered in cache per live array object (reading .ctypes.data is slow)."""
+    hit = cache.get(id(a))
+    if hit is not None and hit[0]() is a:
+        return hit[1]
+    if len(cache) > 1024:
+        cache.clear()
+    addr = a.ctypes.data
+    cache[id(a)] = (weakref.ref(a), addr)
+    return addr
+
+
 class Buffers:
     """Per batch size: C-contiguous inputs, targets, parameters, gradients and work, with their addresses."""
 
@@ -101,17 +113,6 @@ class Package:
                 table.clear()
             b = table[batch] = Buffers(self, batch)
         return b
-
-    def address(self, a):
-        """Data address of an array, remembered per live array object (reading .ctypes.data is slow)."""
-        hit = self.addresses.get(id(a))
-        if hit is not None and hit[0]() is a:
-            return hit[1]
-        if len(self.addresses) > 1024:
-            self.addresses.clear()
-        addr = a.ctypes.data
-        self.addresses[id(a)] = (weakref.ref(a), addr)
-        return addr
 
     # --- checks (the NumPy module's messages)
 
@@ -187,7 +188,7 @@ class Package:
             arrays = [views[name] for name in self.names]
             if len(self.views) > 64:
                 self.views.clear()
-            self.views[id(arrays[0])] = (tuple(weakref.ref(a) for a in arrays), self.address(theta))
+            self.views[id(arrays[0])] = (tuple(weakref.ref(a) for a in arrays), address(self.addresses, theta))
         return views
 
     def packed(self, params):
@@ -213,10 +214,10 @@ class Package:
         if (type(base) is not np.ndarray or base.dtype is not self.dtype or base.shape != (self.n_params,)
                 or self.config.CHECK_FINITE):
             return None
-        start = self.address(base)
+        start = address(self.addresses, base)
         for a, (_, offset, _, shape) in zip(arrays, self.layout):
             if type(a) is not np.ndarray or a.base is not base or a.shape != shape or not a.flags.c_contiguous \
-                    or self.address(a) != start + offset * base.itemsize:
+                    or address(self.addresses, a) != start + offset * base.itemsize:
                 return None
         return start
 
@@ -245,14 +246,14 @@ class Package:
         if self.ready(x, None, self.n_inputs):  # fast path: no conversion, no copy
             a0, single = x, False
             b = self.buffers(x.shape[0])
-            px = self.address(x)
+            px = address(self.addresses, x)
         else:
             a0, single = self.batch(x, self.n_inputs, "x")
             b = self.buffers(a0.shape[0])
             px = self.pointer(a0, b.x, "x", b)
         pt = b.ptr["t"]
         if targets and self.uses_target:
-            pt = (self.address(y) if self.ready(y, a0.shape[0], self.n_outputs)
+            pt = (address(self.addresses, y) if self.ready(y, a0.shape[0], self.n_outputs)
                   else self.pointer(self.targets(y, a0), b.t, "t", b))
         elif targets and y is not None:
             self.targets(y, a0)  # checked, though this loss does not use targets
@@ -301,15 +302,16 @@ class Package:
             gf = grad.flags
             if gf.c_contiguous and gf.writeable and theta.flags.c_contiguous and x.flags.c_contiguous \
                     and t.flags.c_contiguous:
-                address = self.address
-                g = address(grad)
+                cache = self.addresses
+                g = address(cache, grad)
                 ge = g + grad.nbytes
-                pt, px, pp = address(t), address(x), address(theta)
+                pt, px, pp = address(cache, t), address(cache, x), address(cache, theta)
                 if (ge <= pp or pp + theta.nbytes <= g) and (ge <= px or px + x.nbytes <= g) \
                         and (ge <= pt or pt + t.nbytes <= g):
                     return x.shape[0], pp, px, pt, g
         self.refuse_flat(theta, x, t, grad)
-        return x.shape[0], self.address(theta), self.address(x), self.address(t), self.address(grad)
+        cache = self.addresses
+        return x.shape[0], address(cache, theta), address(cache, x), address(cache, t), address(cache, grad)
 
     def refuse_flat(self, theta, x, t, grad):
         """check_flat's slow path: the same checks one by one, raising ValueError with what is wrong."""
