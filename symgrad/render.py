@@ -59,9 +59,12 @@ _TEMPLATES = (_CHECKOUT_TEMPLATES if (_CHECKOUT_TEMPLATES / "numpy" / "module.py
               else resources.files("symgrad.templates"))
 
 
-def _load_template(name):
-    """A template's text, ``name`` relative to templates/."""
+def template_text(name):
+    """A template's (or static file's) text, ``name`` relative to templates/."""
     return _TEMPLATES.joinpath(*name.split("/")).read_text(encoding="utf-8")
+
+
+_load_template = template_text
 
 
 def render(template_name, **context):

@@ -210,7 +210,7 @@ def test_cli_target_c_with_build(tmp_path):
                           "--with-main", "-o", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (tmp_path / "mazur_c").iterdir() if not p.name.startswith("__pycache__")) == \
-        ["__init__.py", "main.c", "mazur.c", "mazur.h"]
+        ["__init__.py", "_build.py", "_runtime.py", "main.c", "mazur.c", "mazur.h"]
 
 
 def test_train_step_runs_on_the_c_module(tmp_path):

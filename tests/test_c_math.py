@@ -3,13 +3,15 @@
 import ctypes
 import shutil
 import subprocess
+from pathlib import Path
 
 import mpmath
 import numpy as np
 import pytest
 
 from symgrad.backends.c.build import DEFAULT_CFLAGS, PORTABLE_CFLAGS
-from symgrad.backends.c.codegen import _SIGMOID_SCALAR, _math_helpers
+
+STATIC = Path(__file__).resolve().parent.parent / "templates" / "c"
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (install gcc)")
@@ -20,16 +22,16 @@ MAX_ULP = {"exp": 1, "tanh": 4, "sigmoid": 3, "sigmoid_scalar": 3}
 
 @pytest.fixture(scope="module", params=[DEFAULT_CFLAGS, PORTABLE_CFLAGS], ids=["native", "portable"])
 def lib(request, tmp_path_factory):
-    """A library with apply_<f>(n, in, out) loops over each helper, built with the package's flags."""
-    calls = "\n".join(f"symgrad_{f}(0.0)" for f in FUNCTIONS)
-    helpers = "\n\n".join(_math_helpers(calls, "double") + [_SIGMOID_SCALAR.replace("symgrad_sigmoid1", "symgrad_sigmoid_scalar")])
+    """A library with apply_<f>(n, in, out) loops over each helper of templates/c/symgrad_math.h, built with the
+    package's flags."""
+    c_names = {"sigmoid_scalar": "sigmoid1"}  # the straight-line code's sigmoid
     loops = "\n".join(f"void apply_{f}(int n, const double *restrict in, double *restrict out)\n"
-                      f"{{\n    for (int i = 0; i < n; ++i) {{\n        out[i] = symgrad_{f}(in[i]);\n    }}\n}}"
+                      f"{{\n    for (int i = 0; i < n; ++i) {{\n        out[i] = symgrad_{c_names.get(f, f)}(in[i]);\n    }}\n}}"
                       for f in FUNCTIONS)
     d = tmp_path_factory.mktemp("cmath")
-    (d / "m.c").write_text(f"#include <math.h>\n#include <stdint.h>\n#include <string.h>\n\n{helpers}\n\n{loops}\n")
+    (d / "m.c").write_text(f'#include <math.h>\n#include <stdint.h>\n#include <string.h>\n\n#include "symgrad_math.h"\n\n{loops}\n')
     res = subprocess.run([CC, "-std=c99", "-Wall", "-Wextra", "-Werror", *request.param.split(), "-fPIC", "-shared",
-                          str(d / "m.c"), "-o", str(d / "m.so"), "-lm"], capture_output=True, text=True)
+                          "-I", str(STATIC), str(d / "m.c"), "-o", str(d / "m.so"), "-lm"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return ctypes.CDLL(str(d / "m.so"))
 

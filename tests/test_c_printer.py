@@ -2,7 +2,7 @@
 
 import sympy as sp
 
-from symgrad.backends.c.printer import c_code
+from symgrad.backends.c.printer import CPrinter, c_code
 from symgrad.ops.functions import relu, sigmoid, softplus, step
 
 x, y = sp.symbols("x y")
@@ -12,6 +12,17 @@ def test_sigmoid_and_softplus_call_the_stable_helpers():
     assert c_code(sigmoid(x)) == "symgrad_sigmoid(x)"
     assert c_code(softplus(x)) == "symgrad_softplus(x)"
     assert c_code(sigmoid(x), "float32") == "symgrad_sigmoidf(x)"
+
+
+def test_the_printer_records_the_helpers_it_printed():
+    pr = CPrinter("float32")
+    pr.doprint(sigmoid(x) + sp.tanh(y) + sp.exp(x) + relu(y))
+    assert pr.helpers == {"symgrad_sigmoidf", "symgrad_tanhf", "symgrad_expf"}
+    scalar = CPrinter(vector_math=False)
+    scalar.doprint(softplus(x) + sp.exp(x))  # libm's exp: no helper
+    assert scalar.helpers == {"symgrad_softplus1"}
+    renamed = scalar.renamed({"x": "X[0]"})
+    assert renamed.doprint(sigmoid(x)) == "symgrad_sigmoid1(X[0])" and scalar.helpers == {"symgrad_softplus1", "symgrad_sigmoid1"}
 
 
 def test_relu_and_step():

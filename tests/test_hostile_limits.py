@@ -368,7 +368,7 @@ def test_regenerating_replaces_the_whole_package(tmp_path):
     generate(model, "c", tmp_path, with_main=True)
     assert (tmp_path / "mazur_c" / "main.c").exists()
     generate(model, "c", tmp_path, dtype="float32")
-    assert sorted(_package_bytes(tmp_path / "mazur_c")) == ["__init__.py", "mazur.c", "mazur.h"]
+    assert sorted(_package_bytes(tmp_path / "mazur_c")) == ["__init__.py", "_build.py", "_runtime.py", "mazur.c", "mazur.h"]
     assert b"float" in (tmp_path / "mazur_c" / "mazur.h").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mazur_c"]
 
@@ -410,7 +410,7 @@ def test_swap_without_renameat2_installs_the_new_package(tmp_path, monkeypatch):
     generate(model, "c", tmp_path, with_main=True)
     monkeypatch.setattr(render, "_exchange", lambda a, b: False)
     generate(model, "c", tmp_path, dtype="float32")
-    assert sorted(_package_bytes(tmp_path / "mazur_c")) == ["__init__.py", "mazur.c", "mazur.h"]
+    assert sorted(_package_bytes(tmp_path / "mazur_c")) == ["__init__.py", "_build.py", "_runtime.py", "mazur.c", "mazur.h"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mazur_c"]
 
 

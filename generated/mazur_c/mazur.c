@@ -27,6 +27,13 @@
 
 typedef double real;
 
+static mazur_gemm64 symgrad_gemm = 0;  /* a BLAS handed over at run time */
+
+void mazur_set_gemm(mazur_gemm64 gemm)
+{
+    symgrad_gemm = gemm;
+}
+
 /* 2^n for an integer n in [-1022, 1023], straight from the bits. */
 static inline double symgrad_pow2(int64_t n)
 {
@@ -80,21 +87,20 @@ static inline double symgrad_sigmoid1(double x)
     return x > -708.0 ? 1 / (1 + exp(-x)) : exp(x);
 }
 
-static mazur_gemm64 symgrad_gemm = 0;
-
-void mazur_set_gemm(mazur_gemm64 gemm)
-{
-    symgrad_gemm = gemm;
-}
-
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mazur_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, A, k, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -108,7 +114,8 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p], a3 = A[(size_t)(i + 3) * k + p];
+            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p],
+                a3 = A[(size_t)(i + 3) * k + p];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];
@@ -134,13 +141,20 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 }
 
 /* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */
-static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)
+static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C,
+    real *restrict T)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mazur_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, A, k, B, k, 0, C, n);
+        return;
+    }
+#endif
     for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
         for (int j = 0; j < n; ++j) {
             T[(size_t)p * n + j] = B[(size_t)j * k + p];
@@ -153,10 +167,16 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mazur_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1, A, m, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -170,7 +190,8 @@ static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2], a3 = A[(size_t)p * m + i + 3];
+            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2],
+                a3 = A[(size_t)p * m + i + 3];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];
@@ -215,9 +236,8 @@ void mazur_forward(const real *restrict params, const real *restrict x, int batc
         const real w7 = params[7];
         const real w8 = params[8];
         const real b2 = params[9];
-        const int _r = 0;
-        const real i1 = x[(size_t)_r * 2 + 0];
-        const real i2 = x[(size_t)_r * 2 + 1];
+        const real i1 = x[0];
+        const real i2 = x[1];
         const real net_h1 = b1 + i1*w1 + i2*w2;
         const real net_h2 = b1 + i1*w3 + i2*w4;
         const real out_h1 = symgrad_sigmoid1(net_h1);
@@ -272,11 +292,10 @@ real mazur_loss(const real *restrict params, const real *restrict x, const real 
         const real w7 = params[7];
         const real w8 = params[8];
         const real b2 = params[9];
-        const int _r = 0;
-        const real i1 = x[(size_t)_r * 2 + 0];
-        const real i2 = x[(size_t)_r * 2 + 1];
-        const real target_o1 = t[(size_t)_r * 2 + 0];
-        const real target_o2 = t[(size_t)_r * 2 + 1];
+        const real i1 = x[0];
+        const real i2 = x[1];
+        const real target_o1 = t[0];
+        const real target_o2 = t[1];
         const real net_h1 = b1 + i1*w1 + i2*w2;
         const real net_h2 = b1 + i1*w3 + i2*w4;
         const real out_h1 = symgrad_sigmoid1(net_h1);
@@ -335,11 +354,10 @@ real mazur_loss_and_gradients(const real *restrict params, const real *restrict 
         const real w7 = params[7];
         const real w8 = params[8];
         const real b2 = params[9];
-        const int _r = 0;
-        const real i1 = x[(size_t)_r * 2 + 0];
-        const real i2 = x[(size_t)_r * 2 + 1];
-        const real target_o1 = t[(size_t)_r * 2 + 0];
-        const real target_o2 = t[(size_t)_r * 2 + 1];
+        const real i1 = x[0];
+        const real i2 = x[1];
+        const real target_o1 = t[0];
+        const real target_o2 = t[1];
         const real net_h1 = b1 + i1*w1 + i2*w2;
         const real net_h2 = b1 + i1*w3 + i2*w4;
         const real out_h1 = symgrad_sigmoid1(net_h1);
@@ -410,12 +428,8 @@ real mazur_loss_and_gradients(const real *restrict params, const real *restrict 
         _E += 0.5*((t[_q] - A2[_q])*(t[_q] - A2[_q]));
     }
     const real _s = 1;
-    for (int _i = 0; _i < 1; ++_i) {
-        grad[4 + _i] = 0;
-    }
-    for (int _i = 0; _i < 1; ++_i) {
-        grad[9 + _i] = 0;
-    }
+    grad[4] = 0;
+    grad[9] = 0;
     /* layer 2 'output' backward: delta = dE/dnet */
     for (size_t _q = 0; _q < (size_t)batch * 2; ++_q) {
         D0[_q] = _s * (A2[_q]*(t[_q] - A2[_q])*(A2[_q] - 1));

@@ -13,6 +13,9 @@ recompile and a changed source always does.
 loss_and_gradients_flat(theta, x, t, grad) is the allocation-free call on a flat parameter vector
 (layout in OFFSETS) for hot loops.
 
+The calls live in _runtime.py and the compiler call in _build.py (the same files in every package); this
+file holds what is particular to mnist_mlp.
+
 Threads: every function may be called from several threads at once (each thread has its own work and
 result buffers; the C code keeps no state). A call made by bind() owns its work buffer and writes into
 its grad: give each thread its own bind() (and its own grad); one bound call must not run in two
@@ -20,18 +23,12 @@ threads at once.
 """
 
 import ctypes
-import functools
-import hashlib
-import os
-import shlex
-import shutil
-import subprocess
-import tempfile
-import threading
-import weakref
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from . import _build, _runtime
 
 PARAM_NAMES = (
     "fc1.weight",
@@ -136,200 +133,21 @@ LEARNING_RATE = 0.01
 SEED = 0
 CHECK_FINITE = False
 BLAS = "no"  # "auto": link OpenBLAS when its header is found; "yes": required; "no": never
-_SHAPES = tuple(PARAM_SHAPES.items())
-_SHAPE_LIST = tuple(PARAM_SHAPES.values())
-_DT = np.dtype(DTYPE)
-_concat = np.concatenate
-_HERE = Path(__file__).resolve().parent
 
-
-class BuildError(RuntimeError):
-    """The C source could not be compiled (no compiler, or the compiler failed)."""
-
-
-def _compiler():
-    """The C compiler command: $CC, else cc, gcc or clang on PATH."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc or not shutil.which(shlex.split(cc)[0]):
-        raise BuildError(f"no C compiler found{f' (CC={cc!r})' if cc else ''}: install gcc (Debian: apt-get install gcc) "
-                         "or set CC; the NumPy module (symgrad generate --target numpy) needs none")
-    return shlex.split(cc)
-
-
-def _blas_available(cc):
-    """Whether cc finds <cblas.h> and links -lopenblas."""
-    probe = "#include <cblas.h>\nint main(void) { return 0; }\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "probe.c"
-        src.write_text(probe)
-        res = subprocess.run([*cc, str(src), "-o", str(Path(tmp) / "probe"), "-lopenblas"], capture_output=True)
-    return res.returncode == 0
-
-
-# The library is built on the machine that loads it, so it may use all of that CPU's vector units
-# (-march=native: the branch-free exp/tanh loops run 4-8 doubles at a time); -fno-trapping-math lets gcc
-# vectorise selects next to divisions; -ffp-contract=off keeps a*b+c two roundings everywhere, so results
-# do not depend on whether the CPU has FMA. A compiler that rejects these gets PORTABLE_CFLAGS.
-DEFAULT_CFLAGS = "-O3 -march=native -fno-trapping-math -ffp-contract=off"
-PORTABLE_CFLAGS = "-O3 -ffp-contract=off"
-
-
-def _host_cpu():
-    """The CPU model and feature flags (part of the cache key: a -march=native build is for this CPU only)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        import platform
-
-        return f"{platform.machine()} {platform.processor()}"
-    keys = ("model name", "flags", "Features", "CPU part")
-    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in keys}))
-
-
-def build_library(source, blas="no"):
-    """Path of the shared library of source (x.c beside x.h): cache/x-<sha256>.so, compiled only when not there.
-
-    blas: "yes" links OpenBLAS (-DSYMGRAD_USE_BLAS), "auto" when its header is found, "no" never. CC and CFLAGS
-    (default DEFAULT_CFLAGS, PORTABLE_CFLAGS if the compiler rejects those) choose the compiler and flags;
-    $SYMGRAD_CACHE (default ~/.cache/symgrad) the cache folder.
-    """
-    source = Path(source)
-    cc = _compiler()
-    given = os.environ.get("CFLAGS")
-    link = ["-lm"]
-    extra = []
-    if blas == "yes" or (blas == "auto" and _blas_available(cc)):
-        extra.append("-DSYMGRAD_USE_BLAS")
-        link.insert(0, "-lopenblas")
-    commands = [[*cc, "-std=c99", *shlex.split(flags), *extra, "-fPIC", "-shared"]
-                for flags in ([given] if given is not None else [DEFAULT_CFLAGS, PORTABLE_CFLAGS])]
-    text = source.read_bytes() + source.with_suffix(".h").read_bytes()
-    key = hashlib.sha256(text + " ".join(commands[0] + link).encode() + _host_cpu().encode()).hexdigest()[:24]
-    cache = Path(os.environ.get("SYMGRAD_CACHE", Path.home() / ".cache" / "symgrad"))
-    lib = cache / f"{source.stem}-{key}.so"
-    if lib.exists():
-        return lib
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=cache)
-    os.close(fd)
-    try:
-        for command in commands:  # the portable flags only if the compiler rejects the default ones
-            res = subprocess.run([*command, "-I", str(source.parent), "-o", tmp, str(source), *link],
-                                 capture_output=True, text=True)
-            if res.returncode == 0:
-                break
-        else:
-            raise BuildError(f"compiling {source.name} failed ({' '.join(command)}):\n{res.stderr}")
-        os.replace(tmp, lib)  # atomic: a concurrent import sees the whole library or none
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return lib
-
-
-def host_gemm(kind="d"):
-    """(address, "library:symbol") of the ILP64 cblas_?gemm NumPy already loaded into this process, or None.
-
-    NumPy's wheels carry OpenBLAS with 64-bit integers (scipy_cblas_dgemm64_); handing it to the C code
-    keeps one BLAS thread pool in the process, where two pools would spin against each other on a few
-    cores. Linux only (/proc/self/maps); $SYMGRAD_HOST_BLAS=0 turns it off.
-    """
-    if os.environ.get("SYMGRAD_HOST_BLAS", "1") == "0":
-        return None
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "blas" in line.lower() and line.split()[-1].startswith("/")})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in (f"scipy_cblas_{kind}gemm64_", f"cblas_{kind}gemm64_"):
-            fn = getattr(lib, symbol, None)
-            if fn is not None:
-                return ctypes.cast(fn, ctypes.c_void_p).value, f"{Path(path).name}:{symbol}"
-    return None
-
-
-LIBRARY = build_library(_HERE / "mnist_mlp.c", BLAS)
+LIBRARY = _build.build_library(Path(__file__).resolve().parent / "mnist_mlp.c", BLAS)
 _lib = ctypes.CDLL(str(LIBRARY))
-_host = host_gemm("d")
-HOST_GEMM = _host and _host[1]  # the process's own BLAS, used for every matrix product when found
-_lib.mnist_mlp_set_gemm.argtypes = [ctypes.c_void_p]
-_lib.mnist_mlp_set_gemm(_host and _host[0])  # the library may be shared with an earlier import: always set
-_real = ctypes.c_double if DTYPE == np.float64 else ctypes.c_float
-_ptr = ctypes.c_void_p
-_lib.mnist_mlp_workspace_size.restype = ctypes.c_size_t
-_lib.mnist_mlp_workspace_size.argtypes = [ctypes.c_int]
-_lib.mnist_mlp_forward.restype = None
-_lib.mnist_mlp_forward.argtypes = [_ptr, _ptr, ctypes.c_int, _ptr, _ptr]
-_lib.mnist_mlp_loss.restype = _real
-_lib.mnist_mlp_loss.argtypes = [_ptr, _ptr, _ptr, ctypes.c_int, _ptr]
-_lib.mnist_mlp_loss_and_gradients.restype = _real
-_lib.mnist_mlp_loss_and_gradients.argtypes = [_ptr, _ptr, _ptr, ctypes.c_int, _ptr, _ptr]
-
-
-
-class _Call(ctypes.Structure):
-    """mnist_mlp_call: the arguments of one loss_and_gradients call in one block."""
-
-    _fields_ = [("params", _ptr), ("x", _ptr), ("t", _ptr), ("grad", _ptr), ("work", _ptr), ("batch", ctypes.c_int)]
-
-
-_lag_call_c = _lib.mnist_mlp_loss_and_gradients_call
-_lag_call_c.restype = _real
-_forward_c = _lib.mnist_mlp_forward
-_loss_c = _lib.mnist_mlp_loss
-_lag_c = _lib.mnist_mlp_loss_and_gradients
-_LAYOUT = tuple((name, OFFSETS[name], int(np.prod(shape, dtype=int)), shape) for name, shape in _SHAPES)
-_GRADS = tuple(item for item in _LAYOUT if item[0] in TRAINABLE)
-_local = threading.local()  # per thread: {batch: _Buffers}, so concurrent calls never share work or results
-_addresses = {}
-_views = {}  # id(first view) -> (weak references to the views unpack() made, address of their vector)
-
-
-class _Buffers:
-    """Per batch size: C-contiguous inputs, targets, parameters, gradients and work, with their addresses."""
-
-    def __init__(self, batch):
-        self.x = np.empty((batch, N_INPUTS), dtype=DTYPE)
-        self.t = np.empty((batch, N_OUTPUTS), dtype=DTYPE)
-        self.y = np.empty((batch, N_OUTPUTS), dtype=DTYPE)
-        self.theta = np.empty(N_PARAMS, dtype=DTYPE)
-        self.grad = np.empty(N_PARAMS, dtype=DTYPE)
-        self.grads = tuple((name, self.grad[offset:offset + size].reshape(shape)) for name, offset, size, shape in _GRADS)
-        self.work = np.empty(max(1, _lib.mnist_mlp_workspace_size(batch)), dtype=DTYPE)
-        self.ptr = {k: getattr(self, k).ctypes.data for k in ("x", "t", "y", "theta", "grad", "work")}
-        self.keep = {}  # converted inputs passed by address
-
-
-def _buffers_for(batch):
-    """This thread's buffers for the batch size (C writes into them: another thread must not)."""
-    try:
-        table = _local.buffers
-    except AttributeError:
-        table = _local.buffers = {}
-    b = table.get(batch)
-    if b is None:
-        if len(table) > 8:
-            table.clear()
-        b = table[batch] = _Buffers(batch)
-    return b
-
-
-def _address(a):
-    """Data address of an array, remembered per live array object (reading .ctypes.data is slow)."""
-    hit = _addresses.get(id(a))
-    if hit is not None and hit[0]() is a:
-        return hit[1]
-    if len(_addresses) > 1024:
-        _addresses.clear()
-    addr = a.ctypes.data
-    _addresses[id(a)] = (weakref.ref(a), addr)
-    return addr
+_host = _build.host_gemm("d")
+HOST_GEMM = _runtime.set_gemm(_lib, "mnist_mlp", _host)  # the process's own BLAS, for every matrix product when found
+_package = _runtime.Package(sys.modules[__name__], _lib, "mnist_mlp", uses_target=True)
+pack = _package.pack
+unpack = _package.unpack
+forward = _package.forward
+loss = _package.loss
+loss_and_gradients = _package.loss_and_gradients
+gradients = _package.gradients
+loss_and_gradients_flat = _package.loss_and_gradients_flat
+bind = _package.bind
+_packed = _package.packed
 
 
 def init_params():
@@ -346,239 +164,6 @@ def init_params():
         "fc3.weight": rng.normal(0.0, 0.1767766952966369, size=(10, 64)).astype(DTYPE),
         "fc3.bias": np.zeros((10,), dtype=DTYPE),
     }))
-
-
-def _params(params):
-    """The parameter arrays in PARAM_NAMES order, checked against PARAM_SHAPES."""
-    arrays = []
-    for name, shape in _SHAPES:
-        try:
-            p = params[name]
-        except KeyError:
-            raise ValueError(f"params is missing {name!r} (expected keys: {', '.join(PARAM_NAMES)})") from None
-        if type(p) is not np.ndarray or p.dtype is not _DT or p.shape != shape or CHECK_FINITE:
-            p = _real(p, f"params[{name!r}]")
-            if p.shape != shape:
-                raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
-        arrays.append(p)
-    return arrays
-
-
-def _real(v, what):
-    if type(v) is np.ndarray and v.dtype is _DT and not CHECK_FINITE:
-        return v
-    a = np.asarray(v)
-    if a.dtype.kind not in "fiu":
-        raise ValueError(f"{what} must hold real numbers, got dtype {a.dtype}")
-    a = a.astype(DTYPE, copy=False)
-    if CHECK_FINITE and not np.all(np.isfinite(a)):
-        raise ValueError(f"{what} contains NaN or infinite values")
-    return a
-
-
-def _batch(v, width, what):
-    """v as a (batch, width) array, and whether it was a single row."""
-    a = _real(v, what)
-    single = a.ndim == 1
-    if single:
-        a = a.reshape(1, -1)
-    if a.ndim != 2 or a.shape[1] != width or a.shape[0] == 0:
-        raise ValueError(f"{what} must have shape (batch, {width}) or ({width},), got {np.shape(v)}")
-    return a, single
-
-
-def _targets(y, a0):
-    """y as a (batch, N_OUTPUTS) array with as many rows as x."""
-    t, _ = _batch(y, N_OUTPUTS, "y")
-    if t.shape[0] != a0.shape[0]:
-        raise ValueError(f"x has {a0.shape[0]} rows but y has {t.shape[0]}")
-    return t
-
-
-def pack(params, out=None):
-    """The parameters as one contiguous vector in the C layout (OFFSETS)."""
-    theta = np.empty(N_PARAMS, dtype=DTYPE) if out is None else out
-    try:
-        arrays = [params[name] for name in PARAM_NAMES]
-    except (KeyError, TypeError):
-        arrays = None
-    if arrays is None or CHECK_FINITE:
-        arrays = _params(params)
-    else:
-        for a, shape in zip(arrays, _SHAPE_LIST):
-            if type(a) is not np.ndarray or a.dtype is not _DT or a.shape != shape:
-                arrays = _params(params)  # converts, or raises the NumPy module's ValueError
-                break
-    _concat([a.ravel() for a in arrays], out=theta)
-    return theta
-
-
-def unpack(theta):
-    """{name: array} views of a flat parameter vector (remembered: calls on them skip packing)."""
-    views = {name: theta[offset:offset + size].reshape(shape) for name, offset, size, shape in _LAYOUT}
-    if type(theta) is np.ndarray and theta.dtype is _DT and theta.shape == (N_PARAMS,) and theta.flags.c_contiguous:
-        arrays = [views[name] for name in PARAM_NAMES]
-        if len(_views) > 64:
-            _views.clear()
-        _views[id(arrays[0])] = (tuple(weakref.ref(a) for a in arrays), _address(theta))
-    return views
-
-
-def _ready(v, rows, width):
-    """Whether v can go to C as it is: a C-contiguous DTYPE array of shape (rows or any, width)."""
-    return (type(v) is np.ndarray and v.dtype is _DT and v.ndim == 2 and v.shape[1] == width and v.shape[0]
-            and (rows is None or v.shape[0] == rows) and v.flags.c_contiguous and not CHECK_FINITE)
-
-
-def _pointer(a, buffer, name, b):
-    """Address of a itself when it is C-contiguous (kept alive in b until the next call), else of its copy in b."""
-    if a.flags.c_contiguous:
-        b.keep[name] = a
-        return a.ctypes.data
-    buffer[...] = a
-    return b.ptr[name]
-
-
-def _prepare(params, x, y, targets=True):
-    """(buffers, parameter vector address, x address, targets address, batch, single).
-
-    Parameters are packed into the buffers unless they are views unpack() (or init_params()) made, or, for big
-    networks, any views of one vector in the C layout.
-    """
-    if _ready(x, None, N_INPUTS):  # fast path: no conversion, no copy
-        a0, single = x, False
-        b = _buffers_for(x.shape[0])
-        px = _address(x)
-    else:
-        a0, single = _batch(x, N_INPUTS, "x")
-        b = _buffers_for(a0.shape[0])
-        px = _pointer(a0, b.x, "x", b)
-    pt = b.ptr["t"]
-    if targets:
-        pt = _address(y) if _ready(y, a0.shape[0], N_OUTPUTS) else _pointer(_targets(y, a0), b.t, "t", b)
-    theta = _packed(params)
-    if theta is None:
-        pack(params, b.theta)
-        theta = b.ptr["theta"]
-    return b, theta, px, pt, a0.shape[0], single
-
-
-def _packed(params):
-    """Address of the vector params are the unpack() views of (no packing needed), else None."""
-    try:
-        arrays = [params[name] for name in PARAM_NAMES]
-    except (KeyError, TypeError):
-        return None
-    hit = _views.get(id(arrays[0]))
-    if hit is not None and not CHECK_FINITE:  # views unpack() made: the same array objects are the same memory
-        for ref, a in zip(hit[0], arrays):
-            if ref() is not a:
-                break
-        else:
-            return hit[1]
-    if N_PARAMS <= 4096:  # small: packing costs less than checking views made elsewhere
-        return None
-    base = arrays[0].base if type(arrays[0]) is np.ndarray else None
-    if type(base) is not np.ndarray or base.dtype is not _DT or base.shape != (N_PARAMS,) or CHECK_FINITE:
-        return None
-    start = _address(base)
-    for a, (_, offset, _, shape) in zip(arrays, _LAYOUT):
-        if type(a) is not np.ndarray or a.base is not base or a.shape != shape or not a.flags.c_contiguous \
-                or _address(a) != start + offset * base.itemsize:
-            return None
-    return start
-
-
-def forward(params, x):
-    """The network's output for x: shape (batch, N_OUTPUTS), or (N_OUTPUTS,) for one sample."""
-    b, theta, px, _, n, single = _prepare(params, x, None, targets=False)
-    _forward_c(theta, px, n, b.ptr["y"], b.ptr["work"])
-    return b.y[0].copy() if single else b.y.copy()
-
-
-def loss(params, x, y):
-    """The loss E of the batch (a float)."""
-    b, theta, px, pt, n, _ = _prepare(params, x, y)
-    return float(_loss_c(theta, px, pt, n, b.ptr["work"]))
-
-
-def loss_and_gradients(params, x, y):
-    """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
-    b, theta, px, pt, n, _ = _prepare(params, x, y)
-    if N_PARAMS > 4096:  # big: C writes into a fresh array, returned as views of it
-        g = np.empty(N_PARAMS, dtype=DTYPE)
-        E = _lag_c(theta, px, pt, n, g.ctypes.data, b.ptr["work"])
-        return float(E), {name: g[offset:offset + size].reshape(shape) for name, offset, size, shape in _GRADS}
-    # small: into the buffer, then a copy of each gradient (cheaper than a new array's address and views of it)
-    E = _lag_c(theta, px, pt, n, b.ptr["grad"], b.ptr["work"])
-    return float(E), {name: v.copy() for name, v in b.grads}
-
-
-def gradients(params, x, y):
-    """{name: dE/dparam} for every trainable parameter (same keys and shapes as params)."""
-    return loss_and_gradients(params, x, y)[1]
-
-
-def _check_flat(theta, x, t, grad):
-    """(batch, theta, x, t and grad addresses), after refusing arrays C would read or write out of bounds, a
-    read-only grad, and a grad overlapping an input (fast path: identity checks and the addresses C gets anyway)."""
-    if (type(theta) is np.ndarray and type(x) is np.ndarray and type(t) is np.ndarray and type(grad) is np.ndarray
-            and theta.dtype is _DT and x.dtype is _DT and t.dtype is _DT and grad.dtype is _DT
-            and theta.shape == (N_PARAMS,) and grad.shape == (N_PARAMS,) and x.ndim == 2 and x.shape[1] == N_INPUTS
-            and x.shape[0] and t.shape == (x.shape[0], N_OUTPUTS)):
-        gf = grad.flags
-        if gf.c_contiguous and gf.writeable and theta.flags.c_contiguous and x.flags.c_contiguous and t.flags.c_contiguous:
-            g = _address(grad)
-            ge = g + grad.nbytes
-            pt, px, pp = _address(t), _address(x), _address(theta)
-            if (ge <= pp or pp + theta.nbytes <= g) and (ge <= px or px + x.nbytes <= g) and (ge <= pt or pt + t.nbytes <= g):
-                return x.shape[0], pp, px, pt, g
-    _refuse_flat(theta, x, t, grad)
-    return x.shape[0], _address(theta), _address(x), _address(t), _address(grad)
-
-
-def _refuse_flat(theta, x, t, grad):
-    """_check_flat's slow path: the same checks one by one, raising ValueError with what is wrong."""
-    for a, n, what in ((theta, N_PARAMS, "theta"), (grad, N_PARAMS, "grad")):
-        if type(a) is not np.ndarray or a.dtype != DTYPE or not a.flags.c_contiguous or a.shape != (n,):
-            raise ValueError(f"{what} must be a C-contiguous {_DT.name} vector of {N_PARAMS}")
-    rows = x.shape[0] if type(x) is np.ndarray and x.ndim == 2 else None
-    for a, w, what in ((x, N_INPUTS, "x"), (t, N_OUTPUTS, "t")):
-        if type(a) is not np.ndarray or a.dtype != DTYPE or not a.flags.c_contiguous or a.ndim != 2 \
-                or a.shape != (rows, w) or not rows:
-            raise ValueError(f"{what} must be a C-contiguous {_DT.name} array of shape ({rows or 'B >= 1'}, {w})")
-    if not grad.flags.writeable:
-        raise ValueError("grad is read-only (C writes the gradient into it): pass a writeable array, e.g. np.empty(N_PARAMS)")
-    for a, what in ((theta, "theta"), (x, "x"), (t, "t")):
-        if np.may_share_memory(grad, a):  # contiguous arrays: overlapping bounds are shared memory
-            raise ValueError(f"grad overlaps {what}: C would overwrite its input while reading it; pass a separate array")
-
-
-def loss_and_gradients_flat(theta, x, t, grad):
-    """E, with dE/dtheta written into grad (frozen entries 0): the allocation-free call for hot loops.
-
-    theta and grad are C-contiguous DTYPE vectors of N_PARAMS (layout OFFSETS; pack() makes one), x and t
-    C-contiguous DTYPE arrays of shape (B, N_INPUTS) and (B, N_OUTPUTS); grad must be writeable and must
-    not overlap theta, x or t (ValueError otherwise). Safe from several threads, each with its own grad.
-    """
-    n, pp, px, pt, g = _check_flat(theta, x, t, grad)
-    return _lag_c(pp, px, pt, n, g, _buffers_for(n).ptr["work"])
-
-
-def bind(theta, x, t, grad):
-    """A no-argument function that computes E and writes dE/dtheta into grad for these very arrays.
-
-    The pointers are resolved once into a mnist_mlp_call block, so a call is one ctypes call with one
-    argument: for hot loops that update theta, x and t in place. Same array requirements as
-    loss_and_gradients_flat (checked once, here); the arrays are kept alive. The call owns its work
-    buffer: each thread needs its own bind() (and grad); one bound call must not run in two threads at once.
-    """
-    n = _check_flat(theta, x, t, grad)[0]
-    work = np.empty(max(1, _lib.mnist_mlp_workspace_size(n)), dtype=DTYPE)
-    block = _Call(*(a.ctypes.data for a in (theta, x, t, grad, work)), n)
-    call = functools.partial(_lag_call_c, ctypes.byref(block))  # one ctypes argument, no Python frame
-    call.arrays = (theta, x, t, grad, work, block)
-    return call
 
 
 # Training (symgrad.optim): momentum, constant learning-rate schedule.

@@ -29,6 +29,13 @@
 
 typedef double real;
 
+static mnist_mlp_gemm64 symgrad_gemm = 0;  /* a BLAS handed over at run time */
+
+void mnist_mlp_set_gemm(mnist_mlp_gemm64 gemm)
+{
+    symgrad_gemm = gemm;
+}
+
 /* 2^n for an integer n in [-1022, 1023], straight from the bits. */
 static inline double symgrad_pow2(int64_t n)
 {
@@ -67,21 +74,20 @@ static inline double symgrad_exp(double x)
     return p * symgrad_pow2(n1) * symgrad_pow2(ni - n1);
 }
 
-static mnist_mlp_gemm64 symgrad_gemm = 0;
-
-void mnist_mlp_set_gemm(mnist_mlp_gemm64 gemm)
-{
-    symgrad_gemm = gemm;
-}
-
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, A, k, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -95,7 +101,8 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p], a3 = A[(size_t)(i + 3) * k + p];
+            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p],
+                a3 = A[(size_t)(i + 3) * k + p];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];
@@ -121,13 +128,20 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 }
 
 /* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */
-static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)
+static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C,
+    real *restrict T)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, A, k, B, k, 0, C, n);
+        return;
+    }
+#endif
     for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
         for (int j = 0; j < n; ++j) {
             T[(size_t)p * n + j] = B[(size_t)j * k + p];
@@ -140,10 +154,16 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (mnist_mlp_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1, A, m, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -157,7 +177,8 @@ static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2], a3 = A[(size_t)p * m + i + 3];
+            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2],
+                a3 = A[(size_t)p * m + i + 3];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];

@@ -25,7 +25,7 @@
 
 typedef double real;
 
-static regression_relu_gemm64 symgrad_gemm = 0;
+static regression_relu_gemm64 symgrad_gemm = 0;  /* a BLAS handed over at run time */
 
 void regression_relu_set_gemm(regression_relu_gemm64 gemm)
 {
@@ -36,10 +36,16 @@ void regression_relu_set_gemm(regression_relu_gemm64 gemm)
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (regression_relu_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, A, k, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -53,7 +59,8 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p], a3 = A[(size_t)(i + 3) * k + p];
+            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p],
+                a3 = A[(size_t)(i + 3) * k + p];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];
@@ -79,13 +86,20 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 }
 
 /* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */
-static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)
+static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C,
+    real *restrict T)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (regression_relu_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, A, k, B, k, 0, C, n);
+        return;
+    }
+#endif
     for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
         for (int j = 0; j < n; ++j) {
             T[(size_t)p * n + j] = B[(size_t)j * k + p];
@@ -98,10 +112,16 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (regression_relu_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1, A, m, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -115,7 +135,8 @@ static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2], a3 = A[(size_t)p * m + i + 3];
+            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2],
+                a3 = A[(size_t)p * m + i + 3];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];
@@ -142,7 +163,7 @@ static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const r
 
 size_t regression_relu_workspace_size(int batch)
 {
-    return 2 + (size_t)batch * 2 + (size_t)batch * 1 + (size_t)batch * 2 + (size_t)batch * 2;
+    return 2 + (size_t)batch * 2 + (size_t)batch + (size_t)batch * 2 + (size_t)batch * 2;
 }
 
 void regression_relu_forward(const real *restrict params, const real *restrict x, int batch, real *restrict y,
@@ -157,8 +178,7 @@ void regression_relu_forward(const real *restrict params, const real *restrict x
         const real linear2_w1_1 = params[4];
         const real linear2_w1_2 = params[5];
         const real linear2_b = params[6];
-        const int _r = 0;
-        const real x_ = x[(size_t)_r * 1 + 0];
+        const real x_ = x[0];
         const real net_linear11 = linear1_b1 + linear1_w1_1*x_;
         const real net_linear12 = linear1_b2 + linear1_w2_1*x_;
         const real out_linear11 = ((net_linear11) <= 0 ? 0 : (net_linear11));
@@ -183,14 +203,11 @@ void regression_relu_forward(const real *restrict params, const real *restrict x
     }
     /* layer 2 'linear2' forward: net = a W^T + b (2 -> 1), out = net */
     symgrad_gemm_nt(batch, 1, 2, A1, params + 4, A2, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A2[_q] + params[6 + _j];
-            A2[_q] = net;
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A2[_q] + params[6];
+        A2[_q] = net;
     }
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         y[_q] = A2[_q];
     }
 }
@@ -207,9 +224,8 @@ real regression_relu_loss(const real *restrict params, const real *restrict x, c
         const real linear2_w1_1 = params[4];
         const real linear2_w1_2 = params[5];
         const real linear2_b = params[6];
-        const int _r = 0;
-        const real x_ = x[(size_t)_r * 1 + 0];
-        const real target_y = t[(size_t)_r * 1 + 0];
+        const real x_ = x[0];
+        const real target_y = t[0];
         const real net_linear11 = linear1_b1 + linear1_w1_1*x_;
         const real net_linear12 = linear1_b2 + linear1_w2_1*x_;
         const real out_linear11 = ((net_linear11) <= 0 ? 0 : (net_linear11));
@@ -235,15 +251,12 @@ real regression_relu_loss(const real *restrict params, const real *restrict x, c
     }
     /* layer 2 'linear2' forward: net = a W^T + b (2 -> 1), out = net */
     symgrad_gemm_nt(batch, 1, 2, A1, params + 4, A2, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A2[_q] + params[6 + _j];
-            A2[_q] = net;
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A2[_q] + params[6];
+        A2[_q] = net;
     }
     real _E = 0;
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         _E += (t[_q] - A2[_q])*(t[_q] - A2[_q]);
     }
     const real _s = (real)1 / batch;
@@ -262,9 +275,8 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
         const real linear2_w1_1 = params[4];
         const real linear2_w1_2 = params[5];
         const real linear2_b = params[6];
-        const int _r = 0;
-        const real x_ = x[(size_t)_r * 1 + 0];
-        const real target_y = t[(size_t)_r * 1 + 0];
+        const real x_ = x[0];
+        const real target_y = t[0];
         const real net_linear11 = linear1_b1 + linear1_w1_1*x_;
         const real net_linear12 = linear1_b2 + linear1_w2_1*x_;
         const real out_linear11 = ((net_linear11) <= 0 ? 0 : (net_linear11));
@@ -294,8 +306,8 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
     real *restrict T = work + 0;
     real *restrict A1 = work + 2;
     real *restrict A2 = work + 2 + (size_t)batch * 2;
-    real *restrict D0 = work + 2 + (size_t)batch * 2 + (size_t)batch * 1;
-    real *restrict D1 = work + 2 + (size_t)batch * 2 + (size_t)batch * 1 + (size_t)batch * 2;
+    real *restrict D0 = work + 2 + (size_t)batch * 2 + (size_t)batch;
+    real *restrict D1 = work + 2 + (size_t)batch * 2 + (size_t)batch + (size_t)batch * 2;
     const real *restrict A0 = x;
     /* layer 1 'linear1' forward: net = a W^T + b (1 -> 2), out = relu(net) */
     symgrad_gemm_nt(batch, 2, 1, A0, params + 0, A1, T);
@@ -308,33 +320,26 @@ real regression_relu_loss_and_gradients(const real *restrict params, const real 
     }
     /* layer 2 'linear2' forward: net = a W^T + b (2 -> 1), out = net */
     symgrad_gemm_nt(batch, 1, 2, A1, params + 4, A2, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A2[_q] + params[6 + _j];
-            A2[_q] = net;
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A2[_q] + params[6];
+        A2[_q] = net;
     }
     real _E = 0;
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         _E += (t[_q] - A2[_q])*(t[_q] - A2[_q]);
     }
     const real _s = (real)1 / batch;
     for (int _i = 0; _i < 2; ++_i) {
         grad[2 + _i] = 0;
     }
-    for (int _i = 0; _i < 1; ++_i) {
-        grad[6 + _i] = 0;
-    }
+    grad[6] = 0;
     /* layer 2 'linear2' backward: delta = dE/dnet */
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         D0[_q] = _s * (2*(-t[_q] + A2[_q]));
     }
     symgrad_gemm_tn(1, 2, batch, D0, A1, grad + 4);  /* dE/dW */
     for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            grad[6 + _j] += D0[(size_t)_r * 1 + _j];
-        }
+        grad[6] += D0[_r];
     }
     /* layer 1 'linear1' backward: delta = (delta W) * f'(net) */
     symgrad_gemm_nn(batch, 2, 1, D0, params + 4, D1);

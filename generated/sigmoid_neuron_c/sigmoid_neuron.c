@@ -41,9 +41,9 @@ void sigmoid_neuron_forward(const real *restrict params, const real *restrict x,
     const real w = params[0];
     const real b = params[1];
     for (int _r = 0; _r < batch; ++_r) {
-        const real x_ = x[(size_t)_r * 1 + 0];
+        const real x_ = x[_r];
         const real y_ = symgrad_sigmoid1(b + w*x_);
-        y[(size_t)_r * 1 + 0] = y_;
+        y[_r] = y_;
     }
 }
 
@@ -57,13 +57,13 @@ real sigmoid_neuron_loss(const real *restrict params, const real *restrict x, co
     const real b = params[1];
     real _E = 0;
     for (int _r = 0; _r < batch; ++_r) {
-        const real x_ = x[(size_t)_r * 1 + 0];
+        const real x_ = x[_r];
         const real y_ = symgrad_sigmoid1(b + w*x_);
         const real E_y = y_;
         const real E_total = E_y;
         _E += E_total;
     }
-    return 1 * _E;
+    return _E;
 }
 
 real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *restrict x, const real *restrict t,
@@ -75,8 +75,7 @@ real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *
     const real w = params[0];
     const real b = params[1];
     if (batch == 1) {  /* one sample: each gradient is stored once known, no accumulators */
-        const int _r = 0;
-        const real x_ = x[(size_t)_r * 1 + 0];
+        const real x_ = x[0];
         const real y_ = symgrad_sigmoid1(b + w*x_);
         const real _c0 = y_*(1 - y_);
         const real E_y = y_;
@@ -90,7 +89,7 @@ real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *
     real _E = 0;
     real _g0 = 0, _g1 = 0;
     for (int _r = 0; _r < batch; ++_r) {
-        const real x_ = x[(size_t)_r * 1 + 0];
+        const real x_ = x[_r];
         const real y_ = symgrad_sigmoid1(b + w*x_);
         const real _c0 = y_*(1 - y_);
         const real E_y = y_;
@@ -101,10 +100,9 @@ real sigmoid_neuron_loss_and_gradients(const real *restrict params, const real *
         _g0 += dE_dw;
         _g1 += dE_db;
     }
-    const real _s = 1;
-    grad[0] = _s * _g0;
-    grad[1] = _s * _g1;
-    return _s * _E;
+    grad[0] = _g0;
+    grad[1] = _g1;
+    return _E;
 }
 
 real sigmoid_neuron_loss_and_gradients_call(const sigmoid_neuron_call *call)

@@ -27,6 +27,13 @@
 
 typedef double real;
 
+static single_neuron_gemm64 symgrad_gemm = 0;  /* a BLAS handed over at run time */
+
+void single_neuron_set_gemm(single_neuron_gemm64 gemm)
+{
+    symgrad_gemm = gemm;
+}
+
 /* 2^n for an integer n in [-1022, 1023], straight from the bits. */
 static inline double symgrad_pow2(int64_t n)
 {
@@ -80,21 +87,20 @@ static inline double symgrad_sigmoid1(double x)
     return x > -708.0 ? 1 / (1 + exp(-x)) : exp(x);
 }
 
-static single_neuron_gemm64 symgrad_gemm = 0;
-
-void single_neuron_set_gemm(single_neuron_gemm64 gemm)
-{
-    symgrad_gemm = gemm;
-}
-
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (single_neuron_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, A, k, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -108,7 +114,8 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p], a3 = A[(size_t)(i + 3) * k + p];
+            const real a0 = A[(size_t)i * k + p], a1 = A[(size_t)(i + 1) * k + p], a2 = A[(size_t)(i + 2) * k + p],
+                a3 = A[(size_t)(i + 3) * k + p];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];
@@ -134,13 +141,20 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 }
 
 /* C (m x n) = A B^T, A (m x k), B (n x k); T is scratch for k x n values. */
-static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C, real *restrict T)
+static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C,
+    real *restrict T)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (single_neuron_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, A, k, B, k, 0, C, n);
+        return;
+    }
+#endif
     for (int p = 0; p < k; ++p) {  /* T = B^T, so the products run along contiguous rows */
         for (int j = 0; j < n; ++j) {
             T[(size_t)p * n + j] = B[(size_t)j * k + p];
@@ -153,10 +167,16 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
     const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
-    if (symgrad_gemm && big) {  /* a BLAS handed over at run time (single_neuron_set_gemm) */
+    if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
         return;
     }
+#ifdef SYMGRAD_CBLAS_GEMM
+    if (big) {
+        SYMGRAD_CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1, A, m, B, n, 0, C, n);
+        return;
+    }
+#endif
     int i = 0;
     for (; i + 4 <= m; i += 4) {  /* four rows of C at a time: each row of B is loaded once for all four */
         real *restrict c0 = C + (size_t)i * n;
@@ -170,7 +190,8 @@ static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const r
             c3[j] = 0;
         }
         for (int p = 0; p < k; ++p) {
-            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2], a3 = A[(size_t)p * m + i + 3];
+            const real a0 = A[(size_t)p * m + i], a1 = A[(size_t)p * m + i + 1], a2 = A[(size_t)p * m + i + 2],
+                a3 = A[(size_t)p * m + i + 3];
             const real *restrict b = B + (size_t)p * n;
             for (int j = 0; j < n; ++j) {
                 c0[j] += a0 * b[j];
@@ -197,7 +218,7 @@ static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const r
 
 size_t single_neuron_workspace_size(int batch)
 {
-    return 2 + (size_t)batch * 1 + (size_t)batch * 1 + (size_t)batch * 1 + (size_t)batch * 1;
+    return 2 + (size_t)batch + (size_t)batch + (size_t)batch + (size_t)batch;
 }
 
 void single_neuron_forward(const real *restrict params, const real *restrict x, int batch, real *restrict y,
@@ -210,9 +231,8 @@ void single_neuron_forward(const real *restrict params, const real *restrict x, 
         const real b = params[2];
         const real w5 = params[3];
         const real b5 = params[4];
-        const int _r = 0;
-        const real x1 = x[(size_t)_r * 2 + 0];
-        const real x2 = x[(size_t)_r * 2 + 1];
+        const real x1 = x[0];
+        const real x2 = x[1];
         const real net_h = b + w1*x1 + w2*x2;
         const real out_h = symgrad_sigmoid1(net_h);
         const real net_o = b5 + out_h*w5;
@@ -222,27 +242,21 @@ void single_neuron_forward(const real *restrict params, const real *restrict x, 
     }
     real *restrict T = work + 0;
     real *restrict A1 = work + 2;
-    real *restrict A2 = work + 2 + (size_t)batch * 1;
+    real *restrict A2 = work + 2 + (size_t)batch;
     const real *restrict A0 = x;
     /* layer 1 'hidden' forward: net = a W^T + b (2 -> 1), out = sigmoid(net) */
     symgrad_gemm_nt(batch, 1, 2, A0, params + 0, A1, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A1[_q] + params[2 + _j];
-            A1[_q] = symgrad_sigmoid(net);
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A1[_q] + params[2];
+        A1[_q] = symgrad_sigmoid(net);
     }
     /* layer 2 'output' forward: net = a W^T + b (1 -> 1), out = net */
     symgrad_gemm_nt(batch, 1, 1, A1, params + 3, A2, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A2[_q] + params[4 + _j];
-            A2[_q] = net;
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A2[_q] + params[4];
+        A2[_q] = net;
     }
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         y[_q] = A2[_q];
     }
 }
@@ -257,10 +271,9 @@ real single_neuron_loss(const real *restrict params, const real *restrict x, con
         const real b = params[2];
         const real w5 = params[3];
         const real b5 = params[4];
-        const int _r = 0;
-        const real x1 = x[(size_t)_r * 2 + 0];
-        const real x2 = x[(size_t)_r * 2 + 1];
-        const real target_y = t[(size_t)_r * 1 + 0];
+        const real x1 = x[0];
+        const real x2 = x[1];
+        const real target_y = t[0];
         const real net_h = b + w1*x1 + w2*x2;
         const real out_h = symgrad_sigmoid1(net_h);
         const real net_o = b5 + out_h*w5;
@@ -271,28 +284,22 @@ real single_neuron_loss(const real *restrict params, const real *restrict x, con
     }
     real *restrict T = work + 0;
     real *restrict A1 = work + 2;
-    real *restrict A2 = work + 2 + (size_t)batch * 1;
+    real *restrict A2 = work + 2 + (size_t)batch;
     const real *restrict A0 = x;
     /* layer 1 'hidden' forward: net = a W^T + b (2 -> 1), out = sigmoid(net) */
     symgrad_gemm_nt(batch, 1, 2, A0, params + 0, A1, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A1[_q] + params[2 + _j];
-            A1[_q] = symgrad_sigmoid(net);
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A1[_q] + params[2];
+        A1[_q] = symgrad_sigmoid(net);
     }
     /* layer 2 'output' forward: net = a W^T + b (1 -> 1), out = net */
     symgrad_gemm_nt(batch, 1, 1, A1, params + 3, A2, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A2[_q] + params[4 + _j];
-            A2[_q] = net;
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A2[_q] + params[4];
+        A2[_q] = net;
     }
     real _E = 0;
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         _E += 0.5*((t[_q] - A2[_q])*(t[_q] - A2[_q]));
     }
     const real _s = 1;
@@ -309,10 +316,9 @@ real single_neuron_loss_and_gradients(const real *restrict params, const real *r
         const real b = params[2];
         const real w5 = params[3];
         const real b5 = params[4];
-        const int _r = 0;
-        const real x1 = x[(size_t)_r * 2 + 0];
-        const real x2 = x[(size_t)_r * 2 + 1];
-        const real target_y = t[(size_t)_r * 1 + 0];
+        const real x1 = x[0];
+        const real x2 = x[1];
+        const real target_y = t[0];
         const real net_h = b + w1*x1 + w2*x2;
         const real out_h = symgrad_sigmoid1(net_h);
         const real net_o = b5 + out_h*w5;
@@ -335,59 +341,45 @@ real single_neuron_loss_and_gradients(const real *restrict params, const real *r
     }
     real *restrict T = work + 0;
     real *restrict A1 = work + 2;
-    real *restrict A2 = work + 2 + (size_t)batch * 1;
-    real *restrict D0 = work + 2 + (size_t)batch * 1 + (size_t)batch * 1;
-    real *restrict D1 = work + 2 + (size_t)batch * 1 + (size_t)batch * 1 + (size_t)batch * 1;
+    real *restrict A2 = work + 2 + (size_t)batch;
+    real *restrict D0 = work + 2 + (size_t)batch + (size_t)batch;
+    real *restrict D1 = work + 2 + (size_t)batch + (size_t)batch + (size_t)batch;
     const real *restrict A0 = x;
     /* layer 1 'hidden' forward: net = a W^T + b (2 -> 1), out = sigmoid(net) */
     symgrad_gemm_nt(batch, 1, 2, A0, params + 0, A1, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A1[_q] + params[2 + _j];
-            A1[_q] = symgrad_sigmoid(net);
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A1[_q] + params[2];
+        A1[_q] = symgrad_sigmoid(net);
     }
     /* layer 2 'output' forward: net = a W^T + b (1 -> 1), out = net */
     symgrad_gemm_nt(batch, 1, 1, A1, params + 3, A2, T);
-    for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            const size_t _q = (size_t)_r * 1 + _j;
-            const real net = A2[_q] + params[4 + _j];
-            A2[_q] = net;
-        }
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
+        const real net = A2[_q] + params[4];
+        A2[_q] = net;
     }
     real _E = 0;
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         _E += 0.5*((t[_q] - A2[_q])*(t[_q] - A2[_q]));
     }
     const real _s = 1;
-    for (int _i = 0; _i < 1; ++_i) {
-        grad[2 + _i] = 0;
-    }
-    for (int _i = 0; _i < 1; ++_i) {
-        grad[4 + _i] = 0;
-    }
+    grad[2] = 0;
+    grad[4] = 0;
     /* layer 2 'output' backward: delta = dE/dnet */
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         D0[_q] = _s * (-t[_q] + A2[_q]);
     }
     symgrad_gemm_tn(1, 1, batch, D0, A1, grad + 3);  /* dE/dW */
     for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            grad[4 + _j] += D0[(size_t)_r * 1 + _j];
-        }
+        grad[4] += D0[_r];
     }
     /* layer 1 'hidden' backward: delta = (delta W) * f'(net) */
     symgrad_gemm_nn(batch, 1, 1, D0, params + 3, D1);
-    for (size_t _q = 0; _q < (size_t)batch * 1; ++_q) {
+    for (size_t _q = 0; _q < (size_t)batch; ++_q) {
         D1[_q] *= A1[_q]*(1 - A1[_q]);
     }
     symgrad_gemm_tn(1, 2, batch, D1, A0, grad + 0);  /* dE/dW */
     for (int _r = 0; _r < batch; ++_r) {
-        for (int _j = 0; _j < 1; ++_j) {
-            grad[2 + _j] += D1[(size_t)_r * 1 + _j];
-        }
+        grad[2] += D1[_r];
     }
     return _s * _E;
 }

@@ -72,13 +72,13 @@ class Softmax(Layer):
 
     # -- C: loops over the rows of the batch, zr/ar the row's net input (kept as log softmax) and outputs
 
-    def c_forward_row(self, n, bias, exp, log):
-        """C lines for one row: zr += bias, ar = softmax(zr), zr = log softmax (stable)."""
-        return [f"for (int _j = 0; _j < {n}; ++_j) {{", f"    zr[_j] = zr[_j]{bias};", "}",
+    def c_forward_row(self, n, first, exp, log):
+        """C lines for one row: zr = the net input (``first``, in _j), ar = softmax, then zr = log softmax (stable)."""
+        return [f"for (int _j = 0; _j < {n}; ++_j) {{", f"    zr[_j] = {first};", "}",
                 "real m = zr[0];",
                 f"for (int _j = 1; _j < {n}; ++_j) {{", "    m = zr[_j] > m ? zr[_j] : m;", "}",
                 "real s = 0;",
-                f"for (int _j = 0; _j < {n}; ++_j) {{", f"    ar[_j] = {exp}(zr[_j] - m);", "    s += ar[_j];", "}",
+                f"for (int _j = 0; _j < {n}; ++_j) {{", f"    ar[_j] = {exp('zr[_j] - m')};", "    s += ar[_j];", "}",
                 f"const real logs = {log}(s);",
                 f"for (int _j = 0; _j < {n}; ++_j) {{", "    ar[_j] /= s;",
                 "    zr[_j] = zr[_j] - m - logs;  /* log softmax, stable */", "}"]

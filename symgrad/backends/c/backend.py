@@ -25,7 +25,7 @@ class CBackend(Backend):
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
         o = self.settings(options)
-        return package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"])
+        return package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"])[2]
 
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)

@@ -1,8 +1,7 @@
 """Compile a generated C source into a shared library, cached by a SHA-256 of source and compiler command.
 
-Everything after the marker line below is copied verbatim into every generated C package
-(templates/c/package.py.j2), so a package builds itself with no symgrad installed; `symgrad generate
---build` runs this same code.
+symgrad copies this file verbatim into every generated C package as ``_build.py``, so a package builds itself
+with no symgrad installed (it imports only the standard library); `symgrad generate --build` runs the same code.
 """
 
 import ctypes
@@ -13,8 +12,6 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-
-# --- copied into generated C packages from here ---
 
 
 class BuildError(RuntimeError):
@@ -36,7 +33,7 @@ def _blas_available(cc):
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "probe.c"
         src.write_text(probe)
-        res = subprocess.run([*cc, str(src), "-o", str(Path(tmp) / "probe"), "-lopenblas"], capture_output=True)
+        res = subprocess.run([*cc, str(src), "-o", str(Path(tmp) / "probe"), "-lopenblas"], check=False, capture_output=True)
     return res.returncode == 0
 
 
@@ -90,7 +87,7 @@ def build_library(source, blas="no"):
     try:
         for command in commands:  # the portable flags only if the compiler rejects the default ones
             res = subprocess.run([*command, "-I", str(source.parent), "-o", tmp, str(source), *link],
-                                 capture_output=True, text=True)
+                                 check=False, capture_output=True, text=True)
             if res.returncode == 0:
                 break
         else:

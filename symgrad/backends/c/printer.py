@@ -20,6 +20,19 @@ class CPrinter(PrintedPrecedence, C99CodePrinter):
         self.suffix = suffix
         self.dtype = dtype
         self.names = names or {}
+        self.helpers = set()  # the symgrad_* helpers printed so far (templates/c/symgrad_math.h)
+
+    def renamed(self, names):
+        """A printer like this one with other ``names``, recording its helpers in the same set."""
+        pr = self.__class__(self.dtype, names, self.vector_math)
+        pr.helpers = self.helpers
+        return pr
+
+    def helper(self, name, arg):
+        """``symgrad_<name>(arg)`` for this dtype, recorded in ``helpers``."""
+        fn = f"symgrad_{name}{self.suffix}"
+        self.helpers.add(fn)
+        return f"{fn}({arg})"
 
     def _print_Symbol(self, expr):
         return renamed(self.names, expr) or super()._print_Symbol(expr)
@@ -72,23 +85,23 @@ class CPrinter(PrintedPrecedence, C99CodePrinter):
         return code
 
     def _print_exp(self, expr):
-        """symgrad's branch-free exp (codegen_c._EXP), over which loops vectorise; else libm's."""
+        """symgrad's branch-free exp (templates/c/symgrad_math.h), over which loops vectorise; else libm's."""
         if not self.vector_math:
             return super()._print_exp(expr)
-        return "symgrad_exp%s(%s)" % (self.suffix, self._print(expr.args[0]))
+        return self.helper("exp", self._print(expr.args[0]))
 
     def _print_tanh(self, expr):
         if not self.vector_math:
             return super()._print_tanh(expr)
-        return "symgrad_tanh%s(%s)" % (self.suffix, self._print(expr.args[0]))
+        return self.helper("tanh", self._print(expr.args[0]))
 
     def _print_sigmoid(self, expr):
         one = "" if self.vector_math else "1"  # symgrad_sigmoid1: one value at a time, over libm's exp
-        return "symgrad_sigmoid%s%s(%s)" % (one, self.suffix, self._print(expr.args[0]))
+        return self.helper(f"sigmoid{one}", self._print(expr.args[0]))
 
     def _print_softplus(self, expr):
         one = "" if self.vector_math else "1"
-        return "symgrad_softplus%s%s(%s)" % (one, self.suffix, self._print(expr.args[0]))
+        return self.helper(f"softplus{one}", self._print(expr.args[0]))
 
     def _print_relu(self, expr):
         """x <= 0 ? 0 : x, which keeps NaN as np.maximum(x, 0) does (fmax drops it); one compare and mask."""
