@@ -128,3 +128,8 @@ def names(given, n, key, default):
         raise SpecError(f"expected {n} names, got {len(given)}", key)
     return [check_name(s, f"{key}[{k}]") for k, s in enumerate(given)]
 
+
+def unit_names(layer, n, taken=()):
+    """Default neuron names of a layer: <layer>1..<layer>n, or <layer>_1.. when those are taken (layer x, input x1)."""
+    plain = [f"{layer}{j + 1}" for j in range(n)]
+    return plain if not set(plain) & set(taken) else [f"{layer}_{j + 1}" for j in range(n)]

@@ -26,6 +26,7 @@ typedef double real;
 typedef void (*gemm64)(int, int, int, long long, long long, long long, real, const real *, long long, const real *,
     long long, real, real *, long long);
 static gemm64 symgrad_gemm = 0;
+#define SYMGRAD_BLAS_MIN_WORK 4096
 
 #include "symgrad_math.h"
 #include "symgrad_gemm.h"

@@ -67,7 +67,7 @@ LIBRARY = _build.build_library(Path(__file__).resolve().parent / "mazur.c", BLAS
 _lib = ctypes.CDLL(str(LIBRARY))
 _host = _build.host_gemm("d")
 HOST_GEMM = _runtime.set_gemm(_lib, "mazur", _host)  # the process's own BLAS, for every matrix product when found
-_package = _runtime.Package(sys.modules[__name__], _lib, "mazur", uses_target=True)
+_package = _runtime.Package(sys.modules[__name__], _lib, "mazur", uses_target=True, big=4096)
 pack = _package.pack
 unpack = _package.unpack
 forward = _package.forward

@@ -24,6 +24,7 @@
 #include "regression_relu.h"
 
 typedef double real;
+#define SYMGRAD_BLAS_MIN_WORK 4096  /* m*n*k below which the built-in kernels beat a BLAS call */
 
 static regression_relu_gemm64 symgrad_gemm = 0;  /* a BLAS handed over at run time */
 
@@ -35,7 +36,7 @@ void regression_relu_set_gemm(regression_relu_gemm64 gemm)
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
-    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    const int big = (long long)m * n * k >= SYMGRAD_BLAS_MIN_WORK;  /* smaller products: the loops below win */
     if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
         return;
@@ -89,7 +90,7 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C,
     real *restrict T)
 {
-    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    const int big = (long long)m * n * k >= SYMGRAD_BLAS_MIN_WORK;  /* smaller products: the loops below win */
     if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
         return;
@@ -111,7 +112,7 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 /* C (m x n) = A^T B, A (k x m), B (k x n). */
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
-    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    const int big = (long long)m * n * k >= SYMGRAD_BLAS_MIN_WORK;  /* smaller products: the loops below win */
     if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
         return;

@@ -60,7 +60,7 @@ BLAS = "no"  # "auto": link OpenBLAS when its header is found; "yes": required; 
 LIBRARY = _build.build_library(Path(__file__).resolve().parent / "sigmoid_neuron.c", BLAS)
 _lib = ctypes.CDLL(str(LIBRARY))
 HOST_GEMM = None  # unrolled code: no matrix products
-_package = _runtime.Package(sys.modules[__name__], _lib, "sigmoid_neuron", uses_target=False)
+_package = _runtime.Package(sys.modules[__name__], _lib, "sigmoid_neuron", uses_target=False, big=4096)
 pack = _package.pack
 unpack = _package.unpack
 forward = _package.forward

@@ -17,8 +17,6 @@ import weakref
 
 import numpy as np
 
-BIG = 4096  # parameters above which views of one vector are worth checking, and gradients come as views
-
 
 class Call(ctypes.Structure):
     """<name>_call: the arguments of one loss_and_gradients call in one block."""
@@ -85,8 +83,9 @@ class Package:
     package module: PARAM_SHAPES, OFFSETS, TRAINABLE, N_INPUTS, N_OUTPUTS, DTYPE, and CHECK_FINITE, read at
     each call)."""
 
-    def __init__(self, config, lib, name, uses_target=True):
+    def __init__(self, config, lib, name, uses_target=True, big=4096):
         self.config = config
+        self.big = big  # parameters above which views of one vector are worth checking, and gradients come as views
         self.dtype = np.dtype(config.DTYPE)
         self.shapes = tuple(config.PARAM_SHAPES.items())
         self.names = tuple(config.PARAM_SHAPES)
@@ -205,7 +204,7 @@ class Package:
                     break
             else:
                 return hit[1]
-        if self.n_params <= BIG:  # small: packing costs less than checking views made elsewhere
+        if self.n_params <= self.big:  # small: packing costs less than checking views made elsewhere
             return None
         return self._views_of_one_vector(arrays)
 
@@ -278,7 +277,7 @@ class Package:
     def loss_and_gradients(self, params, x, y):
         """(E, {name: dE/dparam}) for every trainable parameter, from one forward pass."""
         b, theta, px, pt, n, _ = self.prepare(params, x, y)
-        if self.n_params > BIG:  # big: C writes into a fresh array, returned as views of it
+        if self.n_params > self.big:  # big: C writes into a fresh array, returned as views of it
             g = np.empty(self.n_params, dtype=self.dtype)
             E = self.lag_c(theta, px, pt, n, g.ctypes.data, b.ptr["work"])
             return float(E), {name: g[offset:offset + size].reshape(shape) for name, offset, size, shape in self.grads}

@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy as sp
 
-from symgrad.checks import BIAS_MODES, INIT_SCHEMES, choice_message, finite_array, flatten_names, names
+from symgrad.checks import BIAS_MODES, INIT_SCHEMES, choice_message, finite_array, flatten_names, names, unit_names
 from symgrad.errors import ExpressionError, SpecError
 from symgrad.ops.activations import get_activation
 from symgrad.ops.base import Step
@@ -47,7 +47,7 @@ class Dense:
     freeze: tuple = ()
     init: str | None = None
 
-    def build(self, key, fan_in, default_init):
+    def build(self, key, fan_in, default_init, taken=()):
         """(a checked copy of this layer with its activation and neuron names, its Params); self is not changed."""
         try:
             act = get_activation(self.activation, self.activation_params)
@@ -59,7 +59,7 @@ class Dense:
         if self.bias not in BIAS_MODES:
             raise SpecError(choice_message("bias", self.bias, BIAS_MODES), f"{key}.bias")
         n = self.units
-        neurons = names(self.neurons, n, f"{key}.neurons", [f"{self.name}{j + 1}" for j in range(n)])
+        neurons = names(self.neurons, n, f"{key}.neurons", unit_names(self.name, n, taken))
         scheme = self.init or default_init
         if scheme not in INIT_SCHEMES:
             raise SpecError(choice_message("init scheme", scheme, INIT_SCHEMES), f"{key}.init")

@@ -21,6 +21,7 @@ from symgrad.checks import (
     finite_array,
     input_names,
     names,
+    unit_names,
 )
 from symgrad.errors import ExpressionError, SpecError
 from symgrad.limits import check, check_expression
@@ -165,6 +166,8 @@ class Network(_ModelBase):
         """Check each layer and build the checked copies (the given Dense objects are not changed) and the params."""
         fan_in = len(self.inputs)
         self.params, built, n_params = [], [], 0
+        taken = set(self.inputs) | set(self.outputs or ()) | {str(getattr(d, "name", "")) for d in self.layers}
+        taken |= {str(n) for d in self.layers for n in (getattr(d, "neurons", None) or ())}
         for k, d in enumerate(self.layers):
             key = f"layers[{k}]"
             if not isinstance(d, (Dense, Layer)):
@@ -175,13 +178,12 @@ class Network(_ModelBase):
             if isinstance(d, Layer):
                 layer = copy.copy(d)
                 layer.units = d.units(fan_in)
-                layer.neurons = names(d.neurons, layer.units, f"{key}.neurons",
-                                      [f"{d.name}{j + 1}" for j in range(layer.units)])
+                layer.neurons = names(d.neurons, layer.units, f"{key}.neurons", unit_names(d.name, layer.units, taken))
                 params = []
             else:
                 n_params += d.units * fan_in + (d.units if d.bias == "unit" else 1) if isinstance(d.units, int) else 0
                 check("SYMGRAD_MAX_PARAMS", n_params, f"the parameter count up to layer {d.name!r}", f"{key}.units")
-                layer, params = d.build(key, fan_in, self.init)
+                layer, params = d.build(key, fan_in, self.init, taken)
             self.params += params
             built.append(layer)
             fan_in = layer.units

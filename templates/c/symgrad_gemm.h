@@ -3,7 +3,7 @@
  * Sections as in symgrad_math.h: symgrad/backends/c/helpers.py copies into a generated source only the
  * kernels its code calls. Before them the source declares `real` (double or float), `symgrad_gemm` (a
  * row-major ILP64 cblas_?gemm handed over at run time through <name>_set_gemm, or null) and, when built
- * with BLAS, SYMGRAD_CBLAS_GEMM (cblas_dgemm or cblas_sgemm). Products below 4096 multiply-adds
+ * with BLAS, SYMGRAD_CBLAS_GEMM (cblas_dgemm or cblas_sgemm). Products below SYMGRAD_BLAS_MIN_WORK (symgrad/sizes.py) multiply-adds
  * (m n k) skip BLAS: the loops here beat a BLAS call there (8-16-16-4: 1.07 vs 1.7 us at batch 1).
  */
 
@@ -11,7 +11,7 @@
 /* C (m x n) = A B, A (m x k), B (k x n). */
 static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
-    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    const int big = (long long)m * n * k >= SYMGRAD_BLAS_MIN_WORK;  /* smaller products: the loops below win */
     if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 111, m, n, k, 1, A, k, B, n, 0, C, n);
         return;
@@ -67,7 +67,7 @@ static void symgrad_gemm_nn(int m, int n, int k, const real *restrict A, const r
 static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C,
     real *restrict T)
 {
-    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    const int big = (long long)m * n * k >= SYMGRAD_BLAS_MIN_WORK;  /* smaller products: the loops below win */
     if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 111, 112, m, n, k, 1, A, k, B, k, 0, C, n);
         return;
@@ -91,7 +91,7 @@ static void symgrad_gemm_nt(int m, int n, int k, const real *restrict A, const r
 /* C (m x n) = A^T B, A (k x m), B (k x n). */
 static void symgrad_gemm_tn(int m, int n, int k, const real *restrict A, const real *restrict B, real *restrict C)
 {
-    const int big = (long long)m * n * k >= 4096;  /* smaller products: the loops below win */
+    const int big = (long long)m * n * k >= SYMGRAD_BLAS_MIN_WORK;  /* smaller products: the loops below win */
     if (symgrad_gemm && big) {  /* a BLAS handed over at run time */
         symgrad_gemm(101, 112, 111, m, n, k, 1, A, m, B, n, 0, C, n);
         return;

@@ -30,7 +30,7 @@ from symgrad.core.explain import formula_lines
 from symgrad.errors import SpecError, ToolError
 from symgrad.escape import c_string
 from symgrad.render import python_tuple, render, write_folder_atomic
-from symgrad.sizes import UNROLL_LIMIT
+from symgrad.sizes import BLAS_MIN_WORK, PACK_LIMIT, UNROLL_LIMIT
 from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
@@ -91,7 +91,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
                     helpers=[*math.values(), *gemm.values()], helpers_need_bits="symgrad_pow2" in math,
-                    gemm_hook=shape != "unrolled", cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
+                    gemm_hook=shape != "unrolled", blas_min_work=BLAS_MIN_WORK, cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
                     workspace=body.workspace(), forward=forward, loss=loss, backward=backward, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
 
@@ -135,7 +135,7 @@ def _package_init(model, dtype, shape, blas):
         n_inputs=model.n_inputs, n_outputs=model.n_outputs, input_names=python_tuple(model.inputs),
         output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
-        train=train_context(model), gemm_hook=shape != "unrolled",
+        train=train_context(model), gemm_hook=shape != "unrolled", pack_limit=PACK_LIMIT,
     )
 
 
