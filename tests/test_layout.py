@@ -22,3 +22,12 @@ def test_readme_pipeline_table_names_every_module():
 def test_no_module_is_over_400_lines():
     sizes = {m: len((ROOT / "symgrad" / m).read_text().splitlines()) for m in _modules()}
     assert {m: n for m, n in sizes.items() if n > 420} == {}
+
+
+def test_pyproject_installs_every_package():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"symgrad" + ("." + ".".join(p.parent.relative_to(ROOT / "symgrad").parts) if p.parent != ROOT / "symgrad" else "")
+             for p in (ROOT / "symgrad").rglob("__init__.py")}
+    assert found - listed == set()
