@@ -370,3 +370,13 @@ def test_small_network_dicts_from_init_params_are_not_packed_and_stay_correct(tm
     assert cm._packed(p) is None
     np.testing.assert_allclose(cm.gradients(p, x, t)["hidden.weight"], npm.gradients(p, x, t)["hidden.weight"], rtol=1e-13)
     assert not np.shares_memory(g1["hidden.weight"], g2["hidden.weight"])  # every call returns fresh arrays
+
+
+def test_softmax_output_with_abs_in_the_loss_agrees_in_loops(tmp_path):
+    """l = (t - y)^4/4 + |y| on a softmax output: the simplified h = y dl/dy was a Piecewise at y = 0 whose
+    ternary gcc 12 (-O3 -march=native -fno-trapping-math) miscompiled in the row-sum loop from batch 4 on."""
+    model = make_net([2, 2, 3], "gelu", "softmax", (None, "(t - y)**4/4 + abs(y)"), seed=1, reduction="mean")
+    npm, cm = both(model, tmp_path, shape="loops")
+    for batch in (4, 8, 17):
+        x, y = sample(model, batch, batch)
+        assert_same(npm, cm, x, y)

@@ -49,3 +49,14 @@ def test_erf_uses_the_helper():
 def test_piecewise_default_branch_with_exp_is_clamped():
     pw = sp.Piecewise((x, x > 0), (sp.exp(x) - 1, True))
     assert numpy_code(pw) == "np.where((x > 0), x, np.exp(np.minimum(x, 0.0)) - 1)"
+
+
+def test_negative_constant_quotient_keeps_its_denominator_bracketed():
+    """-e/pi**2 is a number whose printed denominator is a product: math printed -math.e/math.pi*math.pi (= -e)."""
+    import math
+
+    from symgrad.backends.numpy.printer import math_code
+
+    code = math_code(-sp.E / sp.pi**2)
+    assert code == "-math.e/(math.pi*math.pi)"
+    assert abs(eval(code, {"math": math}) + math.e / math.pi**2) < 1e-16

@@ -64,7 +64,7 @@ PLAIN_NAMES = ("h1", "h2", "h3", "o1", "o2", "o3", "w1", "w2", "w3", "w4", "w5",
                "u", "v", "k", "alpha", "beta", "gain", "shift", "b2", "c1", "hidden", "output", "layer2")
 
 FEATURES = set(FUNCTIONS) | {"pow", "unusual_names", "inputs_count", "custom_activation", "custom_loss", "no_target",
-                             "pi", "e", "unused_names", "freeze", "silu"}
+                             "pi", "e", "unused_names", "freeze", "silu", "softmax_layer"}
 EXCLUDE = {f.strip() for f in os.environ.get("SYMGRAD_PROPERTY_EXCLUDE", "").split(",") if f.strip()}
 unknown = EXCLUDE - FEATURES
 assert not unknown, f"SYMGRAD_PROPERTY_EXCLUDE: unknown feature(s) {sorted(unknown)}; known: {sorted(FEATURES)}"
@@ -316,6 +316,10 @@ def torch_network(spec, params, x, t):
     a = torch.tensor(np.asarray(x, dtype=np.float64))
     z = None
     for layer in spec["layers"]:
+        if layer.get("kind") == "softmax":
+            z = a
+            a = torch.softmax(z, dim=1)
+            continue
         z = a @ tp[f"{layer['name']}.weight"].T
         if layer.get("bias", "unit") != "none":
             z = z + tp[f"{layer['name']}.bias"]
@@ -720,6 +724,14 @@ def network_specs(draw):
             layer["init"] = draw(st.sampled_from(["xavier", "he", "uniform", "zeros"]))
         layers.append(layer)
         fan_in = u
+    if has("softmax_layer") and draw(st.integers(0, 3)) == 0:  # a parameter-free softmax layer (kind = "softmax")
+        at = draw(st.integers(0, len(layers)))
+        if at == len(layers) and layers[-1].get("activation") == "softmax":
+            layers[-1].pop("activation")  # the softmax moves into its own layer
+        sm = {"kind": "softmax", "name": fresh(1)[0]}
+        if draw(st.booleans()):
+            sm["neurons"] = fresh(n_in if at == 0 else units[at - 1])
+        layers.insert(at, sm)
     spec["loss"] = loss
     if draw(st.booleans()):
         spec["outputs"] = fresh(units[-1])
@@ -818,13 +830,15 @@ def check_network_spec(spec, seed, dtypes=("float64",), shapes=C_SHAPES_NETWORK)
     rng = np.random.default_rng(seed)
     n = max(BATCHES)
     n_in = spec["inputs"] if isinstance(spec["inputs"], int) else len(spec["inputs"])
-    n_out = spec["layers"][-1]["units"]
+    n_out = [layer["units"] for layer in spec["layers"] if "units" in layer][-1]
     x = rng.uniform(-1.5, 1.5, size=(n, n_in))
     pass_t = uses_t(spec["loss"]) or not has("no_target")
     t = targets_for(spec, rng, n, n_out) if pass_t else None
     params, trainable = {}, []
     fan_in = n_in
     for layer in spec["layers"]:
+        if layer.get("kind") == "softmax":
+            continue
         u, frozen = layer["units"], layer.get("freeze", [])
         params[f"{layer['name']}.weight"] = rng.uniform(-1, 1, size=(u, fan_in))
         if "weight" not in frozen:
@@ -872,7 +886,7 @@ def check_network_spec(spec, seed, dtypes=("float64",), shapes=C_SHAPES_NETWORK)
             for label, mod in mods:
                 init = mod.init_params()
                 assert set(init) == set(params), f"{label}: init_params() keys {sorted(init)}"
-                for layer in spec["layers"]:
+                for layer in (lay for lay in spec["layers"] if lay.get("kind") != "softmax"):
                     w = np.asarray(init[f"{layer['name']}.weight"])
                     assert w.shape == params[f"{layer['name']}.weight"].shape
                     if "weight" in layer:

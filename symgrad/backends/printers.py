@@ -34,7 +34,7 @@ class PrintedPrecedence:
     def _print_Mul(self, expr, **kwargs):
         """-(a*b/c) as ``-`` and the positive product: SymPy brackets a negative product's factors at
         the level of a sum, which would leave ``a/u*u`` for ``-a/u**2`` once u**2 prints as u*u."""
-        if expr.could_extract_minus_sign() and not expr.is_number:
+        if expr.could_extract_minus_sign() and not expr.is_Rational:
             return "-" + self.parenthesize(-expr, PRECEDENCE["Mul"], strict=True)
         return super()._print_Mul(expr, **kwargs)
 

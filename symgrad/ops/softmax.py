@@ -48,8 +48,14 @@ class Softmax(Layer):
         return [u * (g - dot) for g, u in zip(ds, outs)]
 
     def output_delta(self, g, y, n):
-        """h = y dl/dy (simplified); the delta is h - y sum_k h_k."""
-        return sp.simplify(y * g)
+        """h = y dl/dy, simplified unless that adds a case split; the delta is h - y sum_k h_k.
+
+        (SymPy writes y sign(y) as a Piecewise at y = 0; softmax outputs are never 0, and gcc 12 at -O3
+        -march=native -fno-trapping-math miscompiled the ternary it prints inside the row-sum loop.)
+        """
+        h = y * g
+        simple = sp.simplify(h)
+        return h if simple.has(sp.Piecewise) and not h.has(sp.Piecewise) else simple
 
     def loss_logs(self):
         return {"log": LOGY, "note": "log(softmax(net)) is computed as net - logsumexp(net)"}
