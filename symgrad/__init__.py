@@ -1,18 +1,22 @@
 """symgrad: exact chain-rule gradients of networks described in SymPy, explained and compiled.
 
-The pipeline reads top-down: ``load`` a spec -> build its forward ``program`` -> ``derive`` the
-backward program -> explain it (reports) or print it (NumPy / C code) -> render templates -> write.
+The pipeline reads top-down (symgrad.pipeline): ``load`` a spec -> the model -> ``derive`` it once ->
+a backend renders the derivation (NumPy / C code) or a report explains it -> write.
 """
 
 from symgrad.api import derive, generate, import_generated
 from symgrad.errors import SpecError
-from symgrad.ops.activations import Activation, get_activation
+from symgrad.ops.activations import Activation, get_activation, register_activation
+from symgrad.ops.base import Layer
+from symgrad.ops.layers import register_layer
 from symgrad.ops.losses import Loss, get_loss
+from symgrad.ops.softmax import Softmax
 from symgrad.report.layout import report
 from symgrad.spec import Dense, Expect, ExpressionModel, Network, Sample, TrainConfig, load
 from symgrad.version import __version__
 
 __all__ = [
-    "Activation", "Dense", "Expect", "ExpressionModel", "Loss", "Network", "Sample", "SpecError", "TrainConfig",
-    "__version__", "derive", "generate", "get_activation", "get_loss", "import_generated", "load", "report",
+    "Activation", "Dense", "Expect", "ExpressionModel", "Layer", "Loss", "Network", "Sample", "Softmax", "SpecError",
+    "TrainConfig", "__version__", "derive", "generate", "get_activation", "get_loss", "import_generated", "load",
+    "register_activation", "register_layer", "report",
 ]
