@@ -1,7 +1,5 @@
 """A backend: a name, its printer and templates, the options it takes; it renders a derivation into files."""
 
-from pathlib import Path
-
 from symgrad.errors import SpecError
 
 DTYPES = ("float64", "float32")
@@ -11,6 +9,7 @@ class Backend:
     """Renders a Derivation into {relative path: text} and writes the files; subclasses give the rest."""
 
     name = ""
+    printer = None  # the SymPy printer subclass its code is printed with
     templates = ()
     options = {}  # option name -> default
 
@@ -34,7 +33,3 @@ class Backend:
     def settings(self, options):
         """The options with this backend's defaults filled in."""
         return {**self.options, **options}
-
-    @staticmethod
-    def folder(out_dir):
-        return Path(out_dir)

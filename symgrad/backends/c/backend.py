@@ -2,6 +2,7 @@
 
 from symgrad.backends.base import Backend
 from symgrad.backends.c.codegen import generate_c, package_files
+from symgrad.backends.c.printer import CPrinter
 from symgrad.errors import SpecError
 
 SHAPES = ("auto", "unrolled", "loops", "hybrid")
@@ -12,6 +13,7 @@ class CBackend(Backend):
     """Writes ``<out_dir>/<name>_c/``; ``build`` compiles it now, ``with_main`` adds a main.c."""
 
     name = "c"
+    printer = CPrinter
     templates = ("c/header.h.j2", "c/source.c.j2", "c/package.py.j2", "c/main.c.j2")
     options = {"shape": "auto", "with_main": False, "build": False, "blas": "no"}
 
@@ -25,7 +27,8 @@ class CBackend(Backend):
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
         o = self.settings(options)
-        return package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"])[2]
+        files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"])[2]
+        return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
 
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)
