@@ -193,3 +193,19 @@ def test_softmax_layer_anywhere_matches_pytorch(tmp_path, case, target):
         assert E == pytest.approx(ref.item(), rel=1e-10)
         for name, g in grads.items():
             np.testing.assert_allclose(g, tp[name].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_a_layer_op_as_the_output_activation(tmp_path):
+    """A registered layer op used as a dense layer's activation (as softmax is): NumPy and C loops agree with
+    central differences."""
+    register_activation("l2act", lambda: L2Norm())
+    try:
+        model = symgrad.Network("l2out", 3, [symgrad.Dense("h", 4, activation="tanh"),
+                                             symgrad.Dense("o", 2, activation="l2act")], "mse")
+        symgrad.generate(model, "numpy", tmp_path)
+        _check(symgrad.import_generated("l2out", tmp_path), 40)
+        for shape in ("loops", "unrolled"):
+            symgrad.generate(model, "c", tmp_path / shape, shape=shape)
+            _check(symgrad.import_generated("l2out_c", tmp_path / shape), 40)
+    finally:
+        ACTIVATIONS.pop("l2act")

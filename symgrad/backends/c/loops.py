@@ -126,8 +126,12 @@ class Loops:
             lines.append(self._gemm("nt", f"batch, {n_out}, {n_in}, A{k}, params + {self.off[s.weight.name]}, {z}, T"))
             if s.elementwise:
                 lines += self._activate(z, a, n_out, s.bias, s.op)
-            else:
+            elif hasattr(s.op, "c_forward_row"):
                 lines += self._row_op(s, z, a, f"zr[_j]{self._bias(s.bias, '_j')}")
+            else:  # a parameter-free layer as the activation: the biased nets, then its rows
+                if s.bias is not None:
+                    lines += for_rows(for_units(n_out, lambda j: [f"{z}[{at('_r', n_out, j)}] += {self._bias(s.bias, j)[3:]};"]))
+                lines += c_layers.forward_rows(s.op, n_out, n_out, z, a, self.pr.renamed, k + 1)
         return lines
 
     def _names(self, L):

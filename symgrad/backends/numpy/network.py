@@ -53,7 +53,7 @@ def _forward(s, der, pr):
                 lines.append(f"z{k} = a{k - 1}.copy()")
                 z = f"z{k}"
             return lines + op.numpy_forward(z, a, k)
-        return lines + _layer_forward(op, z, a, s.fan_in, s.units, k, pr)
+        return lines + _layer_forward(op, z, a, s.units if s.dense else s.fan_in, s.units, k, pr)
     steps = in_place(op.at(NET), NET, z, pr) if not der.keeps_net[s.index] else None
     if steps is not None:
         return lines + steps + [f"{a} = {z}  # {op.name}, in place"]
