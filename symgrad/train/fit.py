@@ -1,19 +1,20 @@
 """The fit loop: shuffle mini-batches, step a generated module's optimizer, report progress.
 
-The loop calls only the generated module's ``init_state`` and ``train_step`` (see templates/numpy/
-train.py.j2), so NumPy and C modules train the same way. An epoch is ceil(N / B) iterations over a
-fresh seeded permutation; the last, shorter batch is kept.
+The loop calls only the generated module's ``init_state``, ``train_step`` and ``loss`` (see templates/numpy/),
+so NumPy and C modules train the same way. An epoch is ceil(N / B) iterations over a fresh seeded
+permutation; the last, shorter batch is kept. A validation split holds out the last rows of the data, in
+file order, before any shuffling.
 """
 
 import copy
 import math
-import sys
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from symgrad.errors import SpecError
 from symgrad.train.generated import numpy_module_object
+from symgrad.train.progress import Silent
 
 
 def batches_per_epoch(n, batch_size):
@@ -27,48 +28,42 @@ def batches(n, batch_size, rng):
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+def validation_rows(n, fraction, key="val_split"):
+    """How many of n rows a validation fraction holds out: round(fraction * N), at least 1, leaving 1 to train on."""
+    if not 0 < fraction < 1:
+        raise SpecError(f"expected a fraction between 0 and 1 (exclusive), got {fraction}", key)
+    held = max(1, round(fraction * n))
+    if held >= n:
+        raise SpecError(f"{fraction} of {n} rows leaves no rows to train on", key)
+    return held
+
+
 @dataclass
 class Result:
-    """Trained parameters, optimizer state, the mean batch loss of each epoch, and the module that trained."""
+    """Trained parameters, optimizer state, the mean batch loss of each epoch, and the module that trained.
+
+    val_losses: the validation loss after each epoch (empty without a validation split).
+    """
 
     params: dict
     state: dict
     losses: list
     module: object
+    val_losses: list = field(default_factory=list)
 
 
-class Progress:
-    """A plain-text progress bar with the running loss, redrawn in place on a terminal."""
-
-    def __init__(self, epochs, per_epoch, stream=None, width=24):
-        self.epochs, self.per_epoch, self.width = epochs, per_epoch, width
-        self.stream = sys.stderr if stream is None else stream
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self.last = 0.0
-
-    def update(self, epoch, it, running):
-        if not self.tty or (it < self.per_epoch and time.monotonic() - self.last < 0.1):
-            return
-        self.last = time.monotonic()
-        self.stream.write("\r" + self._line(epoch, it, running))
-        self.stream.flush()
-
-    def end_epoch(self, epoch, loss):
-        every = max(1, self.epochs // 20)
-        if self.tty:
-            self.stream.write("\r" + self._line(epoch, self.per_epoch, loss) + ("\n" if epoch == self.epochs else ""))
-        elif epoch % every == 0 or epoch in (1, self.epochs):
-            self.stream.write(self._line(epoch, self.per_epoch, loss) + "\n")
-        self.stream.flush()
-
-    def _line(self, epoch, it, loss):
-        done = self.width * it // self.per_epoch
-        return (f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs} [{'#' * done}{'.' * (self.width - done)}] "
-                f"{it}/{self.per_epoch} loss {loss:.6g}")
+def batch_mean_loss(module, params, x, y, batch_size):
+    """The mean loss of x cut in order into batches of batch_size, on the same scale as the training loss."""
+    parts = range(0, x.shape[0], batch_size)
+    return sum(module.loss(params, x[i:i + batch_size], None if y is None else y[i:i + batch_size]) for i in parts) / len(parts)
 
 
-def fit(model, x, y, epochs=None, batch_size=None, lr=None, seed=None, params=None, module=None, progress=None):
-    """Train model on (x, y) with the optimizer of its [train] table; keyword values override the table."""
+def fit(model, x, y, epochs=None, batch_size=None, lr=None, seed=None, params=None, module=None, progress=None,
+        val_split=None):
+    """Train model on (x, y) with the optimizer of its [train] table; keyword values override the table.
+
+    val_split: hold out the last round(val_split * N) rows (file order) and record their loss after each epoch.
+    """
     over = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", lr), ("seed", seed))
             if v is not None}
     config = replace(model.train, **over)
@@ -79,11 +74,25 @@ def fit(model, x, y, epochs=None, batch_size=None, lr=None, seed=None, params=No
         module = numpy_module_object(model)
     params = module.init_params() if params is None else params
     state = module.init_state(params)
+    x_val = y_val = None
+    if val_split is not None:
+        held = validation_rows(x.shape[0], val_split)
+        x, x_val = x[:-held], x[-held:]
+        if y is not None:
+            y, y_val = y[:-held], y[-held:]
+    bar = progress if progress is not None else Silent()
+    try:
+        return _epochs(module, params, state, x, y, x_val, y_val, config, bar)
+    finally:
+        bar.close()
+
+
+def _epochs(module, params, state, x, y, x_val, y_val, config, bar):
+    """Run config.epochs epochs of seeded shuffled mini-batches; the Result with the losses of each epoch."""
     rng = np.random.default_rng(config.seed)
     n = x.shape[0]
     per_epoch = batches_per_epoch(n, config.batch_size)
-    bar = progress if progress is not None else Progress(config.epochs, per_epoch, stream=_Null())
-    losses = []
+    losses, val_losses = [], []
     for epoch in range(1, config.epochs + 1):
         total = 0.0
         for it, rows in enumerate(batches(n, config.batch_size, rng), 1):
@@ -93,16 +102,10 @@ def fit(model, x, y, epochs=None, batch_size=None, lr=None, seed=None, params=No
         losses.append(total / per_epoch)
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"the loss became {losses[-1]} in epoch {epoch}; try a smaller learning rate")
-        bar.end_epoch(epoch, losses[-1])
-    return Result(params, state, losses, module)
-
-
-class _Null:
-    def write(self, s):
-        pass
-
-    def flush(self):
-        pass
+        if x_val is not None:
+            val_losses.append(batch_mean_loss(module, params, x_val, y_val, config.batch_size))
+        bar.end_epoch(epoch, losses[-1], val_losses[-1] if val_losses else None)
+    return Result(params, state, losses, module, val_losses)
 
 
 def replace_train(model, config):
