@@ -98,6 +98,14 @@ def _array(value):
     return np.array(value, dtype=np.float64)
 
 
+def _dense(linear, name):
+    """A Dense layer holding an nn.Linear's weight and bias as float64; parameters without requires_grad are frozen."""
+    bias = linear.bias
+    frozen = tuple(n for n in ("weight", "bias") if getattr(linear, n) is not None and not getattr(linear, n).requires_grad)
+    return Dense(name, linear.out_features, weight=_array(linear.weight), bias="none" if bias is None else "unit",
+                 bias_value=None if bias is None else _array(bias), freeze=frozen)
+
+
 def _input_count(input_shape, in_features):
     """in_features, checked against ``input_shape`` (an int or a tuple without the batch dimension) when given."""
     if input_shape is None:
@@ -113,8 +121,7 @@ def _input_count(input_shape, in_features):
 
 def from_torch(module, loss="mse", input_shape=None, name=None):
     """A symgrad Network with the weights (float64) of a torch module whose children run in sequence."""
-    torch = _torch()
-    nn = torch.nn
+    nn = _torch().nn
     if not isinstance(module, nn.Module):
         raise SpecError(f"expected a torch.nn.Module, got {type(module).__name__}", "module")
     children = [(f"module[{p}]", p, c) for p, c in _children(module)]
@@ -128,15 +135,8 @@ def from_torch(module, loss="mse", input_shape=None, name=None):
         kind = type(child).__name__
         if type(child) is nn.Linear:
             counts["linear"] += 1
-            lname = _layer_name(path, "linear", counts["linear"], taken)
-            frozen = tuple(n for n in ("weight", "bias") if getattr(child, n) is not None and not getattr(child, n).requires_grad)
-            has_bias = child.bias is not None
-            layers.append(Dense(lname, child.out_features, weight=_array(child.weight),
-                                bias="unit" if has_bias else "none",
-                                bias_value=_array(child.bias) if has_bias else None, freeze=frozen))
-            keys[f"{lname}.weight"] = f"{path}.weight"
-            if has_bias:
-                keys[f"{lname}.bias"] = f"{path}.bias"
+            layers.append(_dense(child, _layer_name(path, "linear", counts["linear"], taken)))
+            keys.update({f"{layers[-1].name}.{p}": f"{path}.{p}" for p in ("weight", "bias") if getattr(child, p) is not None})
         elif type(child) is nn.Softmax:
             if child.dim not in (-1, 1):
                 raise SpecError(f"Softmax(dim={child.dim}) is not supported: only dim=-1 or dim=1 (over the features)", key)
