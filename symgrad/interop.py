@@ -1,0 +1,212 @@
+"""PyTorch interchange: an ``nn.Sequential`` becomes a symgrad Network; parameters go to and from state_dicts.
+
+Children are read in order (nested ``nn.Sequential`` flattened, keys ``block.0``): an ``nn.Linear``
+becomes a Dense layer with its weights, an activation module right after it becomes that layer's
+activation, ``nn.Softmax`` becomes a parameter-free :class:`~symgrad.ops.softmax.Softmax` layer, and
+``nn.Identity``, ``nn.Dropout`` and ``nn.Flatten()`` are skipped (they are the identity on a batch of
+rows in eval mode). The network keeps ``torch_keys``: {symgrad parameter name: state_dict key}.
+"""
+
+from collections import OrderedDict
+
+import numpy as np
+
+from symgrad.checks import check_name
+from symgrad.errors import SpecError
+from symgrad.ops.dense import Dense
+from symgrad.ops.softmax import Softmax
+from symgrad.spec.model import Network
+
+INSTALL = "PyTorch is not installed: pip install torch (or pip install 'symgrad[test]')"
+SUPPORTED = ("Linear, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Softplus (beta=1, threshold=20), SiLU, GELU (approximate='none'), "
+             "Softmax (dim=-1 or 1), Identity, Dropout, Flatten (start_dim=1, end_dim=-1), nested Sequential")
+
+
+def _torch():
+    """The torch package, or an ImportError saying what to install."""
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(INSTALL) from None
+    return torch
+
+
+def _activation(child, key):
+    """(symgrad activation name, its parameters) for a supported activation module; None for anything else."""
+    nn = _torch().nn
+    kind = type(child)
+    if kind in (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.SiLU):
+        return {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.SiLU: "silu"}[kind], None
+    if kind is nn.LeakyReLU:
+        return "leaky_relu", {"negative_slope": float(child.negative_slope)}
+    if kind is nn.ELU:
+        return "elu", {"alpha": float(child.alpha)}
+    if kind is nn.Softplus:
+        if child.beta != 1 or child.threshold != 20:
+            raise SpecError(f"Softplus(beta={child.beta}, threshold={child.threshold}) is not supported: "
+                            "only beta=1 with the default threshold=20", key)
+        return "softplus", None
+    if kind is nn.GELU:
+        if child.approximate != "none":
+            raise SpecError(f"GELU(approximate={child.approximate!r}) is not supported: only approximate='none'", key)
+        return "gelu", None
+    return None
+
+
+def _skipped(child):
+    """Whether a child is the identity on a batch of rows (Identity, Dropout in eval mode, Flatten of dims 1..-1)."""
+    nn = _torch().nn
+    if type(child) is nn.Flatten:
+        return child.start_dim == 1 and child.end_dim == -1
+    return type(child) in (nn.Identity, nn.Dropout)
+
+
+def _children(module, prefix=""):
+    """(dotted path, child) in order; nested nn.Sequential containers are flattened."""
+    nn = _torch().nn
+    for name, child in module.named_children():
+        path = f"{prefix}{name}"
+        if type(child) is nn.Sequential:
+            yield from _children(child, path + ".")
+        else:
+            yield path, child
+
+
+def _own_name(path):
+    """Whether a child's name can name a layer (nn.Sequential's "0", "1" and nested "block.0" cannot)."""
+    try:
+        return check_name(path, "module") == path
+    except SpecError:
+        return False
+
+
+def _layer_name(path, kind, count, taken):
+    """The child's own name when it can name a layer, else ``<kind><count>`` with ``_`` added while taken."""
+    if _own_name(path):
+        return path
+    name = f"{kind}{count}"
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def _array(value):
+    """A float64 NumPy copy of a tensor (any device, any dtype) or an array-like."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().double().numpy()
+    return np.array(value, dtype=np.float64)
+
+
+def _dense(linear, name):
+    """A Dense layer holding an nn.Linear's weight and bias as float64; parameters without requires_grad are frozen."""
+    bias = linear.bias
+    frozen = tuple(n for n in ("weight", "bias") if getattr(linear, n) is not None and not getattr(linear, n).requires_grad)
+    return Dense(name, linear.out_features, weight=_array(linear.weight), bias="none" if bias is None else "unit",
+                 bias_value=None if bias is None else _array(bias), freeze=frozen)
+
+
+def _input_count(input_shape, in_features):
+    """in_features, checked against ``input_shape`` (an int or a tuple without the batch dimension) when given."""
+    if input_shape is None:
+        return in_features
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise SpecError(f"input_shape must be a positive integer or a tuple of them, got {input_shape!r}", "input_shape")
+    if int(np.prod(shape)) != in_features:
+        raise SpecError(f"input_shape {shape} has {int(np.prod(shape))} values but the first Linear takes "
+                        f"{in_features} inputs", "input_shape")
+    return in_features
+
+
+def from_torch(module, loss="mse", input_shape=None, name=None):
+    """A symgrad Network with the weights (float64) of a torch module whose children run in sequence."""
+    nn = _torch().nn
+    if not isinstance(module, nn.Module):
+        raise SpecError(f"expected a torch.nn.Module, got {type(module).__name__}", "module")
+    children = [(f"module[{p}]", p, c) for p, c in _children(module)]
+    kept = [(k, p, c) for k, p, c in children if not _skipped(c)]
+    if not kept:
+        raise SpecError(f"{type(module).__name__} has no layers to convert: give an nn.Sequential (or a module whose "
+                        f"children run in sequence) of {SUPPORTED}", "module")
+    taken = {p for _, p, _ in kept if _own_name(p)}
+    layers, keys, counts, prev = [], {}, {"linear": 0, "softmax": 0}, None  # prev: (key, child) of the last child
+    for key, path, child in kept:
+        kind = type(child).__name__
+        if type(child) is nn.Linear:
+            counts["linear"] += 1
+            layers.append(_dense(child, _layer_name(path, "linear", counts["linear"], taken)))
+            keys.update({f"{layers[-1].name}.{p}": f"{path}.{p}" for p in ("weight", "bias") if getattr(child, p) is not None})
+        elif type(child) is nn.Softmax:
+            if child.dim not in (-1, 1):
+                raise SpecError(f"Softmax(dim={child.dim}) is not supported: only dim=-1 or dim=1 (over the features)", key)
+            if not layers:
+                raise SpecError("Softmax comes before any Linear: the first layer must be a Linear", key)
+            counts["softmax"] += 1
+            layers.append(Softmax(_layer_name(path, "softmax", counts["softmax"], taken)))
+        else:
+            act = _activation(child, key)
+            if act is None:
+                raise SpecError(f"{kind} is not supported (supported: {SUPPORTED})", key)
+            if prev is None or type(prev[1]) is not nn.Linear:
+                after = "comes first" if prev is None else f"follows {type(prev[1]).__name__} at {prev[0]}"
+                raise SpecError(f"activation {kind} {after}: an activation must follow a Linear", key)
+            layers[-1].activation, layers[-1].activation_params = act
+        prev = (key, child)
+    first = next(c for _, _, c in kept if type(c) is nn.Linear)
+    net = Network(name or "torch_model", _input_count(input_shape, first.in_features), layers, loss)
+    net.torch_keys = keys
+    return net
+
+
+def torch_keys(model):
+    """{symgrad parameter name: state_dict key}: the keys from_torch kept, else those of the nn.Sequential in layer order."""
+    keys = getattr(model, "torch_keys", None)
+    if keys is not None:
+        return dict(keys)
+    keys, index = {}, 0
+    for k, layer in enumerate(model.layers):
+        if isinstance(layer, Dense):
+            weight, bias = model.layer_params(k)
+            keys[weight.name] = f"{index}.weight"
+            if bias is not None:
+                if bias.shape == ():
+                    raise SpecError("a shared bias has no nn.Linear counterpart", f"layers[{k}].bias")
+                keys[bias.name] = f"{index}.bias"
+            index += 1 if layer.activation.name == "identity" else 2
+        else:
+            index += 1
+    return keys
+
+
+def to_state_dict(params, model):
+    """An OrderedDict of float64 torch tensors keyed as the converted torch module's state_dict."""
+    torch = _torch()
+    shapes = {p.name: p.shape for p in model.params}
+    out = OrderedDict()
+    for name, key in torch_keys(model).items():
+        if name not in params:
+            raise SpecError(f"params has no {name!r} (state_dict key {key!r})", name)
+        value = _array(params[name])
+        if value.shape != shapes[name]:
+            raise SpecError(f"shape mismatch: the model has {shapes[name]}, params has {value.shape}", name)
+        out[key] = torch.tensor(value, dtype=torch.float64)
+    return out
+
+
+def load_state_dict(state_dict, model):
+    """A params dict (float64 arrays) for the generated module from a torch state_dict (tensors or arrays)."""
+    keys = torch_keys(model)
+    shapes = {p.name: p.shape for p in model.params}
+    unexpected = sorted(set(state_dict) - set(keys.values()))
+    if unexpected:
+        raise SpecError(f"unexpected key {unexpected[0]!r} (the model's keys: {', '.join(keys.values())})", unexpected[0])
+    params = {}
+    for name, key in keys.items():
+        if key not in state_dict:
+            raise SpecError(f"missing key {key!r} (parameter {name})", key)
+        value = _array(state_dict[key])
+        if value.shape != shapes[name]:
+            raise SpecError(f"shape mismatch for {key!r}: the model has {shapes[name]}, the state_dict has {value.shape}", key)
+        params[name] = value
+    return params
