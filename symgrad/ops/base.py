@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symgrad.ops.functions import stabilize
+from symgrad.ops.functions import log_forms
 from symgrad.symbols import derived
 
 
@@ -78,9 +78,7 @@ class Layer:
         steps = [Step(o, e, "out", layer, j, meaning=self.meaning, rule=self.rule) for j, (o, e) in enumerate(zip(outs, exprs))]
         logs = {}
         for o, e in zip(outs, exprs):
-            stable, notes = stabilize(sp.log(e))
-            if notes:
-                logs[sp.log(o)] = stable
+            logs.update(log_forms(o, e))
         return steps, logs
 
     # -- array level

@@ -1,11 +1,12 @@
 """The C backend as an object: a package folder ``<name>_c/`` with header, source and ctypes runtime."""
 
 from symgrad.backends.base import Backend
+from symgrad.backends.c.codegen import SHAPES as CODE_SHAPES
 from symgrad.backends.c.codegen import generate_c, package_files
 from symgrad.backends.c.printer import CPrinter
 from symgrad.errors import SpecError
 
-SHAPES = ("auto", "unrolled", "loops", "hybrid")
+SHAPES = ("auto", *CODE_SHAPES)
 BLAS = ("no", "auto", "yes")
 
 

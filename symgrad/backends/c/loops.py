@@ -2,6 +2,7 @@
 loops; and the hybrid of that with straight-line code for one sample."""
 
 import re
+from functools import cached_property
 
 import sympy as sp
 
@@ -54,6 +55,7 @@ class Loops:
         """Whether layer s keeps its op's input in a Z buffer (the backward pass or an op's own code needs it)."""
         return self.der.keeps_net[s.index] or (not s.elementwise and (s.dense or hasattr(s.op, "c_forward_row")))
 
+    @cached_property
     def _buffers(self):
         """Work-buffer layout: scratch T for a transposed weight matrix, then activations (and nets kept for the
         backward pass) per layer, then two deltas."""
@@ -75,13 +77,13 @@ class Loops:
     def _declared(self, lines):
         """The body with the work-buffer pointers it uses declared first."""
         text = "\n".join(lines)
-        decl = [f"real *restrict {name} = work + {start};" for name, start, _ in self._buffers()[0]
+        decl = [f"real *restrict {name} = work + {start};" for name, start, _ in self._buffers[0]
                 if re.search(rf"\b{name}\b", text)]
         return decl + ["const real *restrict A0 = x;"] + lines
 
     def _z(self, layer):
         """The buffer of layer ``layer``'s nets: Z<layer> when kept, else its activations A<layer> hold them first."""
-        return f"Z{layer}" if any(n == f"Z{layer}" for n, _, _ in self._buffers()[0]) else f"A{layer}"
+        return f"Z{layer}" if any(n == f"Z{layer}" for n, _, _ in self._buffers[0]) else f"A{layer}"
 
     def _bias(self, b, j):
         """`` + b[j]`` for the bias parameter ``b`` (a scalar bias shared by all units, or none)."""
@@ -240,7 +242,7 @@ class Loops:
         return self._declared(lines + ["return _s * _E;"])
 
     def workspace(self):
-        return self._buffers()[1]
+        return self._buffers[1]
 
     def count(self):
         return ops_estimate(self.model)

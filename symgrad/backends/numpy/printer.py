@@ -10,6 +10,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
 from symgrad.backends.printers import PrintedPrecedence, renamed
+from symgrad.ops.functions import sigmoid, step
 
 
 class _PythonNumbers(PrintedPrecedence):
@@ -78,10 +79,10 @@ class NumPyPrinter(_PythonNumbers, _NumPyPrinter):
         f = expr.func
         if f is sp.Function or len(expr.args) != 1:
             return None
-        if f.__name__ == "sigmoid":
+        if f is sigmoid:
             self.helpers.add("_sigmoid_")
             return f"_sigmoid_({target})"
-        if f.__name__ == "step":
+        if f is step:
             return f"np.greater({target}, 0.0, out={target})"  # NaN -> 0, as step(out) in the C code
         code = NumPyPrinter({"fully_qualified_modules": True}, {expr.args[0]: target}, set()).doprint(expr)
         head = code.split("(", 1)[0]
