@@ -2,6 +2,7 @@
 
 import ctypes
 import os
+import secrets
 import shutil
 import tempfile
 from importlib import resources
@@ -135,7 +136,12 @@ def write_atomic(path, data):
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = _hidden_name(path, ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # 48 random bits taken: not ours to remove
+            tmp = None
+            raise
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o644)
@@ -165,7 +171,12 @@ def write_folder_atomic(folder, files):
     tmp = old = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        tmp = _hidden_name(folder, ".tmp")
+        try:
+            os.mkdir(tmp, 0o700)
+        except FileExistsError:  # 48 random bits taken: not ours to remove
+            tmp = None
+            raise
         for name, data in files.items():
             with open(tmp / name, "wb") as f:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -179,8 +190,8 @@ def write_folder_atomic(folder, files):
         elif _exchange(tmp, folder):
             old, tmp = tmp, None  # tmp now holds the previous package
         else:
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.rename(folder, old)  # onto the empty folder just made
+            old = _hidden_name(folder, ".old")
+            os.rename(folder, old)
             try:
                 os.rename(tmp, folder)
                 tmp = None
@@ -195,6 +206,11 @@ def write_folder_atomic(folder, files):
             if leftover is not None:
                 _remove_tree(leftover)
     return [folder / name for name in files]
+
+
+def _hidden_name(path, suffix):
+    """A fresh hidden name beside ``path``, chosen before anything is made so an interrupt cannot orphan it."""
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
 
 
 def _remove_tree(path):
