@@ -3,6 +3,7 @@
 from functools import cached_property
 
 from symgrad.core.derivation import derive_layers, derive_scalar, straight_line
+from symgrad.core.graph import derive_graph
 from symgrad.sizes import SCALAR_LIMIT
 
 
@@ -15,6 +16,8 @@ class Derivation:
     @property
     def small(self):
         """Whether the model gets the neuron-level program (expression models, networks up to SCALAR_LIMIT)."""
+        if self.model.kind == "graph":
+            return False
         return self.model.kind == "expression" or sum(p.size for p in self.model.params) <= SCALAR_LIMIT
 
     @cached_property
@@ -26,6 +29,11 @@ class Derivation:
     def layers(self):
         """The array-level LayerDerivation of a network (None for expression models)."""
         return derive_layers(self.model) if self.model.kind == "network" else None
+
+    @cached_property
+    def graph(self):
+        """The GraphDerivation of a graph network (None for other models)."""
+        return derive_graph(self.model) if self.model.kind == "graph" else None
 
     @cached_property
     def straight(self):

@@ -13,6 +13,8 @@ def formula_lines(model, der):
     """Lines stating the forward and backward formulas of ``model``."""
     if model.kind == "expression":
         return _expression_lines(model, der)
+    if model.kind == "graph":
+        return _graph_lines(model, der)
     lines = ["Forward, with a0 = x (batch, n_in) and layers l = 1..L:",
              "    z_l = a_{l-1} @ W_l.T + b_l",
              "    a_l = f_l(z_l)"]
@@ -52,4 +54,36 @@ def _expression_lines(model, der):
     lines.append("Gradients (chain rule):")
     for p_sym in der.grads:
         lines.append(f"    dE/d{p_sym} = {_s(der.factored(p_sym))}")
+    return lines
+
+
+def _graph_lines(model, der):
+    """The layers of a graph network with their shapes and rules, the loss and the output delta."""
+    lines = [f"Forward, with a0 = x (batch, {', '.join(map(str, model.input_shape))}) and layers k = 1..L:"]
+    for k, n in enumerate(model.nodes, 1):
+        src = ", ".join("a0" if s == "x" else f"a{model.nodes.index(model.node(s)) + 1}" for s in n.inputs)
+        act = n.activation
+        f = "" if act is None or act.is_layer or act.at(NET) == NET else f", a = {_s(act.at(NET))} of net"
+        if act is not None and act.is_layer:
+            f = f", then {act.formula()}"
+        lines.append(f"    a{k} = layer {n.name!r} ({src}): {n.op.describe()}{f} -> {tuple(n.shape)}")
+        if der.derivs[k - 1] is not None and der.derivs[k - 1] != 1:
+            lines.append(f"        f'(net) = {_s(der.derivs[k - 1])}")
+    loss = model.loss
+    c = "" if der.scale == 1 else f"{_s(der.scale)} * "
+    red = "1/batch" if loss.reduction == "mean" else "1"
+    lines += [f"Loss ({loss.name}): E = s * {c}sum over batch and outputs of l(y, t), s = {red},",
+              f"    l(y, t) = {_s(loss.expr)}"]
+    if der.loss_term != loss.expr:
+        lines.append(f"    computed as {_s(der.loss_term)}")
+    lines.append("Backward (chain rule, in reverse layer order; a value read by several layers sums their deltas):")
+    if der.output == "fused":
+        lines.append(f"    h = y * dl/dy = {_s(der.delta_out)};  d_L = s * {c}(h - y * sum_j h_j)")
+    else:
+        lines.append(f"    d_L = s * {c}dl/dy * f_L'(z_L) = s * {c}({_s(der.delta_out)})")
+    seen = set()
+    for n in model.nodes:
+        if n.op.kind not in seen and n.op.rule:
+            seen.add(n.op.kind)
+            lines.append(f"    {n.op.kind}: {n.op.rule}")
     return lines

@@ -22,11 +22,11 @@ def init_plan(model):
     for p in model.params:
         if p.value is not None:
             plan.append((p, "value", (p.value,)))
-        elif p.init == "xavier" and p.shape and len(p.shape) == 2:
+        elif p.init == "xavier" and len(p.shape) >= 2:
             plan.append((p, "uniform", (math.sqrt(6.0 / (p.fan_in + p.fan_out)),)))
-        elif p.init == "he" and len(p.shape) == 2:
+        elif p.init == "he" and len(p.shape) >= 2:
             plan.append((p, "normal", (math.sqrt(2.0 / p.fan_in),)))
-        elif p.init == "uniform" and len(p.shape) == 2:
+        elif p.init == "uniform" and len(p.shape) >= 2:
             plan.append((p, "uniform", (1.0 / math.sqrt(p.fan_in),)))
         else:
             plan.append((p, "zeros", ()))

@@ -124,3 +124,60 @@ class Dense:
                 return "the net input is linear in the bias: its derivative is 1"
             return "the net input is linear in the weight: the derivative of w·a with respect to w is a"
         return "the net input is linear in the previous output: the derivative of w·a with respect to a is w"
+
+
+class DenseOp:
+    """A dense layer in a graph network: ``net = a W^T + b`` over the last axis (as ``nn.Linear``)."""
+
+    kind = "dense"
+    merges = False
+    has_activation = True
+    fresh_grads = True
+    kernels = ()
+    rule = ("dE/dW is the delta times the layer's input summed over the batch (and any leading axes); the input "
+            "delta is the delta times W")
+
+    def __init__(self, dense):
+        self.dense = dense
+        self.name = dense.name
+
+    def build(self, key, in_shapes, init, taken):
+        """(output shape, params): the last axis becomes ``units``; the built Dense gives the activation."""
+        from symgrad.ops.tensor import show
+
+        shape = in_shapes[0]
+        if not shape:
+            raise SpecError(f"layer {self.name!r}: dense needs an input with at least one axis, got {show(shape)}", key)
+        self.built, params = self.dense.build(key, shape[-1], init, taken)
+        self.activation = self.built.activation
+        self.shared = self.built.bias == "shared"
+        return shape[:-1] + (self.built.units,), params
+
+    def describe(self):
+        return f"dense({self.built.units} units, bias {self.built.bias})"
+
+    def sympy_forward(self, xs, params):
+        x = xs[0]
+        w = params[0]
+        z = x.dot(w.T)
+        if len(params) > 1:
+            z = z + (params[1] if params[1].shape else params[1][()])
+        return z
+
+    def numpy_forward(self, node, ins, ps, out):
+        lines = [f"{out} = {ins[0]}.dot({ps[0]}.T)  # {node.name}: {self.describe()}"]
+        return lines + ([f"{out} += {ps[1]}"] if len(ps) > 1 else [])
+
+    def numpy_backward(self, node, ins, ps, out, d, dins, dps):
+        units, fan_in = self.built.units, node.in_shapes[0][-1]
+        lead = len(node.shape) > 1
+        d2 = f"{d}.reshape(-1, {units})" if lead else d
+        a2 = f"{ins[0]}.reshape(-1, {fan_in})" if lead else ins[0]
+        lines = []
+        if dps[0] is not None:
+            lines.append(f"{dps[0]} = {d2}.T.dot({a2})  # {node.name}: dE/dW")
+        if len(dps) > 1 and dps[1] is not None:
+            lines.append(f"{dps[1]} = np.asarray({d}.sum())" if self.shared else f"{dps[1]} = {d2}.sum(axis=0)")
+        if dins[0] is not None:
+            lines.append(f"{dins[0]} = {d}.dot({ps[0]})  # {node.name}: dE/d(input)")
+        return lines

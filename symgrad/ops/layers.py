@@ -2,9 +2,14 @@
 
 from symgrad.errors import ExpressionError
 from symgrad.ops.base import Layer
+from symgrad.ops.conv import Conv1d, Conv2d
+from symgrad.ops.pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from symgrad.ops.shape import Add, Concat, Flatten
 from symgrad.ops.softmax import Softmax
 
 LAYERS = {"softmax": Softmax}
+# layers on shaped values (graph networks): kind -> TensorOp subclass
+TENSOR_LAYERS = {c.kind: c for c in (Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Flatten, Add, Concat)}
 
 
 def register_layer(cls):
@@ -20,5 +25,5 @@ def register_layer(cls):
 def get_layer(kind, name, neurons=None):
     """A parameter-free layer of the given kind."""
     if kind not in LAYERS:
-        raise ExpressionError(f"unknown layer kind {kind!r} (dense, {', '.join(LAYERS)})")
+        raise ExpressionError(f"unknown layer kind {kind!r} (dense, {', '.join(list(LAYERS) + list(TENSOR_LAYERS))})")
     return LAYERS[kind](name, neurons)

@@ -12,12 +12,13 @@ from symgrad.checks import finite_array
 from symgrad.errors import ExpressionError, SpecError
 from symgrad.limits import check, limit
 from symgrad.ops.dense import Dense
-from symgrad.ops.layers import get_layer
+from symgrad.ops.layers import TENSOR_LAYERS, get_layer
 from symgrad.ops.losses import get_loss
 from symgrad.spec.config import Expect, Sample, TrainConfig
+from symgrad.spec.graph import GraphNetwork
 from symgrad.spec.model import ExpressionModel, Network, loss_or_error
 
-TOP_KEYS = {"name", "description", "inputs", "outputs", "init", "layers", "expression", "loss", "sample", "expect", "train"}
+TOP_KEYS = {"name", "description", "inputs", "input_shape", "outputs", "init", "layers", "expression", "loss", "sample", "expect", "train"}
 FREE_LAYER_KEYS = {"kind", "name", "neurons"}
 LAYER_KEYS = {"kind", "name", "units", "activation", "activation_params", "weight", "bias", "bias_value", "neurons", "weight_names",
               "bias_names", "freeze", "init"}
@@ -80,6 +81,8 @@ def from_dict(data, source="<dict>"):
     _check_keys(data, TOP_KEYS, "")
     name = _typed(data, "name", str, "", required=True)
     description = _text(data, "description", "")
+    if _is_graph(data):
+        return _load_graph(data, source)
     inputs = _typed(data, "inputs", (list, int), "", required=True)
     outputs = _typed(data, "outputs", list, "", None)
     loss = _load_loss(data)
@@ -113,6 +116,59 @@ def from_dict(data, source="<dict>"):
         _typed(init, "scheme", str, "init", "xavier"), _typed(init, "seed", int, "init", 0),
         train, expects, description, source,
     )
+
+
+def _is_graph(data):
+    """A spec is a graph network when it gives input_shape, or a layer is shaped or names its input(s)."""
+    layers = data.get("layers")
+    shaped = isinstance(layers, list) and any(
+        isinstance(ld, dict) and (ld.get("kind") in TENSOR_LAYERS or "input" in ld or "inputs" in ld) for ld in layers)
+    return "input_shape" in data or shaped
+
+
+def _load_graph(data, source):
+    """A GraphNetwork: input_shape (or flat inputs), [[layers]] of any kind with input/inputs."""
+    if "expression" in data:
+        raise SpecError("an expression model has no layers or input_shape", "input_shape")
+    name = _typed(data, "name", str, "", required=True)
+    if ("input_shape" in data) == ("inputs" in data):
+        raise SpecError("give input_shape = [C, L] / [C, H, W] (shaped inputs) or inputs (flat), not both"
+                        if "inputs" in data else "give input_shape = [C, L] or [C, H, W], or inputs", "input_shape")
+    if "input_shape" in data:
+        shape = _typed(data, "input_shape", list, "")
+    else:
+        inputs = _typed(data, "inputs", (list, int), "")
+        shape = [inputs if isinstance(inputs, int) else len(inputs)]
+    init = _typed(data, "init", dict, "", {})
+    _check_keys(init, INIT_KEYS, "init")
+    layers_data = _typed(data, "layers", list, "", required=True)
+    layers, inputs_of = [], {}
+    for k, ld in enumerate(layers_data):
+        p = f"layers[{k}]"
+        if not isinstance(ld, dict):
+            raise SpecError("each [[layers]] entry must be a table", p)
+        kind = _typed(ld, "kind", str, p, "dense")
+        if kind == "dense":
+            rest = {key: v for key, v in ld.items() if key != "input"}
+            layer = _load_layer(rest, p)
+            if "input" in ld:
+                inputs_of[layer.name] = _typed(ld, "input", str, p)
+        elif kind in TENSOR_LAYERS:
+            cls = TENSOR_LAYERS[kind]
+            _check_keys(ld, set(cls.allowed()) | {"kind", "name"}, p)
+            args = {key: v for key, v in ld.items() if key not in ("kind", "name")}
+            try:
+                layer = cls(_typed(ld, "name", str, p, required=True), **args)
+            except SpecError as exc:
+                raise SpecError(exc.message, f"{p}.{exc.key}" if exc.key else p) from None
+        else:
+            raise SpecError(f"layer kind {kind!r} is not available in a graph network (kinds: dense, "
+                            f"{', '.join(TENSOR_LAYERS)}); a softmax output is activation = \"softmax\"", f"{p}.kind")
+        layers.append(layer)
+    return GraphNetwork(
+        name, shape, layers, _load_loss(data), _typed(data, "outputs", list, "", None), _load_sample(data),
+        _typed(init, "scheme", str, "init", "xavier"), _typed(init, "seed", int, "init", 0),
+        _load_train(data), _load_expects(data), _text(data, "description", ""), source, inputs_of)
 
 
 def _load_layer(ld, p):

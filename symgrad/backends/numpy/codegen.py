@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from symgrad.backends.numpy import kernels
+from symgrad.backends.numpy.graph import graph_bodies
 from symgrad.backends.numpy.helpers import ModulePrinter
 from symgrad.backends.numpy.network import network_bodies
 from symgrad.backends.numpy.scalar import expression_bodies, scalar_path
@@ -56,13 +58,17 @@ def numpy_module(model, dtype="float64", source=None):
     if model.kind == "network":
         bodies = network_bodies(der.layers, pr)
         bodies.update(derivation=der.layers, rewrites=der.layers.rewrites)
+    elif model.kind == "graph":
+        bodies = graph_bodies(der.graph, pr)
+        bodies.update(derivation=der.graph, rewrites=der.graph.rewrites)
     else:
         bodies = expression_bodies(model, der.scalar, pr)
     bodies["scalar"] = scalar_path(model, der, pr)
     bodies["keeps"] = _kept(bodies["forward"], bodies["loss"] + bodies["backward"] + [bodies["y"]])
     init, needs_rng = init_lines(model)
     trainable = [p.name for p in model.params if p.trainable]
-    return _render(model, dtype, source, bodies, init, needs_rng, trainable, pr.sources())
+    helpers = pr.sources() + [kernels.source(k) for k in bodies.get("kernels", ())]
+    return _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers)
 
 
 def _kept(forward, later):
@@ -109,6 +115,9 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         shapes=[(p.name, p.shape) for p in model.params],
         trainable=trainable,
         n_inputs=model.n_inputs,
+        input_shape=getattr(model, "input_shape", None),
+        output_shape=getattr(model, "output_shape", None),
+        strided="_windows" in bodies.get("kernels", ()),
         n_outputs=model.n_outputs,
         input_names=python_tuple(model.inputs),
         output_names=python_tuple(model.outputs),

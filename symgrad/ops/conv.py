@@ -1,0 +1,137 @@
+"""Convolution layers (``conv1d``, ``conv2d``): PyTorch's cross-correlation, its parameters and rules.
+
+Forward: ``z[o, p] = sum_{c, k} W[o, c, k] x[c, s*p + dl*k - pad] + b[o]`` for every output position p.
+Backward, with d = dE/dz: the weight gradient is the cross-correlation of the input with the delta,
+``dE/dW[o, c, k] = sum_p d[o, p] x[c, s*p + dl*k - pad]``; the bias gradient sums the delta over
+positions; the input delta is the full convolution of the delta with the flipped kernel,
+``dE/dx[c, i] = sum_{o, p, k: s*p + dl*k - pad = i} d[o, p] W[o, c, k]`` (stride and dilation
+place the delta's entries s apart and the kernel's dl apart).
+"""
+
+import itertools
+
+import numpy as np
+import sympy as sp
+
+from symgrad.checks import INIT_SCHEMES, choice_message, finite_array, flatten_names, names
+from symgrad.ops.dense import Param
+from symgrad.ops.tensor import TensorOp, pair, show
+
+
+class Conv(TensorOp):
+    """conv1d / conv2d: ``out_channels`` kernels of ``kernel_size`` slid over the input with stride, padding, dilation."""
+
+    dims = 2
+    keys = {"out_channels": None, "kernel_size": None, "stride": 1, "padding": 0, "dilation": 1, "bias": "unit",
+            "weight": None, "bias_value": None, "weight_names": None, "bias_names": None, "freeze": (), "init": None}
+    has_activation = True
+    kernels = ("_conv", "_conv_backward")
+    rule = ("the weight gradient is the cross-correlation of the layer's input with its delta; the input delta is "
+            "the full convolution of the delta with the flipped kernel; the bias gradient sums the delta over positions")
+
+    def build(self, key, in_shapes, init, taken):
+        (shape,) = in_shapes
+        d = self.dims
+        if len(shape) != d + 1:
+            want = "(channels, length)" if d == 1 else "(channels, height, width)"
+            raise self.error(f"{self.kind} needs an input of shape {want}, got {show(shape)}", f"{key}.input")
+        oc = self.out_channels
+        if isinstance(oc, bool) or not isinstance(oc, int) or oc < 1:
+            raise self.error("out_channels must be a positive integer", f"{key}.out_channels")
+        if self.kernel_size is None:
+            raise self.error("kernel_size is required", f"{key}.kernel_size")
+        k = pair(self.kernel_size, d, f"{key}.kernel_size", self, "kernel_size")
+        s = pair(self.stride, d, f"{key}.stride", self, "stride")
+        dl = pair(self.dilation, d, f"{key}.dilation", self, "dilation")
+        if self.padding == "same":
+            if s != (1,) * d:
+                raise self.error("padding = \"same\" needs stride 1 (as PyTorch)", f"{key}.padding")
+            pad = tuple((t // 2, t - t // 2) for t in (dli * (ki - 1) for ki, dli in zip(k, dl)))
+        elif isinstance(self.padding, str):
+            raise self.error(f"padding must be an integer, a list of {d} integers or \"same\", got {self.padding!r}",
+                             f"{key}.padding")
+        else:
+            pad = tuple((p, p) for p in pair(self.padding, d, f"{key}.padding", self, "padding", 0))
+        out = tuple((n + lo + hi - dli * (ki - 1) - 1) // si + 1
+                    for n, (lo, hi), ki, si, dli in zip(shape[1:], pad, k, s, dl))
+        if any(o < 1 for o in out):
+            raise self.error(f"input {show(shape)}, kernel {show(k)} with padding {[p[0] for p in pad]} and dilation "
+                             f"{show(dl)} gives an empty output", f"{key}.kernel_size")
+        if self.bias not in ("unit", "none"):
+            raise self.error(choice_message("bias", self.bias, ("unit", "none")), f"{key}.bias")
+        self.k, self.s, self.dl, self.pad = k, s, dl, pad
+        return (oc,) + out, self._params(key, shape[0], init)
+
+    def _params(self, key, channels, default_init):
+        name, oc, k = self.name, self.out_channels, self.k
+        shape = (oc, channels) + k
+        size = int(np.prod(shape))
+        scheme = self.init or default_init
+        if scheme not in INIT_SCHEMES:
+            raise self.error(choice_message("init scheme", scheme, INIT_SCHEMES), f"{key}.init")
+        freeze = [self.freeze] if isinstance(self.freeze, str) else list(self.freeze)
+        if set(freeze) - {"weight", "bias"} or not all(isinstance(f, str) for f in freeze):
+            raise self.error("freeze lists 'weight' and/or 'bias'", f"{key}.freeze")
+        value = None if self.weight is None else finite_array(self.weight, f"{key}.weight", shape)
+        default = [f"{name}_w" + "_".join(str(i + 1) for i in idx) for idx in np.ndindex(*shape)]
+        given = None if self.weight_names is None else flatten_names(self.weight_names, shape, f"{key}.weight_names")
+        wnames = names(given, size, f"{key}.weight_names", default)
+        fan_in, fan_out = channels * int(np.prod(k)), oc * int(np.prod(k))
+        params = [Param(f"{name}.weight", shape, value, tuple(wnames), "weight" not in freeze, scheme, fan_in, fan_out)]
+        if self.bias == "unit":
+            bval = None if self.bias_value is None else finite_array(self.bias_value, f"{key}.bias_value", (oc,))
+            bnames = names(self.bias_names, oc, f"{key}.bias_names", [f"{name}_b{j + 1}" for j in range(oc)])
+            params.append(Param(f"{name}.bias", (oc,), bval, tuple(bnames), "bias" not in freeze, "zeros", fan_in, fan_out))
+        elif self.bias_value is not None:
+            raise self.error("the layer has bias = \"none\"", f"{key}.bias_value")
+        return params
+
+    def describe(self):
+        pad = [p[0] for p in self.pad] if all(lo == hi for lo, hi in self.pad) else "same"
+        return (f"{self.kind}({self.out_channels} channels, kernel {show(self.k)}, stride {show(self.s)}, "
+                f"padding {pad}, dilation {show(self.dl)}, bias {self.bias})")
+
+    def sympy_forward(self, xs, params):
+        (x,) = xs
+        w = params[0]
+        b = params[1] if len(params) > 1 else None
+        c_in, size = x.shape[0], x.shape[1:]
+        padded = np.full(tuple(n + lo + hi for n, (lo, hi) in zip(size, self.pad)), sp.S.Zero, dtype=object)
+        padded = np.stack([padded.copy() for _ in range(c_in)])
+        padded[(slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(self.pad, size))] = x
+        out_size = tuple((n + lo + hi - dl * (k - 1) - 1) // s + 1
+                         for n, (lo, hi), k, s, dl in zip(size, self.pad, self.k, self.s, self.dl))
+        z = np.empty((self.out_channels,) + out_size, dtype=object)
+        for o in range(self.out_channels):
+            for p in itertools.product(*map(range, out_size)):
+                terms = [w[(o, c) + k] * padded[(c,) + tuple(si * pi + dli * ki for si, pi, dli, ki in
+                                                            zip(self.s, p, self.dl, k))]
+                         for c in range(c_in) for k in itertools.product(*map(range, self.k))]
+                z[(o,) + p] = sp.Add(*terms) + (b[o] if b is not None else 0)
+        return z
+
+    def _args(self):
+        return f"{self.s!r}, {self.pad!r}, {self.dl!r}"
+
+    def numpy_forward(self, node, ins, ps, out):
+        b = ps[1] if len(ps) > 1 else "None"
+        return [f"{out}, {out}_cols = _conv({ins[0]}, {ps[0]}, {b}, {self._args()})  # {node.name}: {self.describe()}"]
+
+    def numpy_backward(self, node, ins, ps, out, d, dins, dps):
+        dx = dins[0] or "_"
+        dw = dps[0] or "_"
+        db = (dps[1] if len(dps) > 1 else None) or "_"
+        need_b = len(dps) > 1 and dps[1] is not None
+        shape = f"{ins[0]}.shape"
+        return [f"{dx}, {dw}, {db} = _conv_backward({d}, {out}_cols, {ps[0]}, {shape}, {self._args()}, "
+                f"{dins[0] is not None}, {need_b})  # {node.name}"]
+
+
+class Conv1d(Conv):
+    kind = "conv1d"
+    dims = 1
+
+
+class Conv2d(Conv):
+    kind = "conv2d"
+    dims = 2

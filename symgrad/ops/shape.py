@@ -1,0 +1,92 @@
+"""Layers that reshape or join values: ``flatten``, ``add`` (residual merges) and ``concat``.
+
+Their rules are the simplest of all and the ones graphs turn on: flatten's delta is the output delta
+reshaped back; an ``add`` hands its delta unchanged to every input (so a fork — a value read by two
+layers — receives the sum of its branches' deltas: the residual rule); a ``concat`` hands each input
+its own slice of the delta.
+"""
+
+import numpy as np
+
+from symgrad.ops.tensor import TensorOp, show
+
+
+class Flatten(TensorOp):
+    """(C, ...) -> (C*...) in PyTorch's (row-major) order."""
+
+    kind = "flatten"
+    fresh_grads = False
+    rule = "flatten's delta is the output delta reshaped back to the input's shape"
+
+    def build(self, key, in_shapes, init, taken):
+        return (int(np.prod(in_shapes[0])),), []
+
+    def sympy_forward(self, xs, params):
+        return xs[0].reshape(-1)
+
+    def numpy_forward(self, node, ins, ps, out):
+        return [f"{out} = {ins[0]}.reshape({ins[0]}.shape[0], -1)  # {node.name}: flatten"]
+
+    def numpy_backward(self, node, ins, ps, out, d, dins, dps):
+        if dins[0] is None:
+            return []
+        return [f"{dins[0]} = {d}.reshape({ins[0]}.shape)  # {node.name}: flatten backward"]
+
+
+class Merge(TensorOp):
+    """A layer of two or more inputs (``inputs = ["a", "b"]``)."""
+
+    merges = True
+    fresh_grads = False
+
+
+class Add(Merge):
+    """out = a + b + ...: inputs of the same shape."""
+
+    kind = "add"
+    rule = "an add hands its delta unchanged to every input; a value read by several layers sums their deltas"
+
+    def build(self, key, in_shapes, init, taken):
+        first = in_shapes[0]
+        for s in in_shapes[1:]:
+            if s != first:
+                raise self.error(f"add needs inputs of one shape, got {', '.join(show(t) for t in in_shapes)}",
+                                 f"{key}.inputs")
+        return first, []
+
+    def sympy_forward(self, xs, params):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+    def numpy_forward(self, node, ins, ps, out):
+        return [f"{out} = {' + '.join(ins)}  # {node.name}: add"]
+
+    def numpy_backward(self, node, ins, ps, out, d, dins, dps):
+        return [f"{di} = {d}  # {node.name}: add passes its delta on" for di in dins if di is not None]
+
+
+class Concat(Merge):
+    """Inputs joined along the first per-sample axis (channels, or features of flat inputs)."""
+
+    kind = "concat"
+    rule = "a concat hands each input its own slice of the delta"
+
+    def build(self, key, in_shapes, init, taken):
+        rest = {s[1:] for s in in_shapes}
+        if len(rest) != 1:
+            raise self.error("concat needs inputs that differ only in their first axis, got "
+                             f"{', '.join(show(t) for t in in_shapes)}", f"{key}.inputs")
+        self.bounds = np.cumsum([0] + [s[0] for s in in_shapes]).tolist()
+        return (self.bounds[-1],) + in_shapes[0][1:], []
+
+    def sympy_forward(self, xs, params):
+        return np.concatenate(xs, axis=0)
+
+    def numpy_forward(self, node, ins, ps, out):
+        return [f"{out} = np.concatenate(({', '.join(ins)},), axis=1)  # {node.name}: concat"]
+
+    def numpy_backward(self, node, ins, ps, out, d, dins, dps):
+        return [f"{di} = {d}[:, {lo}:{hi}]  # {node.name}: concat backward"
+                for di, lo, hi in zip(dins, self.bounds, self.bounds[1:]) if di is not None]
