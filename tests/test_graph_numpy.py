@@ -1,0 +1,116 @@
+"""Graph networks (convolution, pooling, flatten, add, concat, dense) in NumPy against PyTorch float64.
+
+Random specs are drawn from the spec reference (tests/graph_specs.py): every option of stride,
+padding (including "same"), dilation and bias, odd sizes, forks joined by add or concat, batch 1
+and larger. Forward, loss and every gradient must agree to 1e-10 relative. The default run is
+bounded; ``SYMGRAD_PROPERTY_EXAMPLES=200`` draws more.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from graph_specs import random_graph, reference
+
+from symgrad.errors import SpecError
+from symgrad.spec import from_dict
+
+torch = pytest.importorskip("torch")
+
+N = int(os.environ.get("SYMGRAD_PROPERTY_EXAMPLES", 25))
+
+
+def _close(a, b, tol=1e-10):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    scale = max(np.max(np.abs(b)) if b.size else 0.0, 1e-3)  # a gradient that is exactly 0 (a shared bias under softmax)
+    assert np.max(np.abs(a - b)) <= tol * scale, np.max(np.abs(a - b)) / scale
+
+
+def _data(model, rng, batch):
+    x = rng.normal(size=(batch,) + model.input_shape)
+    if model.loss.name == "softmax_cross_entropy":
+        t = np.eye(model.n_outputs)[rng.integers(model.n_outputs, size=batch)]
+    else:
+        t = rng.uniform(size=(batch,) + model.output_shape)
+    return x, t
+
+
+@pytest.mark.parametrize("seed", range(N))
+def test_random_graph_matches_pytorch(seed, build):
+    rng = np.random.default_rng(1000 + seed)
+    model = from_dict(random_graph(rng))
+    mod = build(model)
+    params = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    for batch in (1, 4):
+        x, t = _data(model, rng, batch)
+        E, y, ref = reference(model, params, x, t)
+        got_E, grads = mod.loss_and_gradients(params, x, t)
+        assert abs(got_E - E) <= 1e-10 * max(1.0, abs(E))
+        _close(mod.forward(params, x), y)
+        assert set(grads) == set(mod.TRAINABLE)
+        for name, g in grads.items():
+            _close(g, ref[name])
+    single = mod.forward(params, x[0])  # one sample without the batch axis
+    _close(single, mod.forward(params, x[:1])[0])
+
+
+def test_residual_fork_sums_branch_deltas(build):
+    """x -> a (dense) -> b (dense) and add(a, b): a's delta is its own branch's plus the one through b."""
+    spec = {"name": "res", "inputs": 3, "loss": "half_sse", "layers": [
+        {"name": "a", "units": 3, "activation": "tanh"},
+        {"name": "b", "units": 3, "activation": "tanh"},
+        {"kind": "add", "name": "s", "inputs": ["a", "b"]},
+        {"name": "out", "units": 2}]}
+    model = from_dict(spec)
+    mod = build(model)
+    rng = np.random.default_rng(0)
+    params = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    x, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    E, y, ref = reference(model, params, x, t)
+    _, grads = mod.loss_and_gradients(params, x, t)
+    for name, g in grads.items():
+        _close(g, ref[name])
+
+
+def test_max_pool_ties_route_to_the_first_maximum(build):
+    """A constant input: every window ties; PyTorch routes the delta to the first entry of each window."""
+    spec = {"name": "ties", "input_shape": [1, 4, 4], "loss": "half_sse", "layers": [
+        {"kind": "conv2d", "name": "c", "out_channels": 1, "kernel_size": 1, "weight": [[[[1.0]]]], "bias_value": [0.0]},
+        {"kind": "maxpool2d", "name": "p", "kernel_size": 2, "stride": 1},
+        {"kind": "flatten", "name": "f"},
+        {"name": "out", "units": 1}]}
+    model = from_dict(spec)
+    mod = build(model)
+    rng = np.random.default_rng(1)
+    params = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    x, t = np.ones((2, 1, 4, 4)), rng.normal(size=(2, 1))
+    _, _, ref = reference(model, params, x, t)
+    _, grads = mod.loss_and_gradients(params, x, t)
+    for name, g in grads.items():
+        _close(g, ref[name])
+
+
+@pytest.mark.parametrize("layers, key, words", [
+    ([{"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 7}], "layers[0].kernel_size", "empty output"),
+    ([{"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2, "input": "later"},
+      {"kind": "flatten", "name": "later"}], "layers[0].input", "cycle"),
+    ([{"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2, "input": "nope"}], "layers[0].input",
+     "no such layer"),
+    ([{"kind": "conv1d", "name": "c", "out_channels": 2, "kernel_size": 2}], "layers[0].input", "conv1d needs"),
+    ([{"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2, "stride": 2, "padding": "same"}],
+     "layers[0].padding", "stride 1"),
+    ([{"kind": "maxpool2d", "name": "p", "kernel_size": 2, "padding": 2}], "layers[0].padding", "half"),
+    ([{"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2},
+      {"kind": "add", "name": "s", "inputs": ["x", "c"]}], "layers[1].inputs", "one shape"),
+    ([{"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2, "strides": 1}], "layers[0].strides",
+     "did you mean 'stride'"),
+    ([{"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2},
+      {"kind": "flatten", "name": "f", "input": "x"}], "layers[0].name", "not used"),
+])
+def test_shape_errors_name_the_layer_and_shapes(layers, key, words):
+    spec = {"name": "bad", "input_shape": [1, 5, 5], "loss": "mse", "layers": layers}
+    with pytest.raises(SpecError) as exc:
+        from_dict(spec)
+    assert exc.value.key == key, str(exc.value)
+    assert words in str(exc.value)
