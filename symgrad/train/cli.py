@@ -50,7 +50,8 @@ def register(subparsers):
     t = subparsers.add_parser(
         "train", help="train the model of a spec on a CSV or .npz data file",
         description="Train SPEC's model on FILE with the optimizer and schedule of its [train] table (options override "
-                    "it). CSV: a header row naming the input and target columns; .npz: arrays x (N, inputs) and y (N, outputs).")
+                    "it). CSV: a header row naming the input and target columns; .npz: arrays x (N, inputs) and y "
+                    "(N, outputs), or x (N, *input_shape) for a network with input_shape.")
     t.add_argument("spec", metavar="SPEC", help="the model's TOML spec file")
     t.add_argument("--data", required=True, metavar="FILE", help="training data (.csv with a header, or .npz with x and y)")
     t.add_argument("--epochs", type=_count, metavar="E", help="passes over the data (default: [train] epochs)")

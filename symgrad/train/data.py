@@ -12,7 +12,10 @@ from symgrad.render import write_atomic
 
 
 def load_data(path, model):
-    """(x, y) arrays of shape (N, n_inputs) and (N, n_outputs) from a CSV with a header, or an .npz with x and y."""
+    """(x, y) arrays of shape (N, n_inputs) and (N, n_outputs) from a CSV with a header, or an .npz with x and y.
+
+    For a graph network, x is (N, *input_shape) and y (N, *output_shape); an .npz may hold them shaped or flat.
+    """
     path = str(path)
     if path.endswith(".npz"):
         return _load_npz(path, model)
@@ -62,7 +65,7 @@ def _load_csv(path, model):
                 raise SpecError(f"column {header[c]!r}: {cell!r} is not finite", file=path, line=line)
             data[i, j] = value
     n = model.n_inputs
-    return data[:, :n], (data[:, n:] if model.loss.uses_target else None)
+    return _shaped(model, data[:, :n], data[:, n:] if model.loss.uses_target else None)
 
 
 def _load_npz(path, model):
@@ -75,7 +78,7 @@ def _load_npz(path, model):
         raise SpecError(f"not a readable .npz file: {exc}", file=path) from None
     keys = ("x", "y") if model.loss.uses_target else ("x",)
     out = []
-    for key, width in zip(keys, (model.n_inputs, model.n_outputs)):
+    for key, width, shape in zip(keys, (model.n_inputs, model.n_outputs), _shapes(model)):
         if key not in arrays:
             raise SpecError(f"missing array {key!r}; the file has {', '.join(map(repr, arrays)) or 'no arrays'}", file=path)
         a = arrays[key]
@@ -84,17 +87,34 @@ def _load_npz(path, model):
         a = a.astype(np.float64)
         if a.ndim == 1 and width == 1:
             a = a.reshape(-1, 1)
+        if shape is not None and a.shape[1:] == shape:
+            a = a.reshape(a.shape[0], -1)
         if a.ndim != 2 or a.shape[1] != width:
-            raise SpecError(f"array {key!r} has shape {a.shape}, expected (N, {width})", file=path)
+            want = f"(N, {', '.join(map(str, shape))}) or (N, {width})" if shape is not None else f"(N, {width})"
+            raise SpecError(f"array {key!r} has shape {a.shape}, expected {want}", file=path)
         if a.shape[0] == 0:
             raise SpecError(f"array {key!r} has no rows", file=path)
         bad = np.argwhere(~np.isfinite(a))
         if len(bad):
-            raise SpecError(f"array {key!r} has a NaN or infinite value at row {bad[0][0]}, column {bad[0][1]}", file=path)
+            raise SpecError(f"array {key!r} has a NaN or infinite value at row {bad[0][0]}, entry {bad[0][1]}", file=path)
         out.append(a)
     if len(out) == 2 and out[0].shape[0] != out[1].shape[0]:
         raise SpecError(f"x has {out[0].shape[0]} rows but y has {out[1].shape[0]}", file=path)
-    return out[0], (out[1] if len(out) == 2 else None)
+    return _shaped(model, out[0], out[1] if len(out) == 2 else None)
+
+
+def _shapes(model):
+    """(input shape, output shape) per sample of a graph network; (None, None) for flat models."""
+    return getattr(model, "input_shape", None), getattr(model, "output_shape", None)
+
+
+def _shaped(model, x, y):
+    """x (N, n_inputs) and y (N, n_outputs) reshaped to (N, *input_shape) and (N, *output_shape) for graph networks."""
+    xs, ys = _shapes(model)
+    if xs is not None:
+        x = x.reshape((-1,) + xs)
+        y = None if y is None else y.reshape((-1,) + ys)
+    return x, y
 
 
 
