@@ -81,9 +81,14 @@ _SHAPES = tuple(PARAM_SHAPES.items())
 
 def _avgpool(x, kernel, stride, padding):
     """z: each window's mean, padding counted as zeros (PyTorch's count_include_pad=True)."""
-    d = len(kernel)
-    win = _windows(_pad(x, padding), kernel, stride, (1,) * d)
-    return win.sum(axis=tuple(range(-d, 0))) * (1.0 / int(np.prod(kernel)))
+    xp = _pad(x, padding)
+    out = tuple((n - k) // s + 1 for n, k, s in zip(xp.shape[2:], kernel, stride))
+    slices = _offsets(kernel, stride, (1,) * len(kernel), out)
+    z = xp[(slice(None), slice(None)) + slices[0]].copy()
+    for sl in slices[1:]:
+        z += xp[(slice(None), slice(None)) + sl]
+    z *= 1.0 / len(slices)
+    return z
 
 
 def _avgpool_backward(d, x_shape, kernel, stride, padding):
@@ -95,36 +100,48 @@ def _avgpool_backward(d, x_shape, kernel, stride, padding):
 def _col2im(dcols, x_shape, kernel, stride, padding, dilation):
     """dE/dx from dcols (C, *kernel, B, *out): each kernel offset's share added back onto the input it read."""
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[2:], padding))
-    dxp = np.zeros(tuple(x_shape[:2]) + padded, dtype=dcols.dtype)
-    for k, sl in zip(np.ndindex(*kernel), _offsets(kernel, stride, dilation, dcols.shape[len(kernel) + 2:])):
-        dxp[(slice(None), slice(None)) + sl] += dcols[(slice(None),) + k].swapaxes(0, 1)
-    return dxp[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, x_shape[2:]))]
+    dxp = np.zeros((x_shape[1], x_shape[0]) + padded, dtype=dcols.dtype)  # (C, B, ...): the columns' order
+    for k, sl in zip(np.ndindex(*kernel), _offsets(kernel, stride, dilation, dcols.shape[2 + len(kernel):])):
+        dxp[(slice(None), slice(None)) + sl] += dcols[(slice(None),) + k]
+    return np.ascontiguousarray(_crop(dxp, padding, (x_shape[1], x_shape[0]) + tuple(x_shape[2:])).swapaxes(0, 1))
 
 
 def _conv(x, w, b, stride, padding, dilation):
-    """(z, cols): z[b, o] = sum_{c,k} w[o, c, k] x[b, c, s*p + dl*k - pad] + b[o], and the im2col matrix (C*K, B*P)."""
+    """(z, cols): z[b, o] = sum_{c,k} w[o, c, k] x[b, c, s*p + dl*k - pad] + b[o], and the im2col columns (C*K, B*P).
+
+    One copy of the windows' view builds the columns, one matrix product (O x C*K times C*K x B*P) computes every output.
+    """
     d = w.ndim - 2
-    win = _windows(_pad(x, padding), w.shape[2:], stride, dilation)
-    out = win.shape[2:2 + d]
-    axes = (1,) + tuple(range(2 + d, 2 + 2 * d)) + (0,) + tuple(range(2, 2 + d))
-    cols = win.transpose(axes).reshape(-1, x.shape[0] * int(np.prod(out)))
-    z = w.reshape(w.shape[0], -1).dot(cols).reshape((w.shape[0], x.shape[0]) + out).swapaxes(0, 1)
-    if b is not None:
-        z += b.reshape((-1,) + (1,) * d)
+    win = _windows(_pad(x, padding), w.shape[2:], stride, dilation)  # (B, C, *out, *kernel), a view
+    n, out = x.shape[0], win.shape[2:2 + d]
+    cols = win.transpose((1,) + tuple(range(2 + d, 2 + 2 * d)) + (0,) + tuple(range(2, 2 + d))).reshape(
+        -1, n * int(np.prod(out)))
+    zt = w.reshape(w.shape[0], -1).dot(cols).reshape(w.shape[0], n, -1)
+    z = np.empty((n, w.shape[0]) + out, dtype=x.dtype)
+    z3 = z.reshape(n, w.shape[0], -1)
+    if b is None:
+        np.copyto(z3, zt.transpose(1, 0, 2))
+    else:
+        np.add(zt.transpose(1, 0, 2), b[:, None], out=z3)
     return z, cols
 
 
 def _conv_backward(d, cols, w, x_shape, stride, padding, dilation, need_x, need_b):
     """(dE/dx or None, dE/dw, dE/db or None) from d = dE/dz: dw = d cols^T, dx = col2im(w^T d)."""
     o = w.shape[0]
-    d2 = d.swapaxes(0, 1).reshape(o, -1)
-    dw = d2.dot(cols.T).reshape(w.shape)
-    db = d2.sum(axis=1) if need_b else None
+    dt = d.reshape(d.shape[0], o, -1).transpose(1, 0, 2).reshape(o, -1)  # (O, B*P)
+    dw = dt.dot(cols.T).reshape(w.shape)
+    db = dt.sum(axis=1) if need_b else None
     if not need_x:
         return None, dw, db
     kernel = w.shape[2:]
-    dcols = w.reshape(o, -1).T.dot(d2).reshape((x_shape[1],) + kernel + (x_shape[0],) + d.shape[2:])
+    dcols = w.reshape(o, -1).T.dot(dt).reshape((x_shape[1],) + kernel + (x_shape[0],) + d.shape[2:])
     return _col2im(dcols, x_shape, kernel, stride, padding, dilation), dw, db
+
+
+def _crop(xp, padding, shape):
+    """The inner part of a padded array: the entries of the unpadded ``shape``."""
+    return xp[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, shape[2:]))]
 
 
 def _maxpool(x, kernel, stride, padding):
@@ -151,7 +168,9 @@ def _pad(x, padding, value=0.0):
     """x with ``padding`` = ((lo, hi), ...) added on each spatial axis, filled with ``value``."""
     if not any(lo or hi for lo, hi in padding):
         return x
-    return np.pad(x, ((0, 0), (0, 0)) + tuple(padding), constant_values=value)
+    xp = np.full(x.shape[:2] + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], padding)), value, dtype=x.dtype)
+    xp[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, x.shape[2:]))] = x
+    return xp
 
 
 def _spread(d, x_shape, kernel, stride, padding, part):
@@ -160,7 +179,7 @@ def _spread(d, x_shape, kernel, stride, padding, part):
     dxp = np.zeros(tuple(x_shape[:2]) + padded, dtype=d.dtype)
     for j, sl in enumerate(_offsets(kernel, stride, (1,) * len(kernel), d.shape[2:])):
         dxp[(slice(None), slice(None)) + sl] += part(j)
-    return dxp[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, x_shape[2:]))]
+    return _crop(dxp, padding, x_shape)
 
 
 def _windows(xp, kernel, stride, dilation):
