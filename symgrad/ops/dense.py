@@ -46,6 +46,7 @@ class Dense:
     bias_names: list | None = None
     freeze: tuple = ()
     init: str | None = None
+    input: str | None = None  # in a graph network: the layer it reads (default: the previous one)
 
     def build(self, key, fan_in, default_init, taken=()):
         """(a checked copy of this layer with its activation and neuron names, its Params); self is not changed."""
@@ -154,7 +155,8 @@ class DenseOp:
         return shape[:-1] + (self.built.units,), params
 
     def describe(self):
-        return f"dense({self.built.units} units, bias {self.built.bias})"
+        n = self.built.units
+        return f"dense({n} unit{'' if n == 1 else 's'}, bias {self.built.bias})"
 
     def sympy_forward(self, xs, params):
         x = xs[0]

@@ -2,7 +2,9 @@
 
 from symgrad.ops.dense import Dense, Param
 from symgrad.spec.config import Expect, Sample, TrainConfig
+from symgrad.spec.graph import GraphNetwork
 from symgrad.spec.loader import as_model, from_dict, load
 from symgrad.spec.model import ExpressionModel, Network
 
-__all__ = ["Dense", "Expect", "ExpressionModel", "Network", "Param", "Sample", "TrainConfig", "as_model", "from_dict", "load"]
+__all__ = [
+    "Dense", "Expect", "ExpressionModel", "GraphNetwork", "Network", "Param", "Sample", "TrainConfig", "as_model", "from_dict", "load"]

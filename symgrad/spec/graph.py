@@ -29,7 +29,7 @@ class GraphNetwork(_ModelBase):
 
     name: str
     input_shape: object  # a list of positive ints, e.g. [1, 28, 28]
-    layers: list  # TensorOp or Dense objects (a Dense may carry ``input`` in ``inputs_of``)
+    layers: list  # TensorOp or Dense objects (each may name its ``input``/``inputs``)
     loss: object = None
     outputs: list | None = None
     sample: Sample | None = None
@@ -39,7 +39,6 @@ class GraphNetwork(_ModelBase):
     expects: list = field(default_factory=list)
     description: str = ""
     source: str = "<python>"
-    inputs_of: dict = field(default_factory=dict)  # layer name -> input name(s), for layers that do not carry them
 
     kind = "graph"
 
@@ -101,9 +100,7 @@ class GraphNetwork(_ModelBase):
 
     def _sources(self, op, k, key, by_name):
         """The producer names of layer k: its ``input``/``inputs``, or the previous layer."""
-        given = self.inputs_of.get(op.name)
-        if given is None and isinstance(op, TensorOp):
-            given = op.args.get("inputs") if op.merges else op.args.get("input")
+        given = op.dense.input if isinstance(op, DenseOp) else op.args.get("inputs") if op.merges else op.args.get("input")
         what = "inputs" if op.merges else "input"
         if op.merges:
             if not isinstance(given, (list, tuple)) or len(given) < 2:

@@ -21,7 +21,7 @@ from symgrad.spec.model import ExpressionModel, Network, loss_or_error
 TOP_KEYS = {"name", "description", "inputs", "input_shape", "outputs", "init", "layers", "expression", "loss", "sample", "expect", "train"}
 FREE_LAYER_KEYS = {"kind", "name", "neurons"}
 LAYER_KEYS = {"kind", "name", "units", "activation", "activation_params", "weight", "bias", "bias_value", "neurons", "weight_names",
-              "bias_names", "freeze", "init"}
+              "bias_names", "freeze", "init", "input"}
 INIT_KEYS = {"scheme", "seed"}
 LOSS_KEYS = {"kind", "expression", "reduction", "average_outputs"}
 SAMPLE_KEYS = {"x", "t", "seed"}
@@ -142,17 +142,14 @@ def _load_graph(data, source):
     init = _typed(data, "init", dict, "", {})
     _check_keys(init, INIT_KEYS, "init")
     layers_data = _typed(data, "layers", list, "", required=True)
-    layers, inputs_of = [], {}
+    layers = []
     for k, ld in enumerate(layers_data):
         p = f"layers[{k}]"
         if not isinstance(ld, dict):
             raise SpecError("each [[layers]] entry must be a table", p)
         kind = _typed(ld, "kind", str, p, "dense")
         if kind == "dense":
-            rest = {key: v for key, v in ld.items() if key != "input"}
-            layer = _load_layer(rest, p)
-            if "input" in ld:
-                inputs_of[layer.name] = _typed(ld, "input", str, p)
+            layer = _load_layer(ld, p)
         elif kind in TENSOR_LAYERS:
             cls = TENSOR_LAYERS[kind]
             _check_keys(ld, set(cls.allowed()) | {"kind", "name"}, p)
@@ -168,7 +165,7 @@ def _load_graph(data, source):
     return GraphNetwork(
         name, shape, layers, _load_loss(data), _typed(data, "outputs", list, "", None), _load_sample(data),
         _typed(init, "scheme", str, "init", "xavier"), _typed(init, "seed", int, "init", 0),
-        _load_train(data), _load_expects(data), _text(data, "description", ""), source, inputs_of)
+        _load_train(data), _load_expects(data), _text(data, "description", ""), source)
 
 
 def _load_layer(ld, p):
@@ -196,6 +193,7 @@ def _load_layer(ld, p):
             bias_names=_typed(ld, "bias_names", (list, str), p, None),
             freeze=tuple(_typed(ld, "freeze", (list, str), p, ())),
             init=_typed(ld, "init", str, p, None),
+            input=_typed(ld, "input", str, p, None),
     )
 
 

@@ -175,6 +175,9 @@ class Network(_ModelBase):
             check_name(d.name, f"{key}.name", "layer name")
             if any(b.name == d.name for b in built):
                 raise SpecError(f"layer name {d.name!r} is used twice", f"{key}.name")
+            if isinstance(d, Dense) and d.input is not None:
+                raise SpecError("input names a layer to read in a graph network (GraphNetwork); a Network is a chain",
+                                f"{key}.input")
             if isinstance(d, Layer):
                 layer = copy.copy(d)
                 layer.units = d.units(fan_in)
