@@ -88,7 +88,8 @@ class Conv(TensorOp):
 
     def describe(self):
         pad = [p[0] for p in self.pad] if all(lo == hi for lo, hi in self.pad) else "same"
-        return (f"{self.kind}({self.out_channels} channel{'' if self.out_channels == 1 else 's'}, kernel {show(self.k)}, stride {show(self.s)}, "
+        plural = "" if self.out_channels == 1 else "s"
+        return (f"{self.kind}({self.out_channels} channel{plural}, kernel {show(self.k)}, stride {show(self.s)}, "
                 f"padding {pad}, dilation {show(self.dl)}, bias {self.bias})")
 
     def sympy_forward(self, xs, params):

@@ -7,4 +7,6 @@ from symgrad.spec.loader import as_model, from_dict, load
 from symgrad.spec.model import ExpressionModel, Network
 
 __all__ = [
-    "Dense", "Expect", "ExpressionModel", "GraphNetwork", "Network", "Param", "Sample", "TrainConfig", "as_model", "from_dict", "load"]
+    "Dense", "Expect", "ExpressionModel", "GraphNetwork", "Network", "Param", "Sample", "TrainConfig", "as_model", "from_dict",
+    "load",
+]
