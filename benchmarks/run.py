@@ -743,6 +743,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 41, quick 3)")
     ap.add_argument("--out", help="also write the Markdown to this file")
     ap.add_argument("--no-peers", action="store_true", help="skip PyTorch, JAX and CasADi")
+    ap.add_argument("--no-graphs", action="store_true", help="skip the graph-network table (benchmarks/graphs.py)")
     ap.add_argument("--settle", type=float, default=None,
                     help="before each config wait up to this many seconds for other processes to go quiet (default 30, quick 0)")
     args = ap.parse_args(argv)
@@ -776,6 +777,13 @@ def main(argv=None):
             rows.append(row)
     sym_time = None if args.quick else symbolic_gradients_time()
     report(rows, sym_time, peers, args.out)
+    if not (args.quick or args.no_graphs or args.configs):
+        import graphs  # benchmarks/graphs.py, beside this script
+
+        graph_rows = graphs.main(["--rounds", str(max(5, rounds // 3))])
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write("\n" + graphs.table(graph_rows) + "\n")
 
 
 if __name__ == "__main__":
