@@ -114,3 +114,52 @@ def test_shape_errors_name_the_layer_and_shapes(layers, key, words):
         from_dict(spec)
     assert exc.value.key == key, str(exc.value)
     assert words in str(exc.value)
+
+
+@pytest.mark.parametrize("layer", [
+    {"kind": "conv2d", "name": "c", "out_channels": 3, "kernel_size": 1},  # a 1x1 convolution
+    {"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 4, "padding": "same"},  # even kernel, "same"
+    {"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": [2, 3], "padding": "same", "dilation": [3, 2]},
+    {"kind": "conv1d", "name": "c", "out_channels": 2, "kernel_size": 4, "padding": "same"},
+    {"kind": "maxpool2d", "name": "c", "kernel_size": 3, "stride": 1, "padding": 1},  # overlapping windows
+    {"kind": "avgpool2d", "name": "c", "kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 1]},
+])
+def test_edge_cases_match_pytorch(layer, build):
+    d = 1 if layer["kind"].endswith("1d") else 2
+    spec = {"name": "edge", "input_shape": [2, 7] if d == 1 else [2, 6, 5], "loss": "mse",
+            "layers": [layer, {"kind": "flatten", "name": "f"}, {"name": "out", "units": 2, "activation": "tanh"}]}
+    model = from_dict(spec)
+    if "padding" in layer and layer["padding"] == "same":
+        assert model.nodes[0].shape[1:] == model.input_shape[1:]
+    mod = build(model)
+    rng = np.random.default_rng(3)
+    params = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    for batch in (1, 3):
+        x, t = _data(model, rng, batch)
+        E, y, ref = reference(model, params, x, t)
+        got, grads = mod.loss_and_gradients(params, x, t)
+        assert abs(got - E) <= 1e-10 * max(1.0, abs(E))
+        for name, g in grads.items():
+            _close(g, ref[name])
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"out_channels": 10**9}, "layers[0].out_channels"),
+    ({"kernel_size": 10**9}, "layers[0].kernel_size"),
+    ({"kernel_size": [2, True]}, "layers[0].kernel_size"),
+    ({"padding": "valid"}, "layers[0].padding"),
+    ({"stride": 0}, "layers[0].stride"),
+    ({"activation": "__import__('os')"}, "layers[0].activation"),
+])
+def test_hostile_conv_arguments_are_refused_cleanly(change, key):
+    layer = {"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2, **change}
+    spec = {"name": "bad", "input_shape": [1, 5, 5], "loss": "mse", "layers": [layer, {"kind": "flatten", "name": "f"}]}
+    with pytest.raises(SpecError) as exc:
+        from_dict(spec)
+    assert exc.value.key == key, str(exc.value)
+
+
+def test_huge_input_shape_is_refused_before_any_work():
+    spec = {"name": "big", "input_shape": [10**4, 10**4, 10**4], "loss": "mse", "layers": [{"kind": "flatten", "name": "f"}]}
+    with pytest.raises(SpecError, match="limit"):
+        from_dict(spec)

@@ -9,11 +9,13 @@ place the delta's entries s apart and the kernel's dl apart).
 """
 
 import itertools
+import math
 
 import numpy as np
 import sympy as sp
 
 from symgrad.checks import INIT_SCHEMES, choice_message, finite_array, flatten_names, names
+from symgrad.limits import check
 from symgrad.ops.dense import Param
 from symgrad.ops.tensor import TensorOp, pair, show
 
@@ -57,6 +59,7 @@ class Conv(TensorOp):
         if any(o < 1 for o in out):
             raise self.error(f"input {show(shape)}, kernel {show(k)} with padding {[p[0] for p in pad]} and dilation "
                              f"{show(dl)} gives an empty output", f"{key}.kernel_size")
+        check("SYMGRAD_MAX_PARAMS", oc * math.prod(out), f"the output size of layer {self.name!r}", f"{key}.out_channels")
         if self.bias not in ("unit", "none"):
             raise self.error(choice_message("bias", self.bias, ("unit", "none")), f"{key}.bias")
         self.k, self.s, self.dl, self.pad = k, s, dl, pad
@@ -65,7 +68,8 @@ class Conv(TensorOp):
     def _params(self, key, channels, default_init):
         name, oc, k = self.name, self.out_channels, self.k
         shape = (oc, channels) + k
-        size = int(np.prod(shape))
+        size = math.prod(shape)
+        check("SYMGRAD_MAX_PARAMS", size, f"the weight count of layer {name!r}", f"{key}.out_channels")
         scheme = self.init or default_init
         if scheme not in INIT_SCHEMES:
             raise self.error(choice_message("init scheme", scheme, INIT_SCHEMES), f"{key}.init")

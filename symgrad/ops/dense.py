@@ -149,6 +149,11 @@ class DenseOp:
         shape = in_shapes[0]
         if not shape:
             raise SpecError(f"layer {self.name!r}: dense needs an input with at least one axis, got {show(shape)}", key)
+        from symgrad.limits import check
+
+        if isinstance(self.dense.units, int):
+            check("SYMGRAD_MAX_PARAMS", self.dense.units * shape[-1], f"the weight count of layer {self.name!r}",
+                  f"{key}.units")
         self.built, params = self.dense.build(key, shape[-1], init, taken)
         self.activation = self.built.activation
         self.shared = self.built.bias == "shared"

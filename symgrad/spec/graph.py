@@ -90,6 +90,7 @@ class GraphNetwork(_ModelBase):
             sources = self._sources(op, k, key, by_name)
             in_shapes = tuple(self.input_shape if s == "x" else by_name[s].shape for s in sources)
             shape, params = op.build(key, in_shapes, self.init, taken)
+            check("SYMGRAD_MAX_PARAMS", math.prod(shape), f"the output size of layer {op.name!r}", key)
             n_params += sum(p.size for p in params)
             check("SYMGRAD_MAX_PARAMS", n_params, f"the parameter count up to layer {op.name!r}", key)
             node = Node(op.name, op, sources, in_shapes, tuple(shape), params, self._activation(op, key))
