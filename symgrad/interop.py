@@ -19,7 +19,9 @@ from symgrad.spec.model import Network
 
 INSTALL = "PyTorch is not installed: pip install torch (or pip install 'symgrad[test]')"
 SUPPORTED = ("Linear, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Softplus (beta=1, threshold=20), SiLU, GELU (approximate='none'), "
-             "Softmax (dim=-1 or 1), Identity, Dropout, Flatten (start_dim=1, end_dim=-1), nested Sequential")
+             "Softmax (dim=-1 or 1), Identity, Dropout, Flatten (start_dim=1, end_dim=-1), nested Sequential; with "
+             "input_shape: Conv1d, Conv2d (groups=1, padding_mode='zeros'), MaxPool1d/2d (dilation=1), AvgPool1d/2d "
+             "(count_include_pad=True), ceil_mode=False")
 
 
 def _torch():
@@ -119,11 +121,22 @@ def _input_count(input_shape, in_features):
     return in_features
 
 
+def _shaped_kinds():
+    nn = _torch().nn
+    return (nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
+
+
 def from_torch(module, loss="mse", input_shape=None, name=None):
-    """A symgrad Network with the weights (float64) of a torch module whose children run in sequence."""
+    """A symgrad model with the weights (float64) of a torch module whose children run in sequence.
+
+    A chain of Linear layers and activations becomes a Network; with convolutions or pooling it becomes a
+    GraphNetwork, and ``input_shape`` (C, L) or (C, H, W) is required.
+    """
     nn = _torch().nn
     if not isinstance(module, nn.Module):
         raise SpecError(f"expected a torch.nn.Module, got {type(module).__name__}", "module")
+    if any(isinstance(c, _shaped_kinds()) for _, c in _children(module)):
+        return _graph_from_torch(module, loss, input_shape, name)
     children = [(f"module[{p}]", p, c) for p, c in _children(module)]
     kept = [(k, p, c) for k, p, c in children if not _skipped(c)]
     if not kept:
@@ -157,6 +170,77 @@ def from_torch(module, loss="mse", input_shape=None, name=None):
     net = Network(name or "torch_model", _input_count(input_shape, first.in_features), layers, loss)
     net.torch_keys = keys
     return net
+
+
+def _graph_from_torch(module, loss, input_shape, name):
+    """A GraphNetwork from a sequence of Conv/Pool/Flatten/Linear children and activations (input_shape required)."""
+    from symgrad.ops.conv import Conv1d, Conv2d
+    from symgrad.ops.pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+    from symgrad.ops.shape import Flatten
+    from symgrad.spec.graph import GraphNetwork
+
+    nn = _torch().nn
+    if input_shape is None:
+        raise SpecError("a module with convolutions or pooling needs input_shape, e.g. (1, 28, 28)", "input_shape")
+    pools = {nn.MaxPool1d: MaxPool1d, nn.MaxPool2d: MaxPool2d, nn.AvgPool1d: AvgPool1d, nn.AvgPool2d: AvgPool2d}
+    layers, keys, taken, count = [], {}, set(), 0
+    prev = None
+    for path, child in _children(module):
+        key, kind = f"module[{path}]", type(child)
+        count += 1
+        lname = _layer_name(path, kind.__name__.lower(), count, taken)
+        if kind in (nn.Identity, nn.Dropout):
+            continue
+        if kind in (nn.Conv1d, nn.Conv2d):
+            if child.groups != 1 or child.padding_mode != "zeros":
+                raise SpecError(f"{kind.__name__} with groups={child.groups}, padding_mode={child.padding_mode!r} is not "
+                                "supported (groups=1, padding_mode='zeros')", key)
+            pad = child.padding if isinstance(child.padding, str) else list(child.padding)
+            pad = 0 if pad == "valid" else pad
+            frozen = tuple(n for n in ("weight", "bias") if getattr(child, n) is not None and not getattr(child, n).requires_grad)
+            cls = Conv1d if kind is nn.Conv1d else Conv2d
+            layers.append(cls(lname, out_channels=child.out_channels, kernel_size=list(child.kernel_size),
+                              stride=list(child.stride), padding=pad, dilation=list(child.dilation),
+                              bias="none" if child.bias is None else "unit", weight=_array(child.weight),
+                              bias_value=None if child.bias is None else _array(child.bias), freeze=frozen))
+            keys.update({f"{lname}.{p}": f"{path}.{p}" for p in ("weight", "bias") if getattr(child, p) is not None})
+        elif kind in pools:
+            if getattr(child, "ceil_mode", False) or getattr(child, "dilation", 1) not in (1, (1,), (1, 1)) \
+                    or getattr(child, "return_indices", False) or not getattr(child, "count_include_pad", True) \
+                    or getattr(child, "divisor_override", None) is not None:
+                raise SpecError(f"{kind.__name__} options are not supported: ceil_mode, dilation, return_indices, "
+                                "count_include_pad=False and divisor_override are not offered", key)
+            layers.append(pools[kind](lname, kernel_size=_ints(child.kernel_size), stride=_ints(child.stride),
+                                      padding=_ints(child.padding)))
+        elif kind is nn.Flatten:
+            if not (child.start_dim == 1 and child.end_dim == -1):
+                raise SpecError("only Flatten(start_dim=1, end_dim=-1) is supported", key)
+            layers.append(Flatten(lname))
+        elif kind is nn.Linear:
+            layers.append(_dense(child, lname))
+            keys.update({f"{lname}.{p}": f"{path}.{p}" for p in ("weight", "bias") if getattr(child, p) is not None})
+        elif kind is nn.Softmax and prev is not None and type(prev) is nn.Linear and child.dim in (-1, 1):
+            layers[-1].activation = "softmax"
+        else:
+            act = _activation(child, key)
+            if act is None:
+                raise SpecError(f"{kind.__name__} is not supported (supported: {SUPPORTED})", key)
+            if prev is None or type(prev) not in (nn.Linear, nn.Conv1d, nn.Conv2d):
+                raise SpecError(f"activation {kind.__name__} must follow a Linear or a convolution", key)
+            target = layers[-1]
+            if isinstance(target, Dense):
+                target.activation, target.activation_params = act
+            else:
+                target.args["activation"], target.args["activation_params"] = act
+        prev = child
+    net = GraphNetwork(name or "torch_model", list(input_shape), layers, loss)
+    net.torch_keys = keys
+    return net
+
+
+def _ints(v):
+    """A PyTorch int-or-tuple argument as a list of ints."""
+    return [int(a) for a in v] if isinstance(v, (tuple, list)) else int(v)
 
 
 def torch_keys(model):

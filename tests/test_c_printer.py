@@ -60,3 +60,9 @@ def test_straight_line_code_calls_libm_and_the_one_at_a_time_helpers():
 
 def test_names_rename_symbols():
     assert c_code(x + y, names={"x": "A1[_q]"}) == "A1[_q] + y"
+
+
+def test_a_sum_of_numbers_is_one_literal_inside_a_product():
+    """h*(1.9 + pi): the constant sum prints as one literal, so the product keeps its meaning (it read h*1.9 + pi)."""
+    assert c_code(x * (sp.Float(1.9) + sp.pi)) == "x*5.0415926535897932"
+    assert c_code(sp.Float(1.9) + sp.pi, names={}) == "5.0415926535897932"

@@ -13,7 +13,8 @@ from symgrad.backends.c.build import DEFAULT_CFLAGS, PORTABLE_CFLAGS
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (install gcc)")
-EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.toml"))
+EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.toml")  # graph networks: tests/test_graph_numpy.py
+                  if "input_shape" not in p.read_text() and 'kind = "add"' not in p.read_text())
 
 
 @pytest.fixture(autouse=True)

@@ -25,13 +25,20 @@ class CBackend(Backend):
         if options.get("blas", "no") not in BLAS:
             raise SpecError(f"blas must be one of {', '.join(BLAS)}", "blas")
 
+    def _supported(self, derivation):
+        if derivation.model.kind == "graph":
+            raise SpecError("the C backend does not generate graph networks (convolution, pooling, add, concat) yet: "
+                            "use --target numpy", "--target")
+
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
+        self._supported(derivation)
         o = self.settings(options)
         files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"])[2]
         return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
 
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)
+        self._supported(derivation)
         o = self.settings(options)
         return generate_c(derivation, out_dir, dtype=dtype, **o)

@@ -74,6 +74,13 @@ class CPrinter(PrintedPrecedence, C99CodePrinter):
             return self._print(sp.Float(expr.evalf(17), 17))
         return super()._print_Mul(expr, **kwargs)
 
+    def _print_Add(self, expr, **kwargs):
+        """A sum of numbers (1.9 + pi) as one literal, as _printed_as says: printed term by term, a product
+        around it lost its brackets (h*(1.9 + pi) became h*1.9 + pi)."""
+        if expr.is_number and not expr.has(sp.Function):
+            return self._print(sp.Float(expr.evalf(17), 17))
+        return super()._print_Add(expr, **kwargs)
+
     def _print_Piecewise(self, expr):
         """Nested ternaries on one line; the last condition is True."""
         *pairs, (last, cond) = expr.args
