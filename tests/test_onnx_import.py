@@ -187,8 +187,8 @@ def test_graphs_outside_the_supported_subset_are_refused(tmp_path, capsys, nodes
 def test_bad_loss_and_name_are_refused_before_writing(tmp_path, capsys):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
     model = _graph(nodes, {"w": np.ones((3, 2))}, 3, 2)
-    assert "key '--loss'" in _fails(tmp_path, model, capsys, "--loss", "msee")
-    assert "key '--name'" in _fails(tmp_path, model, capsys, "--name", "class")
+    assert "option --loss" in _fails(tmp_path, model, capsys, "--loss", "msee")
+    assert "option --name" in _fails(tmp_path, model, capsys, "--name", "class")
 
 
 def test_not_an_onnx_file(tmp_path, capsys):

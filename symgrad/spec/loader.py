@@ -112,8 +112,8 @@ def _model(data, source):
         _check_keys(ex, EXPRESSION_KEYS, "expression")
         if ("output" in ex) == ("outputs" in ex):
             raise SpecError("give output = \"...\" or an [expression.outputs] table", "expression.output")
-        outs = _typed(ex, "outputs", dict, "expression") if "outputs" in ex else {"y": _typed(ex, "output", str, "expression")}
-        for k, v in outs.items():
+        outs = _typed(ex, "outputs", dict, "expression") if "outputs" in ex else _typed(ex, "output", str, "expression")
+        for k, v in (outs.items() if isinstance(outs, dict) else ()):
             if not isinstance(v, str):
                 raise SpecError("expected an expression string", f"expression.outputs.{k}")
         params = _typed(ex, "params", dict, "expression", required=True)

@@ -250,14 +250,15 @@ class ExpressionModel(_ModelBase):
         if len(self.symbols) != len(self.inputs) + len(self.params_init):
             dup = sorted(set(self.inputs) & set(self.params_init))
             raise SpecError(f"name {dup[0]!r} is both an input and a parameter", "expression.params")
-        if not isinstance(self.outputs_expr, dict):
+        single = not isinstance(self.outputs_expr, dict)  # output = "..." (named y), located at its own key
+        if single:
             self.outputs_expr = {"y": self.outputs_expr}
         if not self.outputs_expr:
             raise SpecError("at least one output expression is required", "expression.outputs")
         exprs = {}
         self.rewrites = []
         for n, e in self.outputs_expr.items():
-            key = f"expression.outputs.{n}"
+            key = "expression.output" if single else f"expression.outputs.{n}"
             check_name(n, key, "output name")
             if n in self.symbols:
                 hint = " (output = \"...\" names its output y: use [expression.outputs] to name it)" if n == "y" else ""
