@@ -82,6 +82,9 @@ class _ModelBase:
             if e.what != "loss" and not e.name:
                 raise SpecError(f"a {e.what} check needs a name", f"{key}.name")
 
+    def __repr__(self):  # the dataclass repr of every layer and parameter array is kilobytes long
+        return f"<{type(self).__name__} {self.name!r}: {self.describe()}>"
+
     @property
     def n_inputs(self):
         return len(self.inputs)
@@ -113,7 +116,7 @@ class _ModelBase:
         return init_values(self)
 
 
-@dataclass
+@dataclass(repr=False)
 class Network(_ModelBase):
     """Dense layers in order and a loss."""
 
@@ -220,7 +223,7 @@ class Network(_ModelBase):
         return f"{sizes} network ({acts}), loss {self.loss.name} ({self.loss.reduction} over the batch)"
 
 
-@dataclass
+@dataclass(repr=False)
 class ExpressionModel(_ModelBase):
     """Output expressions of named inputs and named scalar parameters."""
 
