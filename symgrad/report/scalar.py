@@ -12,7 +12,7 @@ from symgrad.core.derive import derive
 from symgrad.errors import SpecError
 from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
-from symgrad.report.blocks import Diagram, Math, Partial, Section, Subst, Table, Text, sym
+from symgrad.report.blocks import Aligned, Diagram, Math, Partial, Section, Subst, Table, Text, sym
 from symgrad.report.diagram import diagram
 from symgrad.report.layers import vector_section
 from symgrad.report.numbers import rel
@@ -127,10 +127,7 @@ class ScalarReport:
     def _forward_section(self):
         sec = Section("Forward pass")
         sec.blocks.append(Text(["Each step: the formula, the formula with the numbers substituted, the value."]))
-        for s in self.prog.steps:
-            if s.kind in ("loss_term", "loss"):
-                continue
-            sec.blocks.append(self._step_math(s))
+        sec.blocks.append(Aligned([self._step_math(s) for s in self.prog.steps if s.kind not in ("loss_term", "loss")]))
         return sec
 
     def _loss_section(self):
