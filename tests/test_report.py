@@ -213,3 +213,23 @@ def test_forward_pass_is_one_aligned_block():
     md = report(EX / "mazur.toml", "md")
     forward = md[md.index("## Forward pass"):md.index("## The loss")]
     assert forward.count(r"\begin{aligned}") == 1 and forward.count(r"\\[0.6em]") == 7
+
+
+def test_diagram_shows_biases_values_and_gradients_without_colliding_labels():
+    from itertools import combinations
+
+    import symgrad
+    from symgrad.report.diagram import _box, _layout, _overlap
+    from symgrad.report.scalar import ScalarReport
+
+    md = report(EX / "mazur.toml", "md")
+    svg = md[md.index("<svg"):md.index("</svg>")]
+    for shown in ("b1 = 0.35", "b2 = 0.6", ">0.7514<", ">0.05<", "w5 = 0.4", "grad 0.08217", "grad 0.0004386"):
+        assert shown in svg, shown
+    dense = symgrad.Network("n342", 3, [symgrad.Dense("hid", 4, "tanh"), symgrad.Dense("out", 2, "sigmoid", bias="shared")],
+                            "mse", sample=symgrad.Sample(None, None, seed=1))  # 12 crossing edges: names only fit
+    for model in (load(EX / "mazur.toml"), dense):
+        values = ScalarReport(model, model.init_params(), None, 9, 0)._diagram_values()
+        *_, labels = _layout(model, values)
+        assert len(labels) > 2 * len(model.layers[0].neurons)
+        assert not [(a.lines, b.lines) for a, b in combinations(labels, 2) if _overlap(_box(a), _box(b))]
