@@ -7,6 +7,7 @@ a backend renders the derivation (NumPy / C code) or a report explains it -> wri
 from symgrad.api import derive, generate, import_generated
 from symgrad.errors import SpecError
 from symgrad.interop import from_torch, load_state_dict, to_state_dict
+from symgrad.onnx_import import from_onnx
 from symgrad.ops.activations import Activation, get_activation, register_activation
 from symgrad.ops.base import Layer
 from symgrad.ops.conv import Conv1d, Conv2d
@@ -22,6 +23,6 @@ from symgrad.version import __version__
 __all__ = [
     "Activation", "Add", "AvgPool1d", "AvgPool2d", "Concat", "Conv1d", "Conv2d", "Dense", "Expect", "ExpressionModel",
     "Flatten", "GraphNetwork", "Layer", "Loss", "MaxPool1d", "MaxPool2d", "Network", "Sample", "Softmax", "SpecError",
-    "TrainConfig", "__version__", "derive", "from_torch", "generate", "get_activation", "get_loss", "import_generated",
+    "TrainConfig", "__version__", "derive", "from_onnx", "from_torch", "generate", "get_activation", "get_loss", "import_generated",
     "load", "load_state_dict", "register_activation", "register_layer", "report", "to_state_dict",
 ]

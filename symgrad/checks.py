@@ -130,6 +130,9 @@ def names(given, n, key, default):
 
 
 def unit_names(layer, n, taken=()):
-    """Default neuron names of a layer: <layer>1..<layer>n, or <layer>_1.. when those are taken (layer x, input x1)."""
+    """Default neuron names of a layer: <layer>1..<layer>n, or <layer>_1.. when the layer's name ends in a digit
+    (unit 1 of linear2 is linear2_1, never linear21) or when the plain names are taken (layer x beside input x1)."""
     plain = [f"{layer}{j + 1}" for j in range(n)]
-    return plain if not set(plain) & set(taken) else [f"{layer}_{j + 1}" for j in range(n)]
+    if layer[-1:].isdigit() or set(plain) & set(taken):
+        return [f"{layer}_{j + 1}" for j in range(n)]
+    return plain

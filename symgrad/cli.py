@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from symgrad.errors import SpecError, ToolError
+from symgrad.onnx_import import import_onnx
 from symgrad.pipeline import generate
 from symgrad.render import check_output_dir
 from symgrad.report import cli as report_cli
@@ -27,6 +28,12 @@ def _generate(args):
     return 0
 
 
+def _import(args):
+    for path in import_onnx(args.model, args.out, loss=args.loss, name=args.name):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="symgrad",
@@ -36,6 +43,7 @@ def build_parser():
                "  symgrad generate examples/mazur.toml                 # -> generated/mazur.py\n"
                "  symgrad generate examples/mazur.toml --target c      # -> generated/mazur_c/\n"
                "  symgrad report examples/mazur.toml -o mazur.html     # step-by-step derivation\n"
+               "  symgrad import model.onnx -o model.toml               # -> model.toml + model.npz\n"
                "Spec format: see README.md (every key, its type, default and meaning).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,6 +64,14 @@ def build_parser():
     g.add_argument("--blas", choices=["auto", "yes", "no"], default="no",
                    help="C: call cblas_dgemm for the matrix products of loop-shaped code (default: no)")
     g.set_defaults(run=_generate)
+    i = sub.add_parser("import", help="write a spec and its weights (.npz) from an ONNX model",
+                       description="Read MODEL.onnx (a chain of Gemm, MatMul + Add, activations and Softmax) and write "
+                                   "SPEC.toml with its weights in SPEC.npz beside it (the spec's params_file).")
+    i.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
+    i.add_argument("-o", "--out", required=True, metavar="SPEC.toml", help="the spec to write (weights go to SPEC.npz)")
+    i.add_argument("--loss", default="mse", help="the loss kind of the spec (default: mse)")
+    i.add_argument("--name", help="the model name (default: SPEC's file name without .toml)")
+    i.set_defaults(run=_import)
     for register in _extra_commands():
         register(sub)
     return parser

@@ -19,7 +19,8 @@ class SpecError(ValueError):
     def _text(self):
         where = [str(self.file)] if self.file else []
         if self.key:
-            where.append(f"key '{self.key}'" + (f" (line {self.line})" if self.line else ""))
+            what = f"option {self.key}" if str(self.key).startswith("--") else f"key '{self.key}'"
+            where.append(what + (f" (line {self.line})" if self.line else ""))
         elif self.line:
             where.append(f"line {self.line}")
         return printable((": ".join(where) + ": " if where else "") + self.message)

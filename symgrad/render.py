@@ -1,14 +1,17 @@
 """Templates and output files: Jinja rendering of already-printed strings, and atomic writes."""
 
 import ctypes
+import io
 import os
 import secrets
 import shutil
 import tempfile
+import zipfile
 from importlib import resources
 from pathlib import Path
 
 import jinja2
+import numpy as np
 
 from symgrad.errors import SpecError
 from symgrad.escape import FILTERS, python_string
@@ -90,6 +93,19 @@ def python_tuple(items, indent=4, width=110):
     if len(lines) == 1 and len(lines[0]) + 20 <= width:
         return "(" + (lines[0] if len(items) == 1 else lines[0][:-1]) + ")"
     return "(\n" + "".join(" " * indent + ln + "\n" for ln in lines) + ")"
+
+
+def npz_bytes(arrays):
+    """An .npz of named arrays (what np.savez writes) with fixed timestamps, so the same arrays give the same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, value in arrays.items():
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, np.asarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, entry.getvalue())
+    return buf.getvalue()
 
 
 def check_output_file(path, key="--out"):

@@ -78,3 +78,12 @@ def test_expression_model_gradient_matches_hand_derivative():
         sub = dict(zip((w, b, xx), vals))
         assert float(gw.subs(sub)) == pytest.approx(float(hand.subs(sub)), rel=1e-12)
     assert np.isclose(float(gw.subs({w: 0, b: 0, xx: 1})), 0.25)
+
+
+def test_repr_of_a_derivation_and_a_model_is_one_short_line():
+    d = symgrad.derive(ROOT / "examples" / "mazur.toml")
+    assert repr(d) == ("<Derivation of 'mazur': 2-2-2 network (hidden: sigmoid, output: sigmoid), loss half_sse "
+                       "(sum over the batch); gradients of w1, w2, w3, w4, w5, w6, w7, w8>")
+    assert repr(d.model) == "<Network 'mazur': 2-2-2 network (hidden: sigmoid, output: sigmoid), loss half_sse (sum over the batch)>"
+    big = repr(symgrad.derive(ROOT / "examples" / "mnist_mlp.toml"))
+    assert "fc1.weight (128, 784)" in big and len(big) < 300

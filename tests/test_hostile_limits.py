@@ -109,7 +109,7 @@ BAD_SPECS = [
     ("exp-overflow-activation", NET.replace('activation = "sigmoid"', 'activation = "x*exp(10**15)"'),
      ["layers[0].activation", "overflows a double"]),
     ("sqrt-minus-one", EXPR.replace('output = "w*x"', 'output = "w*x + sqrt(-1)"'),
-     ["expression.outputs.y", "sqrt(-1) is complex"]),
+     ["key 'expression.output' (line", "sqrt(-1) is complex"]),
     ("nan-slope", NET.replace('activation = "sigmoid"',
                               'activation = "leaky_relu"\nactivation_params = { negative_slope = nan }'),
      ["layers[0].activation_params", "finite"]),

@@ -146,3 +146,11 @@ def test_names_that_differ_only_in_case_get_distinct_header_macros(tmp_path):
     x, t = np.array([[0.3, -1.0], [2.0, 0.5]]), np.array([[0.1], [0.4]])
     for a, b in zip(_numbers(mod, x, t), _numbers(ref, x, t)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_default_neuron_names_cannot_be_misread():
+    """Unit 1 of layer linear2 is linear2_1 (not linear21, which reads as unit 21 of linear); a plain name stays h1."""
+    net = symgrad.Network("n", 2, [symgrad.Dense("h", 2), symgrad.Dense("linear2", 12), symgrad.Softmax("sm2")], "mse")
+    assert net.layers[0].neurons == ["h1", "h2"]
+    assert net.layers[1].neurons[:2] == ["linear2_1", "linear2_2"] and net.layers[1].neurons[-1] == "linear2_12"
+    assert net.outputs[:2] == ["sm2_1", "sm2_2"]

@@ -175,7 +175,61 @@ def test_derivation_renders_in_jupyter():
 
     d = symgrad.derive(EX / "mazur.toml")
     latex = d._repr_latex_()
-    assert latex.startswith("$$") and r"\frac{\partial E_{total}}{\partial w_{5}} & 0.0821670406" in latex
+    assert latex.startswith("$$") and r"\frac{\partial E_{\mathrm{total}}}{\partial w_{5}} & 0.0821670406" in latex
     assert latex.count(r"\frac{\partial") == 8  # every trainable weight; the frozen biases have no gradient
     assert contains(numbers(d._repr_markdown_()), MAZUR["dE/dw5"])
     assert "<math" in d._repr_html_()
+
+
+def test_multi_letter_symbols_are_upright_and_delta_is_greek_in_every_format():
+    md, tex, html = (report(EX / "mazur.toml", fmt) for fmt in ("md", "tex", "html"))
+    for text in (md, tex):
+        assert r"\mathrm{net}_{h1}" in text and r"\mathrm{out}_{o1}" in text and r"E_{\mathrm{total}}" in text
+        assert r"\delta_{o1}" in text and "net_{h1}" not in text.replace(r"\mathrm{net}_{h1}", "")
+    assert '<msub><mi mathvariant="normal">net</mi><mrow><mi>h</mi><mn>1</mn></mrow></msub>' in html
+    assert "<mi>\u03b4</mi>" in html and ">delta<" not in html
+    big = report(EX / "mnist_mlp.toml", "md")
+    assert r"\delta^{(2)}" in big and not re.search(r"(?<!\\)delta\^", big)
+    prose = re.sub(r"\$\$.*?\$\$|\$[^$]*\$", "", big, flags=re.S)  # text outside math
+    assert not re.search(r"\w\^\(", prose), re.findall(r".{20}\w\^\(.{20}", prose)
+
+
+def test_user_names_are_one_symbol_and_derived_subscripts_keep_separators():
+    import sympy as sp
+
+    from symgrad.report.notation import latex_name
+    from symgrad.symbols import derived
+
+    assert latex_name(sp.Symbol("w5")) == "w_{5}"
+    assert latex_name(sp.Symbol("fc1_w36_531")) == r"\mathrm{fc1\_w36\_531}"
+    assert latex_name(sp.Symbol("net_h1")) == r"\mathrm{net\_h1}"  # a user's name, not the derivation's net_h1
+    assert latex_name(derived("net_h1")) == r"\mathrm{net}_{h1}"
+    assert latex_name(derived("net_linear2_1")) == r"\mathrm{net}_{\mathrm{linear2\_1}}"
+    assert latex_name(sp.Symbol("delta^{(2)}_{36}")) == r"\delta_{36}^{(2)}"
+    assert latex_name(sp.Symbol("w5^+")) == "w_{5}^{+}"
+
+
+def test_forward_pass_is_one_aligned_block():
+    md = report(EX / "mazur.toml", "md")
+    forward = md[md.index("## Forward pass"):md.index("## The loss")]
+    assert forward.count(r"\begin{aligned}") == 1 and forward.count(r"\\[0.6em]") == 7
+
+
+def test_diagram_shows_biases_values_and_gradients_without_colliding_labels():
+    from itertools import combinations
+
+    import symgrad
+    from symgrad.report.diagram import _box, _layout, _overlap
+    from symgrad.report.scalar import ScalarReport
+
+    md = report(EX / "mazur.toml", "md")
+    svg = md[md.index("<svg"):md.index("</svg>")]
+    for shown in ("b1 = 0.35", "b2 = 0.6", ">0.7514<", ">0.05<", "w5 = 0.4", "grad 0.08217", "grad 0.0004386"):
+        assert shown in svg, shown
+    dense = symgrad.Network("n342", 3, [symgrad.Dense("hid", 4, "tanh"), symgrad.Dense("out", 2, "sigmoid", bias="shared")],
+                            "mse", sample=symgrad.Sample(None, None, seed=1))  # 12 crossing edges: names only fit
+    for model in (load(EX / "mazur.toml"), dense):
+        values = ScalarReport(model, model.init_params(), None, 9, 0)._diagram_values()
+        *_, labels = _layout(model, values)
+        assert len(labels) > 2 * len(model.layers[0].neurons)
+        assert not [(a.lines, b.lines) for a, b in combinations(labels, 2) if _overlap(_box(a), _box(b))]

@@ -94,6 +94,28 @@ def test_line_numbers_are_given(tmp_path):
     assert info.value.line == 8
 
 
+def test_an_expression_error_names_its_own_line(tmp_path):
+    path = spec(tmp_path, """\
+        name = "e"
+        inputs = ["u"]
+        [expression]
+        output = "__import__(1)"
+        params = { w = 1.0 }
+        [loss]
+        kind = "mse"
+        """)
+    with pytest.raises(SpecError, match=r"model.toml: key 'expression.output' \(line 4\): call of '__import__' is not allowed"):
+        symgrad.load(path)
+
+
+def test_report_options_are_named_as_options(tmp_path, capsys):
+    from symgrad.cli import main
+
+    assert main(["report", str(ROOT / "examples" / "mazur.toml"), "--params", "w9", "-o", str(tmp_path / "r.md")]) == 2
+    assert capsys.readouterr().err.startswith("symgrad: error: option --params: no trainable scalar parameter 'w9'")
+    assert not (tmp_path / "r.md").exists()
+
+
 def test_toml_syntax_error_names_the_line(tmp_path):
     path = spec(tmp_path, GOOD.replace('units = 2', 'units = = 2', 1))
     with pytest.raises(SpecError, match=r"line 7.*TOML syntax error"):

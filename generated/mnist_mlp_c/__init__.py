@@ -124,7 +124,7 @@ INPUT_NAMES = (
     "x769", "x770", "x771", "x772", "x773", "x774", "x775", "x776", "x777", "x778", "x779", "x780", "x781",
     "x782", "x783", "x784",
 )
-OUTPUT_NAMES = ("fc31", "fc32", "fc33", "fc34", "fc35", "fc36", "fc37", "fc38", "fc39", "fc310")
+OUTPUT_NAMES = ("fc3_1", "fc3_2", "fc3_3", "fc3_4", "fc3_5", "fc3_6", "fc3_7", "fc3_8", "fc3_9", "fc3_10")
 N_INPUTS = 784
 N_OUTPUTS = 10
 N_PARAMS = 109386

@@ -40,6 +40,15 @@ class Derivation:
         """The neuron-level program as CSE'd straight-line assignments."""
         return straight_line(self.scalar)
 
+    def __repr__(self):
+        m = self.model
+        scalars = [s for p in m.trainable_params for s in p.scalar_names]
+        if len(scalars) <= 12:
+            shown = ", ".join(scalars)
+        else:
+            shown = ", ".join(f"{p.name} {p.shape}" for p in m.trainable_params) + f" ({len(scalars)} scalars)"
+        return f"<Derivation of {m.name!r}: {m.describe()}; gradients of {shown or 'nothing (all frozen)'}>"
+
     def gradient(self, name, form="factored"):
         """The exact dE/d(name) of a scalar parameter as a SymPy expression ('factored' or 'expanded')."""
         if self.scalar is None:

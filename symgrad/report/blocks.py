@@ -41,6 +41,13 @@ class Math:
 
 
 @dataclass
+class Aligned:
+    """Math blocks displayed as one, their = signs in one column (the forward pass)."""
+
+    steps: list
+
+
+@dataclass
 class Text:
     """A paragraph: str pieces, inline expressions and floats."""
 

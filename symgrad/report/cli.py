@@ -16,6 +16,8 @@ from symgrad.report.content import build
 from symgrad.report.layout import layout, pdf
 from symgrad.spec import load
 
+OPTIONS = {"params": "--params", "params-file": "--params-file"}  # build()'s argument names -> this command's options
+
 
 def register(subparsers):
     p = subparsers.add_parser(
@@ -73,7 +75,12 @@ def run(args):
     out = check_output_file(args.out or f"{model.name}.{fmt}")
     params = [s.strip() for s in args.params.split(",") if s.strip()] if args.params else None
     values = _load_npz(args.params_file) if args.params_file else None
-    rep = build(model, params, args.digits, args.steps, values)
+    try:
+        rep = build(model, params, args.digits, args.steps, values)
+    except SpecError as exc:  # build names its arguments; here they came from options
+        if exc.key not in OPTIONS:
+            raise
+        raise SpecError(exc.message, OPTIONS[exc.key], exc.file, exc.line) from None
     text = layout(rep, "tex" if fmt == "pdf" else fmt)
     data = pdf(text) if fmt == "pdf" else text
     path = write_atomic(out, data)

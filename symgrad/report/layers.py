@@ -22,9 +22,13 @@ def vector_section(model):
     der = derive(model).layers
     L = len(model.layers)
     sec = Section("The general, vectorised form")
-    sec.blocks.append(Text(["For layer l with weight matrix W^(l) (rows: units, columns: inputs), net input "
-                            "net^(l) = W^(l) a^(l-1) + b^(l) and output a^(l) = f(net^(l)); a^(0) is the input. "
-                            "symgrad derives each elementwise factor with SymPy:"]))
+    n, m = sp.symbols("n m")
+    W, a_in, b, net_l = (sp.MatrixSymbol(s, *shape) for s, shape in
+                         (("W^{(l)}", (n, m)), ("a^{(l-1)}", (m, 1)), ("b^{(l)}", (n, 1)), ("net^{(l)}", (n, 1))))
+    sec.blocks.append(Text(["For layer ", sym("l"), " with weight matrix ", W, " (rows: units, columns: inputs), net input ",
+                            sp.Eq(net_l, W * a_in + b, evaluate=False), " and output ",
+                            sp.Eq(sym("a^{(l)}"), sp.Function("f")(sym("net^{(l)}")), evaluate=False), "; ", sym("a^{(0)}"),
+                            " is the input. symgrad derives each elementwise factor with SymPy:"]))
     fan_in = model.n_inputs
     shapes = []
     for k, layer in enumerate(model.layers):
@@ -38,17 +42,17 @@ def vector_section(model):
             continue
         d = sp.MatrixSymbol(f"delta^{{({k + 1})}}", n_out, 1)
         a_prev = sp.MatrixSymbol(f"a^{{({k})}}", n_in, 1)
-        sec.blocks.append(Text([f"Layer {k + 1} ({layer.name}, {n_in} → {n_out}, activation {layer.activation.name}); "
-                                f"W^({k + 1}) has shape {n_out} × {n_in}:"]))
+        sec.blocks.append(Text([f"Layer {k + 1} ({layer.name}, {n_in} → {n_out}, activation {layer.activation.name}); ",
+                                sym(f"W^{{({k + 1})}}"), f" has shape {n_out} × {n_in}:"]))
         if k == L - 1:
             fname, netL = sp.Function("f'"), sym(f"net^{{({k + 1})}}")
             yv, tv = sym(f"a^{{({k + 1})}}"), sym("t")
             if der.output == "fused":
                 h = der.delta_out.subs({Y: yv, T: tv, NET: sym(f"net^{{({k + 1})}}")})
                 sec.blocks.append(Text(["Softmax output: with h = y ⊙ ∂l/∂y = ", h, " elementwise (SymPy), "
-                                        "the Jacobian of the softmax gives the output delta"]))
+                                        "the Jacobian of the softmax gives the output's ", sym(f"delta^{{({k + 1})}}"), ":"]))
                 jj = sym("j")
-                sec.blocks.append(Math([d, der.scale * (sym("h") - yv * sp.Sum(sym("h_j"), (jj, 1, layer.units)))]))
+                sec.blocks.append(Math([d, der.scale * (sym("h") - yv * sp.Sum(sym("h_{j}"), (jj, 1, layer.units)))]))
             else:
                 dl = sp.diff(model.loss.expr, Y)
                 fp = der.derivs[k]
@@ -64,7 +68,8 @@ def vector_section(model):
                 Wn = sp.MatrixSymbol(f"W^{{({k + 2})}}", shapes[k + 1][0], n_out)
                 upstream = Wn.T * sp.MatrixSymbol(f"delta^{{({k + 2})}}", shapes[k + 1][0], 1)
             sec.blocks.append(Math([d, sp.HadamardProduct(upstream, fpm)]))
-            sec.blocks.append(Text(["with f'(net^(%d)) = " % (k + 1), fp, " elementwise (SymPy's derivative of ",
+            sec.blocks.append(Text(["with ", sp.Function("f'")(sym(f"net^{{({k + 1})}}")), " = ", fp,
+                                    " elementwise (SymPy's derivative of ",
                                     layer.activation.at(sym("net")), ")."]))
         sec.blocks.append(Math([Partial(sym("E"), sp.Symbol(f"W^{{({k + 1})}}")), d * a_prev.T]))
         wp, bp = model.layer_params(k)
@@ -72,7 +77,7 @@ def vector_section(model):
             if layer.bias == "unit":
                 sec.blocks.append(Math([Partial(sym("E"), sp.Symbol(f"b^{{({k + 1})}}")), d]))
             else:
-                sec.blocks.append(Text(["The shared bias gets the sum of the layer's deltas: ",
+                sec.blocks.append(Text(["The shared bias gets the sum of the layer's ", sym("delta"), "s: ",
                                         Partial(sym("E"), sp.Symbol(f"b^{{({k + 1})}}")), " = ",
                                         sp.Sum(sym(f"delta^{{({k + 1})}}_j"), (sym("j"), 1, layer.units)), "."]))
     return sec
@@ -84,7 +89,7 @@ def _free_layer(k, layer, n_in, n_out):
     up = sp.MatrixSymbol(rf"\partial E / \partial a^{{({k + 1})}}", n_out, 1)
     down = sp.MatrixSymbol(rf"\partial E / \partial a^{{({k})}}", n_in, 1)
     return [Text([f"Layer {k + 1} ({layer.name}, {layer.kind}, no parameters, {n_in} → {n_out}): {layer.formula()}; "
-                  f"its backward pass multiplies by the transposed Jacobian J^({k + 1}), each entry SymPy's derivative "
+                  "its backward pass multiplies by the transposed Jacobian ", J, ", each entry SymPy's derivative "
                   f"of an output with respect to an input ({layer.rule}):"]),
             Math([down, J.T * up])]
 
@@ -219,7 +224,8 @@ class LayerReport:
             rhs = W * a + sp.MatrixSymbol(f"b^{{({k + 1})}}", W.shape[0], 1) if b is not None else W * a
             sec.blocks.append(Math([netk, rhs]))
             f = "softmax" if lay.activation.is_layer else lay.activation.at(sym("net"))
-            sec.blocks.append(Text([f"a^({k + 1}) = f(net^({k + 1})) with f(net) = ", f,
+            sec.blocks.append(Text([sp.Eq(sym(f"a^{{({k + 1})}}"), sp.Function("f")(sym(f"net^{{({k + 1})}}")), evaluate=False),
+                                    " with ", sp.Function("f")(sym("net")), " = ", f,
                                     f"; {int(np.sum(self.outs[k + 1] > 0))} of {lay.units} outputs positive, max ",
                                     float(self.outs[k + 1].max()), "."]))
         rows = [[n, float(v), float(t)] for n, v, t in zip(m.outputs, self.outs[-1], self.t)]
@@ -232,7 +238,7 @@ class LayerReport:
         owner = m.scalar_owner()
         sec = Section("Selected parameters, step by step")
         sec.blocks.append(Text(["The same chain rule, for single weights: the gradient of weight (j, i) of layer l is "
-                                "its unit's delta times the input it multiplies."]))
+                                "its unit's ", sym("delta"), " times the input it multiplies."]))
         self.picked = self._chosen()
         E = sym("E")
         eta = float(m.train.learning_rate)
@@ -265,7 +271,7 @@ class LayerReport:
                 bs = sym(f"s^{{({k + 1})}}_{{{j + 1}}}")
                 fs = sp.Function("f'")(sym(f"net^{{({k + 1})}}_{{{j + 1}}}"))
                 self.values.update({bs: back, fs: fp})
-                sec.blocks.append(Text([f"Its delta sums over the {len(col)} units of layer {k + 2}: ", bs, " = ",
+                sec.blocks.append(Text(["Its ", sym("delta"), f" sums over the {len(col)} units of layer {k + 2}: ", bs, " = ",
                                         sp.Sum(sym(f"W^{{({k + 2})}}_{{m{j + 1}}}") * sym(f"delta^{{({k + 2})}}_m"),
                                                (sym("m"), 1, len(col))), ", the back-propagated error, times the "
                                         "activation's derivative:"]))

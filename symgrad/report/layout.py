@@ -20,8 +20,9 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 from symgrad.errors import ToolError
 from symgrad.escape import html, latex, markdown
 from symgrad.render import render
-from symgrad.report.blocks import Diagram, Math, Subst, Table, Text
+from symgrad.report.blocks import Aligned, Diagram, Math, Subst, Table, Text
 from symgrad.report.content import build
+from symgrad.report.notation import latex_name, mathml_name
 from symgrad.report.numbers import number
 from symgrad.spec import as_model
 
@@ -53,6 +54,16 @@ class ReportLatexPrinter(LatexPrinter):
     def _print_Partial(self, expr):
         return r"\frac{\partial %s}{\partial %s}" % (self._print(expr.args[0]), self._print(expr.args[1]))
 
+    def _print_Symbol(self, expr, style="plain"):
+        return latex_name(expr)
+
+    def _print_Function(self, expr, exp=None):
+        """The report's f and f' applied: f'(net), not the upright operator name SymPy gives a name with a prime."""
+        if expr.func.__name__ in ("f", "f'"):
+            s = r"%s\left(%s\right)" % (expr.func.__name__, ", ".join(self._print(a) for a in expr.args))
+            return s if exp is None else r"%s^{%s}" % (s, exp)
+        return super()._print_Function(expr, exp)
+
 
 class ReportMathMLPrinter(MathMLPresentationPrinter):
     """Presentation MathML with the same choices as ReportLatexPrinter."""
@@ -61,8 +72,10 @@ class ReportMathMLPrinter(MathMLPresentationPrinter):
         super().__init__({"mul_symbol": "dot", "order": "none"})
         self.digits, self.values = digits, values
 
-    def _el(self, tag, *children, text=None):
+    def _el(self, tag, *children, text=None, **attributes):
         e = self.dom.createElement(tag)
+        for k, v in attributes.items():
+            e.setAttribute(k, v)
         if text is not None:
             e.appendChild(self.dom.createTextNode(text))
         for c in children:
@@ -106,7 +119,7 @@ class ReportMathMLPrinter(MathMLPresentationPrinter):
         return self._ordered("none", super()._print_Add, expr)
 
     def _print_Symbol(self, sym, style="plain"):
-        return super()._print_Symbol(sp.Symbol(sym.name.replace("{", "").replace("}", "")), style)
+        return mathml_name(sym, self._el)
 
     _print_MatrixSymbol = _print_Symbol
 
@@ -151,33 +164,37 @@ class _Layout:
     def frags(self, frags):
         return "".join(self.inline(f) for f in frags)
 
-    def math(self, m):
+    def _rows(self, m):
+        """(left side, relation, right side) per line of a Math block; a split sum gets one line per term."""
         if m.split:
-            return self.split_math(m)
+            lhs, rhs = m.parts
+            terms = [self.part(t) for t in (rhs.args if isinstance(rhs, sp.Add) else [rhs])]
+            return [(self.part(lhs), "=", terms[0])] + [("", "+", t) for t in terms[1:]]
         parts = [self.part(p) for p in m.parts]
-        if self.fmt == "html":
-            rows = [f"<mtr><mtd>{parts[0]}</mtd><mtd><mo>=</mo>{parts[1]}</mtd></mtr>"] if len(parts) > 1 else [
-                f"<mtr><mtd>{parts[0]}</mtd></mtr>"]
-            rows += [f"<mtr><mtd></mtd><mtd><mo>=</mo>{p}</mtd></mtr>" for p in parts[2:]]
-            return '<math display="block"><mtable>' + "".join(rows) + "</mtable></math>"
-        lines = [f"{parts[0]} &= {parts[1]}"] if len(parts) > 1 else [parts[0]]
-        lines += [f"&= {p}" for p in parts[2:]]
-        if self.fmt == "tex":
-            return "\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}"
-        return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
+        if len(parts) == 1:
+            return [(parts[0], None, None)]
+        return [(parts[0], "=", parts[1])] + [("", "=", p) for p in parts[2:]]
 
-    def split_math(self, m):
-        """lhs = term_1 + ... with one term per line."""
-        lhs, rhs = m.parts
-        terms = [self.part(t) for t in (rhs.args if isinstance(rhs, sp.Add) else [rhs])]
+    def math(self, m):
+        """One displayed block: a Math, or an Aligned list of them sharing one column of = signs."""
+        groups = [self._rows(x) for x in (m.steps if isinstance(m, Aligned) else [m])]
         if self.fmt == "html":
-            rows = [f"<mtr><mtd>{self.part(lhs)}</mtd><mtd><mo>=</mo>{terms[0]}</mtd></mtr>"]
-            rows += [f"<mtr><mtd></mtd><mtd><mo>+</mo>{t}</mtd></mtr>" for t in terms[1:]]
+            rows = []
+            for g, group in enumerate(groups):
+                for r, (lhs, rel, rhs) in enumerate(group):
+                    gap = ' class="step"' if g and not r else ""
+                    right = f"<mtd><mo>{rel}</mo>{rhs}</mtd>" if rel else "<mtd></mtd>"
+                    rows.append(f"<mtr{gap}><mtd>{lhs}</mtd>{right}</mtr>")
             return '<math display="block"><mtable>' + "".join(rows) + "</mtable></math>"
-        lines = [f"{self.part(lhs)} &= {terms[0]}"] + [rf"&\quad + {t}" for t in terms[1:]]
+        lines, seps = [], []
+        for g, group in enumerate(groups):
+            for r, (lhs, rel, rhs) in enumerate(group):
+                seps.append(r" \\[0.6em]" if g and not r else r" \\")  # a little space before each further step
+                lines.append(lhs if rel is None else f"{lhs} &= {rhs}".lstrip() if rel == "=" else rf"&\quad + {rhs}")
+        body = lines[0] + "".join(f"{sep}\n{line}" for sep, line in zip(seps[1:], lines[1:]))
         if self.fmt == "tex":
-            return "\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}"
-        return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
+            return "\\begin{align*}\n" + body + "\n\\end{align*}"
+        return "$$\n\\begin{aligned}\n" + body + "\n\\end{aligned}\n$$"
 
     def table(self, t):
         cell = self.inline
@@ -198,7 +215,7 @@ class _Layout:
         return "\n".join(lines)
 
     def block(self, b):
-        if isinstance(b, Math):
+        if isinstance(b, (Math, Aligned)):
             return self.math(b)
         if isinstance(b, Text):
             return self.frags(b.frags)

@@ -12,8 +12,8 @@ from symgrad.core.derive import derive
 from symgrad.errors import SpecError
 from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
-from symgrad.report.blocks import Diagram, Math, Partial, Section, Subst, Table, Text, sym
-from symgrad.report.diagram import diagram
+from symgrad.report.blocks import Aligned, Diagram, Math, Partial, Section, Subst, Table, Text, sym
+from symgrad.report.diagram import Values, diagram
 from symgrad.report.layers import vector_section
 from symgrad.report.numbers import rel
 from symgrad.report.rules import rule
@@ -96,7 +96,7 @@ class ScalarReport:
         sec = Section("The model")
         sec.blocks.append(Text([m.description or m.describe()]))
         if m.kind == "network":
-            svg, tikz = diagram(m)
+            svg, tikz = diagram(m, self._diagram_values())
             sec.blocks.append(Diagram(svg, tikz))
         rows = []
         for s in prog.inputs:
@@ -116,6 +116,16 @@ class ScalarReport:
         sec.blocks.append(Table(["symbol", "meaning"], sym_rows))
         return sec
 
+    def _diagram_values(self):
+        """The sample's forward values per neuron, the parameters and their gradients, for the drawing."""
+        prog = self.prog
+        neurons = {(0, r): self.leaves[s] for r, s in enumerate(prog.inputs)}
+        for s in prog.steps:  # a unit's last step before the loss is its output
+            if s.layer is not None and s.unit is not None and s.kind != "net":
+                neurons[s.layer + 1, s.unit] = self.env[s.sym]
+        grads = {g.name: self.values[Partial(self.E, g)] for g in self.der.grads if Partial(self.E, g) in self.values}
+        return Values(neurons, {s.name: self.leaves[s] for s in prog.params}, grads)
+
     def _step_math(self, s):
         shown = _display(s.expr, set(self.prog.params))
         parts = [s.sym, shown]
@@ -127,10 +137,7 @@ class ScalarReport:
     def _forward_section(self):
         sec = Section("Forward pass")
         sec.blocks.append(Text(["Each step: the formula, the formula with the numbers substituted, the value."]))
-        for s in self.prog.steps:
-            if s.kind in ("loss_term", "loss"):
-                continue
-            sec.blocks.append(self._step_math(s))
+        sec.blocks.append(Aligned([self._step_math(s) for s in self.prog.steps if s.kind not in ("loss_term", "loss")]))
         return sec
 
     def _loss_section(self):

@@ -6,7 +6,11 @@ import os
 import re
 import stat
 import tomllib
+import zipfile
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from symgrad.checks import finite_array
 from symgrad.errors import ExpressionError, SpecError
@@ -18,7 +22,8 @@ from symgrad.spec.config import Expect, Sample, TrainConfig
 from symgrad.spec.graph import GraphNetwork
 from symgrad.spec.model import ExpressionModel, Network, loss_or_error
 
-TOP_KEYS = {"name", "description", "inputs", "input_shape", "outputs", "init", "layers", "expression", "loss", "sample", "expect", "train"}
+TOP_KEYS = {"name", "description", "inputs", "input_shape", "outputs", "init", "layers", "expression", "loss", "sample",
+            "expect", "train", "params_file"}
 FREE_LAYER_KEYS = {"kind", "name", "neurons"}
 LAYER_KEYS = {"kind", "name", "units", "activation", "activation_params", "weight", "bias", "bias_value", "neurons", "weight_names",
               "bias_names", "freeze", "init", "input"}
@@ -76,9 +81,19 @@ def _type_names(types):
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def from_dict(data, source="<dict>"):
-    """A Network or ExpressionModel from the parsed TOML table (raises SpecError)."""
+def from_dict(data, source="<dict>", folder="."):
+    """A Network or ExpressionModel from the parsed TOML table (raises SpecError); ``params_file`` is relative to folder."""
     _check_keys(data, TOP_KEYS, "")
+    params_file = _typed(data, "params_file", str, "", None)
+    model = _model(data, source)
+    if params_file is not None:
+        values = read_params(Path(folder) / params_file, params_file)
+        model.params = with_values(model.params, values, "params_file", f"{params_file}: ")
+    return model
+
+
+def _model(data, source):
+    """The model a spec table describes, with the parameter values the spec itself gives."""
     name = _typed(data, "name", str, "", required=True)
     description = _text(data, "description", "")
     if _is_graph(data):
@@ -100,8 +115,8 @@ def from_dict(data, source="<dict>"):
         _check_keys(ex, EXPRESSION_KEYS, "expression")
         if ("output" in ex) == ("outputs" in ex):
             raise SpecError("give output = \"...\" or an [expression.outputs] table", "expression.output")
-        outs = _typed(ex, "outputs", dict, "expression") if "outputs" in ex else {"y": _typed(ex, "output", str, "expression")}
-        for k, v in outs.items():
+        outs = _typed(ex, "outputs", dict, "expression") if "outputs" in ex else _typed(ex, "output", str, "expression")
+        for k, v in (outs.items() if isinstance(outs, dict) else ()):
             if not isinstance(v, str):
                 raise SpecError("expected an expression string", f"expression.outputs.{k}")
         params = _typed(ex, "params", dict, "expression", required=True)
@@ -254,6 +269,59 @@ def _load_train(data):
     return TrainConfig(**kw)
 
 
+def read_params(path, shown, key="params_file"):
+    """{name: float64 array} from an .npz of named arrays (never unpickled); errors name ``key`` and the file as ``shown``."""
+    def fail(problem):
+        return SpecError(f"{shown}: {problem}", key)
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise fail("file not found") from None
+    except IsADirectoryError:
+        raise fail("is a folder, not an .npz file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise fail(f"cannot read parameters: {exc}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy holds one array, not named parameters
+        raise fail("expected an .npz of named parameter arrays, got a single array")
+    values = {}
+    try:
+        with data:
+            for name in data.files:
+                arr = data[name]
+                if arr.dtype.kind not in "fiu":
+                    raise fail(f"array {name!r} holds {arr.dtype}, not numbers")
+                values[name] = arr.astype(np.float64)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise fail(f"cannot read parameters: {exc}") from None
+    return values
+
+
+def with_values(params, values, key="params", where=""):
+    """params with every value replaced by the array of the same name: missing, extra, misshapen or non-finite arrays are errors.
+
+    Errors name ``key`` and start with ``where`` (the file the values came from).
+    """
+    by_name = {p.name: p for p in params}
+    missing = [n for n in by_name if n not in values]
+    extra = sorted(set(values) - set(by_name))
+    if missing:
+        raise SpecError(f"{where}no array {missing[0]!r} (the model's parameters: {', '.join(by_name)})", key)
+    if extra:
+        raise SpecError(f"{where}array {extra[0]!r} is not a parameter of the model (its parameters: {', '.join(by_name)})", key)
+    out = []
+    for p in params:
+        arr = np.asarray(values[p.name], dtype=np.float64)
+        if arr.shape != tuple(p.shape):
+            raise SpecError(f"{where}array {p.name!r} has shape {arr.shape}, the model needs {tuple(p.shape)}", key)
+        bad = np.argwhere(~np.isfinite(arr))
+        if len(bad):
+            at = f" at index {tuple(int(i) for i in bad[0])}" if arr.ndim else ""
+            raise SpecError(f"{where}array {p.name!r} has a NaN or infinite value{at}", key)
+        out.append(replace(p, value=arr))
+    return out
+
+
 def _line_of(text, key):
     """Best-effort line number of a dotted key like ``layers[1].activation`` in TOML text."""
     if not key or not text:
@@ -298,7 +366,7 @@ def load(path):
     except RecursionError:
         raise SpecError("TOML nested too deeply (arrays or tables inside each other)", file=path) from None
     try:
-        return from_dict(data, source=_display_path(path))
+        return from_dict(data, source=_display_path(path), folder=path.parent)
     except SpecError as exc:
         raise exc.located(_display_path(path), _line_of(text, exc.key)) from None
     except RecursionError:

@@ -82,6 +82,9 @@ class _ModelBase:
             if e.what != "loss" and not e.name:
                 raise SpecError(f"a {e.what} check needs a name", f"{key}.name")
 
+    def __repr__(self):  # the dataclass repr of every layer and parameter array is kilobytes long
+        return f"<{type(self).__name__} {self.name!r}: {self.describe()}>"
+
     @property
     def n_inputs(self):
         return len(self.inputs)
@@ -113,7 +116,7 @@ class _ModelBase:
         return init_values(self)
 
 
-@dataclass
+@dataclass(repr=False)
 class Network(_ModelBase):
     """Dense layers in order and a loss."""
 
@@ -223,7 +226,7 @@ class Network(_ModelBase):
         return f"{sizes} network ({acts}), loss {self.loss.name} ({self.loss.reduction} over the batch)"
 
 
-@dataclass
+@dataclass(repr=False)
 class ExpressionModel(_ModelBase):
     """Output expressions of named inputs and named scalar parameters."""
 
@@ -253,14 +256,15 @@ class ExpressionModel(_ModelBase):
         if len(self.symbols) != len(self.inputs) + len(self.params_init):
             dup = sorted(set(self.inputs) & set(self.params_init))
             raise SpecError(f"name {dup[0]!r} is both an input and a parameter", "expression.params")
-        if not isinstance(self.outputs_expr, dict):
+        single = not isinstance(self.outputs_expr, dict)  # output = "..." (named y), located at its own key
+        if single:
             self.outputs_expr = {"y": self.outputs_expr}
         if not self.outputs_expr:
             raise SpecError("at least one output expression is required", "expression.outputs")
         exprs = {}
         self.rewrites = []
         for n, e in self.outputs_expr.items():
-            key = f"expression.outputs.{n}"
+            key = "expression.output" if single else f"expression.outputs.{n}"
             check_name(n, key, "output name")
             if n in self.symbols:
                 hint = " (output = \"...\" names its output y: use [expression.outputs] to name it)" if n == "y" else ""

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 
 from symgrad.errors import SpecError
-from symgrad.render import write_atomic
+from symgrad.render import npz_bytes, write_atomic
 
 
 def load_data(path, model):
@@ -120,8 +120,6 @@ def _shaped(model, x, y):
 
 def save_params(path, params):
     """Write params as an .npz (np.load(path) gives back name -> array), atomically."""
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
-    return write_atomic(path, buf.getvalue())
+    return write_atomic(path, npz_bytes(params))
 
 
