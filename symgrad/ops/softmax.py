@@ -47,6 +47,18 @@ class Softmax(Layer):
         dot = sp.Add(*[g * u for g, u in zip(ds, outs)])
         return [u * (g - dot) for g, u in zip(ds, outs)]
 
+    def jvp(self, xs, outs, rs):
+        """u_j (r_j - sum_k u_k r_k): diag(u) - u u^T applied to a direction r."""
+        dot = sp.Add(*[u * r for u, r in zip(outs, rs)])
+        return [u * (r - dot) for u, r in zip(outs, rs)]
+
+    def rvjp(self, xs, outs, ds, rs, rds):
+        """R{u_i (g_i - g.u)} = R{u_i} (g_i - g.u) + u_i (R{g_i} - R{g}.u - g.R{u}), R{u} from ``jvp``."""
+        ru = self.jvp(xs, outs, rs)
+        dot = sp.Add(*[g * u for g, u in zip(ds, outs)])
+        rdot = sp.Add(*[rg * u + g * r for rg, u, g, r in zip(rds, outs, ds, ru)])
+        return [r * (g - dot) + u * (rg - rdot) for r, g, u, rg in zip(ru, ds, outs, rds)]
+
     def output_delta(self, g, y, n):
         """h = y dl/dy, simplified unless that adds a case split; the delta is h - y sum_k h_k.
 
