@@ -88,6 +88,20 @@ class Softmax(Layer):
         """Lines for the output delta from h = y dl/dy (printed)."""
         return [f"h = {h}", f"{d} = h - {y} * h.sum(axis=1, keepdims=True)"]
 
+    def numpy_jvp(self, u, r, target):
+        """Lines: target = u (r - sum_k u_k r_k), r may carry leading axes (several directions)."""
+        return [f"{target} = {r} - ({u} * {r}).sum(axis=-1, keepdims=True)", f"{target} *= {u}  # softmax Jacobian times r"]
+
+    def numpy_vjp(self, u, g, target):
+        return [f"{target} = {g} - ({g} * {u}).sum(axis=1, keepdims=True)", f"{target} *= {u}  # softmax vjp"]
+
+    def numpy_rvjp(self, u, g, r, rg, target):
+        """Lines: target = R{u (g - g.u)} with R{u} = u (r - u.r) (``rvjp`` on arrays); r None when the input is fixed."""
+        lines = [] if r is None else [f"ru = {u} * ({r} - ({u} * {r}).sum(axis=1, keepdims=True))"]
+        rdot = f"({rg} * {u}).sum(axis=1, keepdims=True)" if r is None else f"({rg} * {u} + {g} * ru).sum(axis=1, keepdims=True)"
+        first = "" if r is None else f"ru * ({g} - ({g} * {u}).sum(axis=1, keepdims=True)) + "
+        return lines + [f"{target} = {first}{u} * ({rg} - {rdot})  # R of the softmax vjp"]
+
     # -- C: loops over the rows of the batch, zr/ar the row's net input (kept as log softmax) and outputs
 
     def c_forward_row(self, n, first, exp, log):

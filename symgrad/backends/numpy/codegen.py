@@ -12,10 +12,13 @@ import numpy as np
 from symgrad.backends.numpy.helpers import ModulePrinter
 from symgrad.backends.numpy.network import network_bodies
 from symgrad.backends.numpy.scalar import expression_bodies, scalar_path
+from symgrad.backends.numpy.second import network_second
+from symgrad.backends.numpy.second_expression import expression_second
 from symgrad.core.derive import Derivation, derive
 from symgrad.core.explain import formula_lines
 from symgrad.core.init import init_plan
 from symgrad.render import python_tuple, render
+from symgrad.sizes import HESSIAN_LIMIT
 from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
@@ -46,8 +49,11 @@ def init_lines(model):
     return lines, needs_rng
 
 
-def numpy_module(model, dtype="float64", source=None):
-    """Source text of the generated NumPy module for ``model`` (a model or its Derivation)."""
+def numpy_module(model, dtype="float64", source=None, second_order=False):
+    """Source text of the generated NumPy module for ``model`` (a model or its Derivation).
+
+    ``second_order`` adds input_gradients, jacobian, hvp, gauss_newton_vp, hessian and hessian_blocks.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     der = model if isinstance(model, Derivation) else derive(model)
@@ -62,7 +68,22 @@ def numpy_module(model, dtype="float64", source=None):
     bodies["keeps"] = _kept(bodies["forward"], bodies["loss"] + bodies["backward"] + [bodies["y"]])
     init, needs_rng = init_lines(model)
     trainable = [p.name for p in model.params if p.trainable]
+    bodies["second"] = _second(der, pr) if second_order else None
     return _render(model, dtype, source, bodies, init, needs_rng, trainable, pr.sources())
+
+
+def _second(der, pr):
+    """The template context of the second-order functions."""
+    model = der.model
+    if model.kind == "network":
+        bodies = network_second(der.second, pr)
+        method = "hvp: Pearlmutter's R-operator over the layer program (forward-over-reverse), exact."
+    else:
+        bodies = expression_second(model, der.scalar, pr)
+        method = "Second partials: SymPy's derivatives of the model's expressions, summed over the batch."
+    reads_t = {name: any(re.search(r"\bt\b", line) for line in body) for name, body in bodies.items()}
+    return {"bodies": bodies, "reads_t": reads_t, "method": method, "limit": HESSIAN_LIMIT, "convex": model.loss.convex,
+            "n_trainable": sum(p.size for p in model.params if p.trainable)}
 
 
 def _kept(forward, later):
@@ -130,4 +151,5 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         learning_rate=repr(float(model.train.learning_rate)),
         uses_target=model.loss.uses_target,
         train=train_context(model),
+        second=bodies["second"],
     )
