@@ -111,6 +111,20 @@ TORCH_LOSSES = {
 }
 
 
+def flatten(mod, d):
+    """A dict shaped like the gradients as one vector in HESSIAN_ORDER."""
+    return np.concatenate([np.reshape(d[name], -1) for name, _ in mod.HESSIAN_ORDER])
+
+
+def unflatten(mod, vec):
+    out, k = {}, 0
+    for name, shape in mod.HESSIAN_ORDER:
+        n = int(np.prod(shape))
+        out[name] = np.asarray(vec[k:k + n], dtype=np.float64).reshape(shape)
+        k += n
+    return out
+
+
 def build2(tmp_path, model):
     out = tmp_path / f"gen_{model.name}"
     symgrad.generate(model, "numpy", out, second_order=True)
@@ -123,7 +137,7 @@ class TorchNet:
     def __init__(self, model, mod, params):
         self.model, self.mod = model, mod
         self.fixed = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
-        self.theta = torch.tensor(mod._flatten(params)) if mod.TRAINABLE else torch.zeros(0, dtype=torch.float64)
+        self.theta = torch.tensor(flatten(mod, params)) if mod.TRAINABLE else torch.zeros(0, dtype=torch.float64)
 
     def unflatten(self, theta):
         p, k = dict(self.fixed), 0
@@ -172,10 +186,10 @@ def check_against_torch(mod, model, params, x, t, rel=1e-10):
     assert np.abs(mine - mine.T).max() <= 1e-13 * max(np.abs(mine).max(), 1e-300)
     rng = np.random.default_rng(0)
     v = rng.normal(size=theta.shape[0])
-    hv = mod.hvp(params, x, t, mod._unflatten(v))
+    hv = mod.hvp(params, x, t, unflatten(mod, v))
     _, jvp = torch.func.jvp(torch.func.grad(lambda th: ref.loss(th, X, T)), (theta,), (torch.tensor(v),))
-    close(mod._flatten(hv), jvp.numpy(), rel, "hvp")
-    close(mod._flatten(hv), mine @ v, 1e-12, "hvp == hessian @ v")
+    close(flatten(mod, hv), jvp.numpy(), rel, "hvp")
+    close(flatten(mod, hv), mine @ v, 1e-12, "hvp == hessian @ v")
     gx = torch.func.grad(lambda xx: ref.loss(theta, xx, T))(X).numpy()
     close(mod.input_gradients(params, x, t), gx, rel, "input_gradients")
     J = torch.func.vmap(torch.func.jacrev(lambda xr: ref.forward(theta, xr[None])[0]))(X).numpy()
@@ -186,7 +200,7 @@ def check_against_torch(mod, model, params, x, t, rel=1e-10):
         Hl = torch.func.hessian(lambda y: TorchNet.loss_of(model, y, T))(a)  # (b, n, b, n)
         nb = Jp.shape[0] * Jp.shape[1]
         G = (Jp.reshape(nb, -1).T @ Hl.reshape(nb, nb) @ Jp.reshape(nb, -1)).detach().numpy()
-        close(mod._flatten(mod.gauss_newton_vp(params, x, t, mod._unflatten(v))), G @ v, rel, "gauss_newton_vp")
+        close(flatten(mod, mod.gauss_newton_vp(params, x, t, unflatten(mod, v))), G @ v, rel, "gauss_newton_vp")
         assert np.linalg.eigvalsh(G).min() >= -1e-12 * max(np.abs(G).max(), 1e-300)
 
 
@@ -278,15 +292,15 @@ def test_worked_example_against_torch_and_central_differences(tmp_path):
     x, t = np.array([[0.05, 0.10]]), np.array([[0.01, 0.99]])
     check_against_torch(mod, model, p, x, t, rel=1e-12)
     H, h = mod.hessian(p, x, t), 1e-5
-    flat = mod._flatten(p)
+    flat = flatten(mod, p)
     for i in range(flat.size):
         cols = []
         for sign in (1, -1):
             q = dict(p)
             moved = flat.copy()
             moved[i] += sign * h
-            q.update(mod._unflatten(moved))
-            cols.append(mod._flatten(mod.gradients(q, x, t)))
+            q.update(unflatten(mod, moved))
+            cols.append(flatten(mod, mod.gradients(q, x, t)))
         np.testing.assert_allclose(H[:, i], (cols[0] - cols[1]) / (2 * h), rtol=1e-6, atol=1e-10)
     blocks = mod.hessian_blocks(H)
     assert blocks["output.weight", "hidden.weight"].shape == (2, 2, 2, 2)
@@ -318,7 +332,7 @@ def test_expression_models(tmp_path):
     gx = torch.func.grad(lambda xx: E(theta, xx))(torch.tensor(x)).numpy()
     close(mod.input_gradients(p, x, None), gx, 1e-12)
     close(mod.jacobian(p, x), gx[:, None, :], 1e-12)
-    close(mod._flatten(mod.hvp(p, x, None, {"w": 1.0, "b": -2.0})), H @ [1.0, -2.0], 1e-13)
+    close(flatten(mod, mod.hvp(p, x, None, {"w": 1.0, "b": -2.0})), H @ [1.0, -2.0], 1e-13)
     with pytest.raises(ValueError, match="Gauss-Newton|second derivative"):
         mod.gauss_newton_vp(p, x, None, {"w": 1.0, "b": 0.0})
 
@@ -346,7 +360,7 @@ def test_expression_model_with_two_outputs_and_bce(tmp_path):
     Jp = torch.func.jacrev(lambda th: out(th, X))(theta).reshape(4, 2)
     a = out(theta, X)
     Hl = torch.func.hessian(lambda y: TORCH_LOSSES["bce"](y, torch.tensor(t)).sum(-1).div(2).mean())(a).reshape(4, 4)
-    close(mod._flatten(mod.gauss_newton_vp(p, x, t, {"a": 1.0, "b": 0.5})), (Jp.T @ Hl @ Jp).numpy() @ [1.0, 0.5], 1e-11)
+    close(flatten(mod, mod.gauss_newton_vp(p, x, t, {"a": 1.0, "b": 0.5})), (Jp.T @ Hl @ Jp).numpy() @ [1.0, 0.5], 1e-11)
 
 
 def test_hessian_size_limit_and_argument_checks(tmp_path):
@@ -377,13 +391,13 @@ def test_custom_activations_against_central_differences_of_the_gradients(tmp_pat
     p = mod.init_params()
     x, t = data(model, 3, 1)
     H, h = mod.hessian(p, x, t), 1e-5
-    flat = mod._flatten(p)
+    flat = flatten(mod, p)
     for i in range(flat.size):
         cols = []
         for sign in (1, -1):
             moved = flat.copy()
             moved[i] += sign * h
-            cols.append(mod._flatten(mod.gradients({**p, **mod._unflatten(moved)}, x, t)))
+            cols.append(flatten(mod, mod.gradients({**p, **unflatten(mod, moved)}, x, t)))
         np.testing.assert_allclose(H[:, i], (cols[0] - cols[1]) / (2 * h), rtol=1e-6, atol=1e-9)
 
 
