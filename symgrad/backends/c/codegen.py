@@ -33,6 +33,7 @@ from symgrad.errors import SpecError, ToolError
 from symgrad.escape import c_string
 from symgrad.render import python_tuple, render, write_folder_atomic
 from symgrad.sizes import BLAS_MIN_WORK, HESSIAN_LIMIT, PACK_LIMIT, UNROLL_LIMIT
+from symgrad.spec.config import SECOND_ORDER
 from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
@@ -74,7 +75,8 @@ def _shape(model, shape):
 def _second(model, layout, pr):
     """The template context of the second-order C functions (networks only)."""
     if model.kind != "network":
-        raise SpecError("--second-order in C needs a network; for expression models use the NumPy target", "--second-order")
+        raise SpecError("second-order functions in C (--second-order, or a newton/gauss_newton optimizer) need a network; "
+                        "for expression models use the NumPy target", "--second-order")
     code = CSecond(derive(model).second, layout, pr)
     bodies = code.bodies()
     args = {"input_gradients": ("params", "x", "t", "gx", "work"), "jacobian": ("params", "x", "J", "work"),
@@ -114,6 +116,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=Fals
 def package_files(model, dtype="float64", shape="auto", with_main=False, blas="no", second_order=False):
     """(the code shape, whether it calls BLAS, {file name: text} of the package ``<name>_c/``) for a model or Derivation."""
     model = getattr(model, "model", model)
+    second_order = second_order or model.train.kind in SECOND_ORDER  # a newton/gauss_newton train_step solves with them
     files, shape, use_blas = c_sources(model, dtype, shape, blas, second_order)
     files["__init__.py"] = _package_init(model, dtype, shape, blas if use_blas else "no", second_order)
     files["_runtime.py"] = _copied(_runtime)

@@ -86,20 +86,26 @@ class Second:
                              "(the built-in squared-error and cross-entropy losses); this model's loss is a custom expression")
         return self._dict(self._product("gauss_newton_vp", params, x, y, self.direction(v)))
 
-    def hessian(self, params, x, y):
+    def hessian(self, params, x, y, fn="hvp"):
         """The full Hessian of E, (N_TRAINABLE, N_TRAINABLE) in HESSIAN_ORDER, one hvp per column."""
         if self.n_trainable > self.limit:
             raise ValueError(f"hessian() builds at most {self.limit} x {self.limit} matrices; this model has "
-                             f"{self.n_trainable} trainable parameters: use hvp(params, x, y, v) for Hessian-vector products")
+                             f"{self.n_trainable} trainable parameters: use {fn}(params, x, y, v) for matrix-vector products")
         index = np.concatenate([np.arange(offset, offset + size) for _, offset, size, _ in self.pkg.grads]) \
             if self.pkg.grads else np.zeros(0, dtype=int)
         H = np.empty((self.n_trainable, self.n_trainable), dtype=self.pkg.dtype)
         e = np.zeros(self.pkg.n_params, dtype=self.pkg.dtype)
         for col, i in enumerate(index):
             e[i] = 1
-            H[:, col] = self._product("hvp", params, x, y, e)[index]
+            H[:, col] = self._product(fn, params, x, y, e)[index]
             e[i] = 0
         return H
+
+    def gauss_newton_matrix(self, params, x, y):
+        """The Gauss-Newton matrix J^T H_loss J, (N_TRAINABLE, N_TRAINABLE) in HESSIAN_ORDER, one product per column."""
+        if not self.convex:
+            self.gauss_newton_vp(params, x, y, {})  # its refusal
+        return self.hessian(params, x, y, "gauss_newton_vp")
 
     def hessian_blocks(self, H):
         """{(name_a, name_b): block of H with shape shape_a + shape_b} for every pair of trainable parameters."""

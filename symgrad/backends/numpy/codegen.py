@@ -19,6 +19,7 @@ from symgrad.core.explain import formula_lines
 from symgrad.core.init import init_plan
 from symgrad.render import python_tuple, render
 from symgrad.sizes import HESSIAN_LIMIT
+from symgrad.spec.config import SECOND_ORDER
 from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
@@ -68,7 +69,8 @@ def numpy_module(model, dtype="float64", source=None, second_order=False):
     bodies["keeps"] = _kept(bodies["forward"], bodies["loss"] + bodies["backward"] + [bodies["y"]])
     init, needs_rng = init_lines(model)
     trainable = [p.name for p in model.params if p.trainable]
-    bodies["second"] = _second(der, pr) if second_order else None
+    needs = second_order or model.train.kind in SECOND_ORDER  # a newton/gauss_newton train_step solves with them
+    bodies["second"] = _second(der, pr) if needs else None
     return _render(model, dtype, source, bodies, init, needs_rng, trainable, pr.sources())
 
 
