@@ -82,7 +82,7 @@ def _second(model, layout, pr):
     args = {"input_gradients": ("params", "x", "t", "gx", "work"), "jacobian": ("params", "x", "J", "work"),
             "hvp": ("params", "x", "t", "v", "out", "work"), "gauss_newton_vp": ("params", "x", "t", "v", "out", "work")}
     bodies = {name: _void_unused(body, args[name]) for name, body in bodies.items()}
-    return {"bodies": bodies, "workspace": code.workspace(), "kernels": code.kernel_sources()}
+    return {"bodies": bodies, "workspace": code.workspace(), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers()}
 
 
 def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=False):
@@ -98,7 +98,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=Fals
     loss = _void_unused(loss, ("params", "x", "t", "work"))
     backward = _void_unused(backward, ("params", "x", "t", "grad", "work"))
     second = _second(model, layout, pr) if second_order else None
-    math, gemm = _helpers.select(body.helpers() | pr.helpers)
+    math, gemm = _helpers.select(body.helpers() | pr.helpers | (second["gemm"] if second else set()))
     use_blas = shape != "unrolled" and blas != "no"
     name = model.name
     der = derive(model).layers if model.kind == "network" else derive(model).straight.derivation

@@ -1,8 +1,8 @@
 """C loops for a network's second-order functions: the R-operator over the layer program, as the NumPy module runs it.
 
 Per layer k the work buffer holds Z{k}, A{k} (forward), RZ{k}, R{k} (R-forward), D{k}, RD{k}, G{k-1},
-RG{k-1} (backward); products are three small kernels (``sg2_nt``, ``sg2_nn``, ``sg2_tn``: plain loops,
-no BLAS), elementwise expressions and the ops' ``jvp``/``vjp``/``rvjp`` are printed by the CPrinter.
+RG{k-1} (backward); products are three small kernels (``sg2_nt``, ``sg2_nn``, ``sg2_tn``) over the loop
+code's GEMM kernels (the host BLAS when the package hands it over), elementwise expressions and the ops' ``jvp``/``vjp``/``rvjp`` are printed by the CPrinter.
 No function allocates: ``<name>_second_workspace_size(batch)`` values of work come from the caller.
 """
 
@@ -14,51 +14,37 @@ from symgrad.backends.c.loops import for_all
 from symgrad.ops.activations import net as NET
 from symgrad.ops.base import symbols
 
-KERNELS = {
-    "sg2_nt": """/* Z (batch x m) = A (batch x n) W^T (W m x n), or Z += when acc */
-static void sg2_nt(int batch, int m, int n, const real *A, const real *W, real *Z, int acc)
+KERNELS = {  # over the loop code's GEMM kernels (templates/c/symgrad_gemm.h: host BLAS when handed over, else loops)
+    "sg2_nt": """/* Z (batch x m) = A (batch x n) W^T (W m x n), or Z += when acc; P (batch x m) and T (n x m) scratch */
+static void sg2_nt(int batch, int m, int n, const real *A, const real *W, real *Z, int acc, real *P, real *T)
 {
-    for (int b = 0; b < batch; ++b) {
-        for (int j = 0; j < m; ++j) {
-            real s = acc ? Z[(size_t)b * m + j] : 0;
-            for (int i = 0; i < n; ++i) {
-                s += A[(size_t)b * n + i] * W[(size_t)j * n + i];
-            }
-            Z[(size_t)b * m + j] = s;
+    symgrad_gemm_nt(batch, m, n, A, W, acc ? P : Z, T);
+    if (acc) {
+        for (size_t q = 0; q < (size_t)batch * m; ++q) {
+            Z[q] += P[q];
         }
     }
 }""",
-    "sg2_nn": """/* G (batch x n) = D (batch x m) W (W m x n), or G += when acc */
-static void sg2_nn(int batch, int m, int n, const real *D, const real *W, real *G, int acc)
+    "sg2_nn": """/* G (batch x n) = D (batch x m) W (W m x n), or G += when acc; P (batch x n) scratch */
+static void sg2_nn(int batch, int m, int n, const real *D, const real *W, real *G, int acc, real *P)
 {
-    for (int b = 0; b < batch; ++b) {
-        real *g = G + (size_t)b * n;
-        if (!acc) {
-            for (int i = 0; i < n; ++i) {
-                g[i] = 0;
-            }
-        }
-        for (int j = 0; j < m; ++j) {
-            const real d = D[(size_t)b * m + j];
-            for (int i = 0; i < n; ++i) {
-                g[i] += d * W[(size_t)j * n + i];
-            }
+    symgrad_gemm_nn(batch, n, m, D, W, acc ? P : G);
+    if (acc) {
+        for (size_t q = 0; q < (size_t)batch * n; ++q) {
+            G[q] += P[q];
         }
     }
 }""",
-    "sg2_tn": """/* GW (m x n) += D^T A (D batch x m, A batch x n) */
-static void sg2_tn(int batch, int m, int n, const real *D, const real *A, real *GW)
+    "sg2_tn": """/* GW (m x n) += D^T A (D batch x m, A batch x n); P (m x n) scratch */
+static void sg2_tn(int batch, int m, int n, const real *D, const real *A, real *GW, real *P)
 {
-    for (int b = 0; b < batch; ++b) {
-        for (int j = 0; j < m; ++j) {
-            const real d = D[(size_t)b * m + j];
-            for (int i = 0; i < n; ++i) {
-                GW[(size_t)j * n + i] += d * A[(size_t)b * n + i];
-            }
-        }
+    symgrad_gemm_tn(m, n, batch, D, A, P);
+    for (size_t q = 0; q < (size_t)m * n; ++q) {
+        GW[q] += P[q];
     }
 }""",
 }
+GEMM = {"sg2_nt": "symgrad_gemm_nt", "sg2_nn": "symgrad_gemm_nn", "sg2_tn": "symgrad_gemm_tn"}
 
 
 def _rows(body):
@@ -82,7 +68,8 @@ class CSecond:
 
     def _k(self, name, args):
         self.kernels.add(name)
-        return f"{name}({args});"
+        scratch = {"sg2_nt": ", P, T", "sg2_nn": ", P", "sg2_tn": ", P"}[name]
+        return f"{name}({args}{scratch});"
 
     def _elem(self, expr, k):
         return self.pr.renamed({"out": f"A{k}[_q]", "net": f"Z{k}[_q]", "y": f"A{k}[_q]", "t": "t[_q]"}).doprint(expr)
@@ -287,22 +274,28 @@ class CSecond:
         return {name: self._declared(body) for name, body in out.items()}
 
     def buffers(self):
+        """[(name, values per row of the batch, values besides)]: per-layer arrays, then the products' scratch."""
         names = []
         for k in range(1, self.L + 1):
-            names += [(f"{p}{k}", self.width[k]) for p in ("Z", "A", "S", "RZ", "R", "D", "RD", "G", "RG")]
-        names += [("R0", self.width[0]), ("G0", self.width[0]), ("RG0", self.width[0])]
-        return names
+            names += [(f"{p}{k}", self.width[k], 0) for p in ("Z", "A", "S", "RZ", "R", "D", "RD", "G", "RG")]
+        names += [("R0", self.width[0], 0), ("G0", self.width[0], 0), ("RG0", self.width[0], 0)]
+        weights = max((s.fan_in * s.units for s in self.layers if s.dense), default=0)
+        return names + [("P", max(self.width), weights), ("T", 0, weights)]
 
     def workspace(self):
-        return f"(size_t)batch * {sum(n for _, n in self.buffers())}"
+        return f"(size_t)batch * {sum(n for _, n, _ in self.buffers())} + {sum(c for _, _, c in self.buffers())}"
 
     def _declared(self, lines):
-        text, decl, pos = "\n".join(lines), [], 0
-        for name, n in self.buffers():
+        text, decl, rows, fixed = "\n".join(lines), [], 0, 0
+        for name, n, c in self.buffers():
             if re.search(rf"\b{name}\b", text):
-                decl.append(f"real *restrict {name} = work + (size_t)batch * {pos};")
-            pos += n
+                decl.append(f"real *restrict {name} = work + (size_t)batch * {rows} + {fixed};")
+            rows, fixed = rows + n, fixed + c
         return decl + ["const real *restrict A0 = x;"] + lines
 
     def kernel_sources(self):
         return [KERNELS[k] for k in sorted(self.kernels)]
+
+    def gemm_helpers(self):
+        """The GEMM kernels of templates/c/symgrad_gemm.h that the second-order kernels call."""
+        return {GEMM[k] for k in self.kernels}
