@@ -2,8 +2,9 @@
 
 Per layer k the work buffer holds Z{k}, A{k} (forward), RZ{k}, R{k} (R-forward), D{k}, RD{k}, G{k-1},
 RG{k-1} (backward); products are three small kernels (``sg2_nt``, ``sg2_nn``, ``sg2_tn``) over the loop
-code's GEMM kernels (the host BLAS when the package hands it over), elementwise expressions and the ops' ``jvp``/``vjp``/``rvjp`` are printed by the CPrinter.
-No function allocates: ``<name>_second_workspace_size(batch)`` values of work come from the caller.
+code's GEMM kernels (the host BLAS when the package hands it over); elementwise expressions and the
+ops' ``jvp``, ``vjp`` and ``rvjp`` are printed by the CPrinter. No function allocates:
+``<name>_second_workspace_size(batch)`` values of work come from the caller.
 """
 
 import re
