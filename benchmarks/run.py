@@ -1,7 +1,7 @@
 """Time one gradient call (forward + loss + backward, all parameter gradients, float64) of symgrad's
 generated code beside PyTorch, JAX, CasADi, hand-written NumPy and the GEMM floor, in one run.
 
-    python benchmarks/run.py [--quick] [--configs 2-2-2/1,8-16-16-4/64] [--rounds N] [--out FILE]
+    python benchmarks/run.py [--quick] [--configs 2-2-2/1,8-16-16-4/64] [--rounds N] [--out FILE] [--hvp | --no-hvp]
 
 Implementations are interleaved round by round in a shuffled order (fixed seed), so a noisy machine
 hurts them all alike; the table gives medians over rounds in microseconds and the ratios the targets
@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # second_order.py beside this file
 
 import symgrad  # noqa: E402
 from symgrad.api import generate, import_generated  # noqa: E402
@@ -619,7 +620,7 @@ def ratio(a, b):
     return None if a is None or b is None else a / b
 
 
-def report(rows, sym_time, peers, out):
+def report(rows, sym_time, peers, out, hvp=()):
     lines = ["| config | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for r in rows:
         lines.append(f"| {r['label']} | " + " | ".join(fmt(r["times"].get(c)) + r["tags"].get(c, "") for c in COLUMNS)
@@ -657,6 +658,8 @@ def report(rows, sym_time, peers, out):
                          f"without the {grads / 1024:,.0f} KiB of returned gradients {(peak - grads) / 1024:,.0f} KiB, "
                          f"against {budget / 1024:,.0f} KiB of forward activations plus one delta per layer -> "
                          f"{verdict} ({over / 1024:+,.1f} KiB)")
+    if hvp:
+        lines += [""] + list(hvp)
     lines += ["", "Targets:", ""] + targets(rows, sym_time)
     busy = [r["label"] for r in rows if r["load"] is not None and r["load"] > 0.1]
     if busy:
@@ -744,6 +747,8 @@ def main(argv=None):
     ap.add_argument("--out", help="also write the Markdown to this file")
     ap.add_argument("--no-peers", action="store_true", help="skip PyTorch, JAX and CasADi")
     ap.add_argument("--no-graphs", action="store_true", help="skip the graph-network table (benchmarks/graphs.py)")
+    ap.add_argument("--hvp", action=argparse.BooleanOptionalAction, default=None,
+                    help="time Hessian-vector products after the gradient configs (default: on, off with --quick or --configs)")
     ap.add_argument("--settle", type=float, default=None,
                     help="before each config wait up to this many seconds for other processes to go quiet (default 30, quick 0)")
     args = ap.parse_args(argv)
@@ -775,8 +780,15 @@ def main(argv=None):
                 again = bench_config(label, sizes, batch, loss, rounds, peers, tmp)
                 row = again if again["load"] is None or again["load"] < row["load"] else row
             rows.append(row)
+        hvp_rows = []
+        if args.hvp if args.hvp is not None else not (args.quick or args.configs):
+            from second_order import HVP_CONFIGS, bench_hvp, hvp_lines
+            for label, sizes, batch in HVP_CONFIGS:
+                print(f"... hvp {label}, b={batch}", file=sys.stderr, flush=True)
+                settle(args.settle if args.settle is not None else (0 if args.quick else 30))
+                hvp_rows.append(bench_hvp(label, sizes, batch, min(rounds, 15), peers, tmp))
     sym_time = None if args.quick else symbolic_gradients_time()
-    report(rows, sym_time, peers, args.out)
+    report(rows, sym_time, peers, args.out, hvp_lines(hvp_rows, peers) if hvp_rows else ())
     if not (args.quick or args.no_graphs or args.configs):
         import graphs  # benchmarks/graphs.py, beside this script
 

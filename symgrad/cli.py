@@ -23,6 +23,8 @@ def _generate(args):
     options = {}
     if args.target == "c":
         options = {"shape": args.shape, "with_main": args.with_main, "build": args.build, "blas": args.blas}
+    if args.second_order:
+        options["second_order"] = True
     for path in generate(model, args.target, args.out, dtype=args.dtype, **options):
         print(f"wrote {path}")
     return 0
@@ -63,6 +65,8 @@ def build_parser():
     g.add_argument("--build", action="store_true", help="C: compile the shared library now")
     g.add_argument("--blas", choices=["auto", "yes", "no"], default="no",
                    help="C: call cblas_dgemm for the matrix products of loop-shaped code (default: no)")
+    g.add_argument("--second-order", action="store_true",
+                   help="also generate input_gradients, jacobian, hvp, gauss_newton_vp, hessian and hessian_blocks")
     g.set_defaults(run=_generate)
     i = sub.add_parser("import", help="write a spec and its weights (.npz) from an ONNX model",
                        description="Read MODEL.onnx (a chain of Gemm, MatMul + Add, activations and Softmax) and write "

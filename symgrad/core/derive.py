@@ -4,6 +4,7 @@ from functools import cached_property
 
 from symgrad.core.derivation import derive_layers, derive_scalar, straight_line
 from symgrad.core.graph import derive_graph
+from symgrad.core.second import ScalarSecond, derive_second
 from symgrad.sizes import SCALAR_LIMIT
 
 
@@ -49,14 +50,43 @@ class Derivation:
             shown = ", ".join(f"{p.name} {p.shape}" for p in m.trainable_params) + f" ({len(scalars)} scalars)"
         return f"<Derivation of {m.name!r}: {m.describe()}; gradients of {shown or 'nothing (all frozen)'}>"
 
-    def gradient(self, name, form="factored"):
-        """The exact dE/d(name) of a scalar parameter as a SymPy expression ('factored' or 'expanded')."""
+    @cached_property
+    def second(self):
+        """The layer-level second-order expressions (LayerSecond) of a network (None for expression models)."""
+        return derive_second(self.layers) if self.layers is not None else None
+
+    @cached_property
+    def scalar_second(self):
+        """Second partials over the neuron-level derivation (ScalarSecond)."""
+        self._param("", "second partials")
+        return ScalarSecond(self.scalar)
+
+    def _param(self, name, what="per-parameter symbolic gradients"):
         if self.scalar is None:
-            raise ValueError(f"{self.model.name} is too large for per-parameter symbolic gradients")
+            raise ValueError(f"{self.model.name} is too large for {what}")
+        if not name:
+            return None
         sym = next((s for s in self.scalar.grads if s.name == name), None)
         if sym is None:
             raise KeyError(f"no trainable scalar parameter {name!r}")
+        return sym
+
+    def gradient(self, name, form="factored"):
+        """The exact dE/d(name) of a scalar parameter as a SymPy expression ('factored' or 'expanded')."""
+        sym = self._param(name)
         return self.scalar.factored(sym) if form == "factored" else self.scalar.expanded(sym)
+
+    def hessian(self, a, b, form="factored"):
+        """The exact d^2E/(da db) of two trainable scalar parameters as SymPy ('factored' or 'expanded').
+
+        'factored' is written in the forward steps' symbols (out_h1, out_o1, ...): the derivative of
+        the factored dE/da along b, step by step; 'expanded' in inputs, targets and parameters only.
+        """
+        if form not in ("factored", "expanded"):
+            raise ValueError(f"form must be 'factored' or 'expanded', got {form!r}")
+        sa, sb = self._param(a, "symbolic second partials"), self._param(b, "symbolic second partials")
+        second = self.scalar_second
+        return second.factored(sa, sb) if form == "factored" else second.expanded(sa, sb)
 
 
 def derive(model, cls=Derivation):

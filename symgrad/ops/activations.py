@@ -62,6 +62,12 @@ class Activation:
                 return rewritten
         return d
 
+    def second_derivative_in_out(self):
+        """f''(net) from sympy.diff, with f(net) written as out where it appears (ReLU'' = 0, as PyTorch)."""
+        d2 = sp.diff(self.expr, x, 2).subs(x, net)
+        f_net = self.at(net)
+        return d2 if f_net == net else d2.subs(f_net, out)
+
     def describe_rule(self):
         """The rule a report names for d out / d net."""
         return self.rule or f"derivative of the activation {self.name} (SymPy's diff)"

@@ -89,6 +89,24 @@ class Layer:
         reuse = {e: o for e, o in zip(exprs, outs) if not e.is_Atom}
         return [sp.Add(*[d * sp.diff(e, x).subs(reuse) for d, e in zip(ds, exprs)]) for x in xs]
 
+    def jvp(self, xs, outs, rs):
+        """[sum_i df_j/dx_i r_i for each output j]: the Jacobian applied to a direction r of the inputs."""
+        exprs = self.forward(list(xs))
+        reuse = {e: o for e, o in zip(exprs, outs) if not e.is_Atom}
+        return [sp.Add(*[r * sp.diff(e, v).subs(reuse) for r, v in zip(rs, xs)]) for e in exprs]
+
+    def rvjp(self, xs, outs, ds, rs, rds):
+        """The directional derivative of ``vjp`` when the inputs move by rs and ds by rds (second order)."""
+        exprs = self.forward(list(xs))
+        reuse = {e: o for e, o in zip(exprs, outs) if not e.is_Atom}
+        result = []
+        for v in xs:
+            first = [sp.diff(e, v) for e in exprs]
+            term = sp.Add(*[rd * f.subs(reuse) for rd, f in zip(rds, first)])
+            term += sp.Add(*[d * sp.Add(*[r * sp.diff(f, w) for r, w in zip(rs, xs)]).subs(reuse) for d, f in zip(ds, first)])
+            result.append(term)
+        return result
+
     def output_delta(self, g, y, n):
         """None: the output delta is the vjp of g = dl/dy; an op that fuses it returns its own expression."""
         return None

@@ -28,6 +28,11 @@ class Loss:
     needs_softmax: bool = False
     latex: str = ""
     rule: str = "SymPy's derivative of the loss expression"  # the report's name for dl/dy
+    convex: bool = False  # l''(y) >= 0 for targets in [0, 1]: the Gauss-Newton matrix at y is PSD
+
+    def second_derivative(self):
+        """d^2 l / dy^2 from sympy.diff."""
+        return sp.diff(self.expr, y, 2)
 
     def derivative(self):
         """dl/dy from sympy.diff."""
@@ -79,4 +84,4 @@ def get_loss(kind=None, expression=None, reduction=None, average_outputs=None):
     expr, avg, red, soft, latex = LOSSES[key]
     if average_outputs is not None:
         avg = bool(average_outputs)
-    return Loss(key, expr, avg, reduction or red, soft, latex, RULES[key])
+    return Loss(key, expr, avg, reduction or red, soft, latex, RULES[key], convex=True)

@@ -47,6 +47,18 @@ class Softmax(Layer):
         dot = sp.Add(*[g * u for g, u in zip(ds, outs)])
         return [u * (g - dot) for g, u in zip(ds, outs)]
 
+    def jvp(self, xs, outs, rs):
+        """u_j (r_j - sum_k u_k r_k): diag(u) - u u^T applied to a direction r."""
+        dot = sp.Add(*[u * r for u, r in zip(outs, rs)])
+        return [u * (r - dot) for u, r in zip(outs, rs)]
+
+    def rvjp(self, xs, outs, ds, rs, rds):
+        """R{u_i (g_i - g.u)} = R{u_i} (g_i - g.u) + u_i (R{g_i} - R{g}.u - g.R{u}), R{u} from ``jvp``."""
+        ru = self.jvp(xs, outs, rs)
+        dot = sp.Add(*[g * u for g, u in zip(ds, outs)])
+        rdot = sp.Add(*[rg * u + g * r for rg, u, g, r in zip(rds, outs, ds, ru)])
+        return [r * (g - dot) + u * (rg - rdot) for r, g, u, rg in zip(ru, ds, outs, rds)]
+
     def output_delta(self, g, y, n):
         """h = y dl/dy, simplified unless that adds a case split; the delta is h - y sum_k h_k.
 
@@ -75,6 +87,20 @@ class Softmax(Layer):
     def numpy_delta(self, h, y, d):
         """Lines for the output delta from h = y dl/dy (printed)."""
         return [f"h = {h}", f"{d} = h - {y} * h.sum(axis=1, keepdims=True)"]
+
+    def numpy_jvp(self, u, r, target):
+        """Lines: target = u (r - sum_k u_k r_k), r may carry leading axes (several directions)."""
+        return [f"{target} = {r} - ({u} * {r}).sum(axis=-1, keepdims=True)", f"{target} *= {u}  # softmax Jacobian times r"]
+
+    def numpy_vjp(self, u, g, target):
+        return [f"{target} = {g} - ({g} * {u}).sum(axis=1, keepdims=True)", f"{target} *= {u}  # softmax vjp"]
+
+    def numpy_rvjp(self, u, g, r, rg, target):
+        """Lines: target = R{u (g - g.u)} with R{u} = u (r - u.r) (``rvjp`` on arrays); r None when the input is fixed."""
+        lines = [] if r is None else [f"ru = {u} * ({r} - ({u} * {r}).sum(axis=1, keepdims=True))"]
+        rdot = f"({rg} * {u}).sum(axis=1, keepdims=True)" if r is None else f"({rg} * {u} + {g} * ru).sum(axis=1, keepdims=True)"
+        first = "" if r is None else f"ru * ({g} - ({g} * {u}).sum(axis=1, keepdims=True)) + "
+        return lines + [f"{target} = {first}{u} * ({rg} - {rdot})  # R of the softmax vjp"]
 
     # -- C: loops over the rows of the batch, zr/ar the row's net input (kept as log softmax) and outputs
 

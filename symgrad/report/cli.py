@@ -31,6 +31,8 @@ def register(subparsers):
     p.add_argument("--digits", type=int, default=9, metavar="N", help="significant digits of numbers (default: 9)")
     p.add_argument("--steps", type=int, default=0, metavar="N", help="also show the loss after 1 and N gradient steps")
     p.add_argument("--params-file", metavar="FILE.npz", help="parameter values to use instead of the spec's")
+    p.add_argument("--hessian", action="store_true", help="also derive second derivatives, the Hessian with its "
+                   "finite-difference checks and eigenvalues, and a damped Newton step (small models)")
     p.set_defaults(run=run)
 
 
@@ -76,7 +78,7 @@ def run(args):
     params = [s.strip() for s in args.params.split(",") if s.strip()] if args.params else None
     values = _load_npz(args.params_file) if args.params_file else None
     try:
-        rep = build(model, params, args.digits, args.steps, values)
+        rep = build(model, params, args.digits, args.steps, values, args.hessian)
     except SpecError as exc:  # build names its arguments; here they came from options
         if exc.key not in OPTIONS:
             raise

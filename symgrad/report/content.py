@@ -16,14 +16,21 @@ from symgrad.sizes import SMALL_LIMIT
 from symgrad.spec import Sample
 
 
-def build(model, params=None, digits=9, steps=0, values=None):
-    """The report of ``model``: small models neuron by neuron, large networks layer by layer."""
+def build(model, params=None, digits=9, steps=0, values=None, hessian=False):
+    """The report of ``model``: small models neuron by neuron, large networks layer by layer.
+
+    ``hessian`` adds the second derivatives (small models only).
+    """
     model, note = _with_sample(model)
     init = _param_values(model, values)
     n = sum(p.size for p in model.params)
     if model.kind == "expression" or n <= SMALL_LIMIT:
-        rep = ScalarReport(model, init, params, digits, steps).build()
+        rep = ScalarReport(model, init, params, digits, steps, hessian).build()
     else:
+        if hessian:
+            raise SpecError(f"--hessian derives second derivatives neuron by neuron: it needs a model of at most "
+                            f"{SMALL_LIMIT} parameters (this one has {n}); the generated hvp and hessian cover larger "
+                            "models", "--hessian")
         free = [lay.name for lay in model.layers if getattr(lay, "is_layer", False)]
         if free:
             raise SpecError(f"the layer-level report (networks over {SMALL_LIMIT} parameters) covers dense layers; "

@@ -238,12 +238,12 @@ def layout(rep, fmt):
     return render(f"report/report.{fmt}.j2", title=title, sections=sections)
 
 
-def report(spec, fmt="md", params=None, digits=9, steps=0, param_values=None):
+def report(spec, fmt="md", params=None, digits=9, steps=0, param_values=None, hessian=False):
     """The derivation report of ``spec`` (path or model) as text (``fmt`` md, tex or html; pdf: use write_report)."""
     if fmt not in ("md", "tex", "html"):
         raise ValueError(f"format must be md, tex or html (pdf: write_report), got {fmt!r}")
     model = as_model(spec)
-    return layout(build(model, params, digits, steps, param_values), fmt)
+    return layout(build(model, params, digits, steps, param_values, hessian), fmt)
 
 
 def latex_summary(spec, digits=9):

@@ -14,6 +14,7 @@ from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
 from symgrad.report.blocks import Aligned, Diagram, Math, Partial, Section, Subst, Table, Text, sym
 from symgrad.report.diagram import Values, diagram
+from symgrad.report.hessian import hessian_sections
 from symgrad.report.layers import vector_section
 from symgrad.report.numbers import rel
 from symgrad.report.rules import rule
@@ -39,8 +40,8 @@ def _display(expr, first):
 class ScalarReport:
     """Neuron-by-neuron report from the scalar derivation."""
 
-    def __init__(self, model, init, params, digits, steps):
-        self.model, self.digits, self.steps = model, digits, steps
+    def __init__(self, model, init, params, digits, steps, hessian=False):
+        self.model, self.digits, self.steps, self.hessian = model, digits, steps, hessian
         self.der = derive(model).scalar
         prog = self.prog = self.der.program
         self.E = prog.loss
@@ -83,7 +84,10 @@ class ScalarReport:
         secs = [self._model_section(), self._forward_section(), self._loss_section(), self._backward_section()]
         if m.kind == "network":
             secs.append(vector_section(m))
-        secs += [self._update_section(), self._summary_section(), checks_section(m, self._lookup)]
+        secs += [self._update_section(), self._summary_section()]
+        if self.hessian:
+            secs += hessian_sections(self)
+        secs.append(checks_section(m, self._lookup))
         if self.steps:
             secs.append(training_section(self.steps, self._loss_at, self._grad_at, self._flat(), m.train.learning_rate))
         rewrites = list(getattr(m, "rewrites", [])) + (derive(m).layers.rewrites if m.kind == "network" else [])

@@ -30,7 +30,8 @@ class Expect:
     source: str = ""
 
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "newton", "gauss_newton")
+SECOND_ORDER = ("newton", "gauss_newton")  # optimizers that solve with a curvature matrix (small models)
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
@@ -40,7 +41,9 @@ class TrainConfig:
 
     ``optimizer`` is sgd, momentum (sgd with ``momentum`` > 0), nesterov (momentum with the
     look-ahead), adam or adamw; ``sgd`` with ``momentum`` > 0 (and ``nesterov``) means the same as
-    torch.optim.SGD. Schedules count optimizer steps: lr(k) after k steps.
+    torch.optim.SGD. ``newton`` (damped Newton) and ``gauss_newton`` (Levenberg-Marquardt) solve
+    (C + damping I) s = g with C the exact Hessian or the Gauss-Newton matrix of the batch loss.
+    Schedules count optimizer steps: lr(k) after k steps.
     """
 
     learning_rate: float = 0.1
@@ -56,6 +59,7 @@ class TrainConfig:
     gamma: float = 0.1
     total_steps: int = 1000
     min_lr: float = 0.0
+    damping: float = 1e-3
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0
@@ -67,7 +71,8 @@ class TrainConfig:
             raise SpecError(choice_message("schedule", self.schedule, SCHEDULES), "train.schedule")
         for key, lo, hi, closed in (("learning_rate", 0, math.inf, False), ("momentum", 0, 1, True), ("beta1", 0, 1, True),
                                     ("beta2", 0, 1, True), ("eps", 0, math.inf, False), ("weight_decay", 0, math.inf, True),
-                                    ("gamma", 0, math.inf, False), ("min_lr", 0, math.inf, True)):
+                                    ("gamma", 0, math.inf, False), ("min_lr", 0, math.inf, True),
+                                    ("damping", 0, math.inf, True)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not (
                     (lo <= v if closed else lo < v) and v < hi):
@@ -85,6 +90,8 @@ class TrainConfig:
             raise SpecError(f"optimizer {self.optimizer!r} needs momentum > 0", "train.momentum")
         if self.nesterov and (self.optimizer not in ("sgd", "nesterov") or self.momentum == 0):
             raise SpecError("nesterov needs optimizer sgd (or nesterov) and momentum > 0", "train.nesterov")
+        if self.optimizer in SECOND_ORDER and self.weight_decay:
+            raise SpecError(f"optimizer {self.optimizer!r} takes no weight_decay (add it to the loss)", "train.weight_decay")
 
     @property
     def kind(self):

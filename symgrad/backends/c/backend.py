@@ -16,7 +16,7 @@ class CBackend(Backend):
     name = "c"
     printer = CPrinter
     templates = ("c/header.h.j2", "c/source.c.j2", "c/package.py.j2", "c/main.c.j2")
-    options = {"shape": "auto", "with_main": False, "build": False, "blas": "no"}
+    options = {"shape": "auto", "with_main": False, "build": False, "blas": "no", "second_order": False}
 
     def check(self, dtype, options):
         super().check(dtype, options)
@@ -34,7 +34,7 @@ class CBackend(Backend):
         self.check(dtype, options)
         self._supported(derivation)
         o = self.settings(options)
-        files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"])[2]
+        files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"], o["second_order"])[2]
         return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
 
     def write(self, derivation, out_dir, dtype="float64", **options):

@@ -21,8 +21,10 @@ import numpy as np
 from symgrad.backends.c import build as _build
 from symgrad.backends.c import helpers as _helpers
 from symgrad.backends.c import runtime as _runtime
+from symgrad.backends.c import second_runtime as _second_runtime
 from symgrad.backends.c.loops import Hybrid, Loops
 from symgrad.backends.c.printer import CPrinter
+from symgrad.backends.c.second import CSecond
 from symgrad.backends.c.unrolled import Unrolled
 from symgrad.backends.numpy.codegen import init_lines
 from symgrad.core.derive import derive
@@ -30,7 +32,8 @@ from symgrad.core.explain import formula_lines
 from symgrad.errors import SpecError, ToolError
 from symgrad.escape import c_string
 from symgrad.render import python_tuple, render, write_folder_atomic
-from symgrad.sizes import BLAS_MIN_WORK, PACK_LIMIT, UNROLL_LIMIT
+from symgrad.sizes import BLAS_MIN_WORK, HESSIAN_LIMIT, PACK_LIMIT, UNROLL_LIMIT
+from symgrad.spec.config import SECOND_ORDER
 from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
@@ -69,7 +72,20 @@ def _shape(model, shape):
     return "hybrid" if sum(p.size for p in model.params) <= UNROLL_LIMIT else "loops"
 
 
-def c_sources(model, dtype="float64", shape="auto", blas="no"):
+def _second(model, layout, pr):
+    """The template context of the second-order C functions (networks only)."""
+    if model.kind != "network":
+        raise SpecError("second-order functions in C (--second-order, or a newton/gauss_newton optimizer) need a network; "
+                        "for expression models use the NumPy target", "--second-order")
+    code = CSecond(derive(model).second, layout, pr)
+    bodies = code.bodies()
+    args = {"input_gradients": ("params", "x", "t", "gx", "work"), "jacobian": ("params", "x", "J", "work"),
+            "hvp": ("params", "x", "t", "v", "out", "work"), "gauss_newton_vp": ("params", "x", "t", "v", "out", "work")}
+    bodies = {name: _void_unused(body, args[name]) for name, body in bodies.items()}
+    return {"bodies": bodies, "workspace": code.workspace(), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers()}
+
+
+def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=False):
     """({file name: text} of the header and the source for ``model``, the code shape, whether it calls BLAS)."""
     model = getattr(model, "model", model)  # a model or its Derivation
     shape = _shape(model, shape)
@@ -81,37 +97,41 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     forward = _void_unused(forward, ("params", "x", "y", "work"))
     loss = _void_unused(loss, ("params", "x", "t", "work"))
     backward = _void_unused(backward, ("params", "x", "t", "grad", "work"))
-    math, gemm = _helpers.select(body.helpers())
+    second = _second(model, layout, pr) if second_order else None
+    math, gemm = _helpers.select(body.helpers() | pr.helpers | (second["gemm"] if second else set()))
     use_blas = shape != "unrolled" and blas != "no"
     name = model.name
     der = derive(model).layers if model.kind == "network" else derive(model).straight.derivation
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,
                   prefix=name.upper(), n_inputs=model.n_inputs, n_outputs=model.n_outputs, n_params=n_params,
                   layout=layout)
-    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", **common)
+    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", second=second, **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
                     helpers=[*math.values(), *gemm.values()], helpers_need_bits="symgrad_pow2" in math,
                     gemm_hook=shape != "unrolled", blas_min_work=BLAS_MIN_WORK, cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
-                    workspace=body.workspace(), forward=forward, loss=loss, backward=backward, **common)
+                    workspace=body.workspace(), forward=forward, loss=loss, backward=backward, second=second, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
 
 
-def package_files(model, dtype="float64", shape="auto", with_main=False, blas="no"):
+def package_files(model, dtype="float64", shape="auto", with_main=False, blas="no", second_order=False):
     """(the code shape, whether it calls BLAS, {file name: text} of the package ``<name>_c/``) for a model or Derivation."""
     model = getattr(model, "model", model)
-    files, shape, use_blas = c_sources(model, dtype, shape, blas)
-    files["__init__.py"] = _package_init(model, dtype, shape, blas if use_blas else "no")
+    second_order = second_order or model.train.kind in SECOND_ORDER  # a newton/gauss_newton train_step solves with them
+    files, shape, use_blas = c_sources(model, dtype, shape, blas, second_order)
+    files["__init__.py"] = _package_init(model, dtype, shape, blas if use_blas else "no", second_order)
     files["_runtime.py"] = _copied(_runtime)
     files["_build.py"] = _copied(_build)
+    if second_order:
+        files["_second.py"] = _copied(_second_runtime)
     if with_main:
         files["main.c"] = _main_source(model, _layout(model)[0], dtype)
     return shape, use_blas, files
 
 
-def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, build=False, blas="no"):
+def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, build=False, blas="no", second_order=False):
     """Write ``<out_dir>/<name>_c/`` (header, source, ctypes package, optional main.c); returns the paths."""
     model = getattr(model, "model", model)
-    shape, use_blas, files = package_files(model, dtype, shape, with_main, blas)
+    shape, use_blas, files = package_files(model, dtype, shape, with_main, blas, second_order)
     name = model.name
     pkg = Path(out_dir) / f"{name}_c"
     written = write_folder_atomic(pkg, files)
@@ -123,7 +143,7 @@ def generate_c(model, out_dir, dtype="float64", shape="auto", with_main=False, b
     return written
 
 
-def _package_init(model, dtype, shape, blas):
+def _package_init(model, dtype, shape, blas, second_order=False):
     """The package's __init__.py: the model's constants, its Package over the library, init_params and training."""
     layout, n_params = _layout(model)
     init, needs_rng = init_lines(model)
@@ -136,6 +156,7 @@ def _package_init(model, dtype, shape, blas):
         output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
         train=train_context(model), gemm_hook=shape != "unrolled", pack_limit=PACK_LIMIT,
+        second=second_order, hessian_limit=HESSIAN_LIMIT, convex=model.loss.convex,
     )
 
 

@@ -14,11 +14,12 @@ class NumpyBackend(Backend):
     name = "numpy"
     printer = NumPyPrinter
     templates = (TEMPLATE,)
-    options = {}
+    options = {"second_order": False}
 
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
-        return {f"{derivation.model.name}.py": numpy_module(derivation, dtype=dtype)}
+        o = self.settings(options)
+        return {f"{derivation.model.name}.py": numpy_module(derivation, dtype=dtype, second_order=o["second_order"])}
 
     def write(self, derivation, out_dir, dtype="float64", **options):
         files = self.render(derivation, dtype, **options)

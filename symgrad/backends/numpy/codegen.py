@@ -14,10 +14,15 @@ from symgrad.backends.numpy.graph import graph_bodies
 from symgrad.backends.numpy.helpers import ModulePrinter
 from symgrad.backends.numpy.network import network_bodies
 from symgrad.backends.numpy.scalar import expression_bodies, scalar_path
+from symgrad.backends.numpy.second import network_second
+from symgrad.backends.numpy.second_expression import expression_second
 from symgrad.core.derive import Derivation, derive
 from symgrad.core.explain import formula_lines
 from symgrad.core.init import init_plan
+from symgrad.errors import SpecError
 from symgrad.render import python_tuple, render
+from symgrad.sizes import HESSIAN_LIMIT
+from symgrad.spec.config import SECOND_ORDER
 from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
@@ -48,8 +53,11 @@ def init_lines(model):
     return lines, needs_rng
 
 
-def numpy_module(model, dtype="float64", source=None):
-    """Source text of the generated NumPy module for ``model`` (a model or its Derivation)."""
+def numpy_module(model, dtype="float64", source=None, second_order=False):
+    """Source text of the generated NumPy module for ``model`` (a model or its Derivation).
+
+    ``second_order`` adds input_gradients, jacobian, hvp, gauss_newton_vp, hessian and hessian_blocks.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     der = model if isinstance(model, Derivation) else derive(model)
@@ -67,8 +75,27 @@ def numpy_module(model, dtype="float64", source=None):
     bodies["keeps"] = _kept(bodies["forward"], bodies["loss"] + bodies["backward"] + [bodies["y"]])
     init, needs_rng = init_lines(model)
     trainable = [p.name for p in model.params if p.trainable]
+    needs = second_order or model.train.kind in SECOND_ORDER  # a newton/gauss_newton train_step solves with them
+    if needs and model.kind == "graph":
+        raise SpecError("second-order functions (--second-order, newton/gauss_newton training) are generated for dense "
+                        "networks and expression models; graph networks have gradients only", "--second-order")
+    bodies["second"] = _second(der, pr) if needs else None
     helpers = pr.sources() + [kernels.source(k) for k in bodies.get("kernels", ())]
     return _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers)
+
+
+def _second(der, pr):
+    """The template context of the second-order functions."""
+    model = der.model
+    if model.kind == "network":
+        bodies = network_second(der.second, pr)
+        method = "hvp: Pearlmutter's R-operator over the layer program (forward-over-reverse), exact."
+    else:
+        bodies = expression_second(model, der.scalar, pr)
+        method = "Second partials: SymPy's derivatives of the model's expressions, summed over the batch."
+    reads_t = {name: any(re.search(r"\bt\b", line) for line in body) for name, body in bodies.items()}
+    return {"bodies": bodies, "reads_t": reads_t, "method": method, "limit": HESSIAN_LIMIT, "convex": model.loss.convex,
+            "n_trainable": sum(p.size for p in model.params if p.trainable)}
 
 
 def _kept(forward, later):
@@ -139,4 +166,5 @@ def _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers):
         learning_rate=repr(float(model.train.learning_rate)),
         uses_target=model.loss.uses_target,
         train=train_context(model),
+        second=bodies["second"],
     )

@@ -1,0 +1,87 @@
+"""The C packages' second-order functions: the NumPy contract, against PyTorch float64, strict C99."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from test_second_order import check_against_torch, data, make
+
+import symgrad
+from symgrad import Dense, Network, Softmax, get_loss
+from symgrad.errors import SpecError
+from symgrad.spec import load
+
+CC = [c for c in (shutil.which("gcc"), shutil.which("clang")) if c]
+pytestmark = pytest.mark.skipif(not CC, reason="no C compiler (install gcc)")
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c"]
+
+MODELS = {
+    "mazur": lambda: load("examples/mazur.toml"),
+    "elu_tanh_mse": lambda: make("c_elu", [3, 4, 3, 2], "elu", "tanh", "mse", "mean", seed=2),
+    "gelu_softmax_ce": lambda: make("c_ce", [3, 5, 3], "gelu", "softmax", "softmax_cross_entropy", seed=4),
+    "softplus_sigmoid_bce": lambda: make("c_bce", [3, 5, 3], "softplus", "sigmoid", "bce", seed=4),
+    "relu_leaky_silu": lambda: Network("c_relu", 3, [Dense("a", 4, activation="relu"), Dense("b", 3, activation="leaky_relu"),
+                                                     Dense("c", 2, activation="silu")], get_loss("sse"), init="xavier", seed=3),
+    "softmax_middle": lambda: Network("c_sm_mid", 3, [Dense("h", 4), Softmax("sm"), Dense("o", 2, activation="sigmoid")],
+                                      get_loss("bce"), init="xavier", seed=6),
+    "softmax_layer_out": lambda: Network("c_sm_out", 3, [Dense("h", 4, activation="elu"), Dense("o", 3), Softmax("sm")],
+                                         get_loss("softmax_cross_entropy"), init="xavier", seed=5),
+    "bias_modes_frozen": lambda: Network("c_mixed", 3, [Dense("a", 4, activation="tanh", bias="shared"),
+                                                        Dense("b", 3, activation="sigmoid", bias="none"),
+                                                        Dense("c", 2, activation="softplus", freeze=("weight",)),
+                                                        Dense("d", 2, activation="identity", freeze=("bias",))],
+                                         get_loss("mse"), init="xavier", seed=8),
+}
+
+
+# the default run builds four packages (every op kind and bias mode among them); SYMGRAD_SECOND_ORDER_ALL=1 builds all
+DEFAULT = ("mazur", "relu_leaky_silu", "softmax_layer_out", "bias_modes_frozen")
+CHOSEN = list(MODELS) if os.environ.get("SYMGRAD_SECOND_ORDER_ALL") else list(DEFAULT)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path_factory.getbasetemp() / "symgrad-cache"))
+
+
+@pytest.mark.parametrize("which", CHOSEN)
+def test_c_second_order_against_torch(tmp_path, which):
+    model = MODELS[which]()
+    symgrad.generate(model, "c", tmp_path, second_order=True)
+    source = tmp_path / f"{model.name}_c" / f"{model.name}.c"
+    for cc in CC if which in ("mazur", "softmax_layer_out") else CC[:1]:
+        res = subprocess.run([cc, *STRICT, str(source), "-o", str(tmp_path / "x.o")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert "malloc" not in source.read_text()
+    mod = symgrad.import_generated(f"{model.name}_c", tmp_path)
+    for batch in (1, 5):
+        x, t = data(model, batch, batch)
+        check_against_torch(mod, model, mod.init_params(), x, t)
+
+
+def test_c_and_numpy_agree_and_refusals(tmp_path):
+    model = make("c_np", [3, 4, 2], "tanh", "identity", "half_sse", seed=1)
+    symgrad.generate(model, "c", tmp_path, second_order=True)
+    symgrad.generate(model, "numpy", tmp_path, second_order=True)
+    cm = symgrad.import_generated("c_np_c", tmp_path)
+    npm = symgrad.import_generated("c_np", tmp_path)
+    x, t = data(model, 3, 0)
+    p = npm.init_params()
+    np.testing.assert_allclose(cm.hessian(p, x, t), npm.hessian(p, x, t), rtol=1e-12, atol=1e-15)
+    assert cm.HESSIAN_ORDER == npm.HESSIAN_ORDER
+    cm._second_order.limit = 3
+    with pytest.raises(ValueError, match="hvp"):
+        cm.hessian(p, x, t)
+    with pytest.raises(ValueError, match="missing 'l1.bias'"):
+        cm.hvp(p, x, t, {"l1.weight": np.zeros((4, 3))})
+    with pytest.raises(SpecError, match="network"):
+        symgrad.generate(load("examples/sigmoid_neuron.toml"), "c", tmp_path, second_order=True)
+
+
+def test_default_c_package_is_unchanged(tmp_path):
+    from symgrad.pipeline import render
+
+    files = render("examples/mazur.toml", "c")
+    assert "_hvp" not in files["mazur_c/mazur.c"] and "mazur_c/_second.py" not in files
