@@ -21,6 +21,7 @@ import numpy as np
 from symgrad.backends.c import build as _build
 from symgrad.backends.c import helpers as _helpers
 from symgrad.backends.c import runtime as _runtime
+from symgrad.backends.c.graph import GraphLoops
 from symgrad.backends.c.loops import Hybrid, Loops
 from symgrad.backends.c.printer import CPrinter
 from symgrad.backends.c.unrolled import Unrolled
@@ -60,6 +61,10 @@ def _void_unused(lines, args):
 
 def _shape(model, shape):
     """The code shape for ``model``: ``shape``, or for "auto" the fastest for its kind and size."""
+    if model.kind == "graph":
+        if shape not in ("auto", "loops"):
+            raise SpecError(f"--shape {shape}: graph networks have loop code only", "--shape")
+        return "loops"
     if model.kind != "network" and shape in ("loops", "hybrid"):
         raise SpecError(f"--shape {shape} needs a network; expression models have unrolled code only", "--shape")
     if shape != "auto":
@@ -76,21 +81,22 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     layout, n_params = _layout(model)
     pr = CPrinter(dtype)
     ctype = "double" if dtype == "float64" else "float"
-    body = SHAPES[shape](model, layout, pr)
+    body = (GraphLoops if model.kind == "graph" else SHAPES[shape])(model, layout, pr)
     forward, loss, backward = body.forward(), body.loss(), body.backward()
     forward = _void_unused(forward, ("params", "x", "y", "work"))
     loss = _void_unused(loss, ("params", "x", "t", "work"))
     backward = _void_unused(backward, ("params", "x", "t", "grad", "work"))
-    math, gemm = _helpers.select(body.helpers())
+    math, gemm, conv = _helpers.select(body.helpers())
     use_blas = shape != "unrolled" and blas != "no"
     name = model.name
-    der = derive(model).layers if model.kind == "network" else derive(model).straight.derivation
+    der = {"network": derive(model).layers, "graph": derive(model).graph}.get(model.kind) \
+        if model.kind != "expression" else derive(model).straight.derivation
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,
                   prefix=name.upper(), n_inputs=model.n_inputs, n_outputs=model.n_outputs, n_params=n_params,
                   layout=layout)
     header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
-                    helpers=[*math.values(), *gemm.values()], helpers_need_bits="symgrad_pow2" in math,
+                    helpers=[*math.values(), *gemm.values(), *conv.values()], helpers_need_bits="symgrad_pow2" in math,
                     gemm_hook=shape != "unrolled", blas_min_work=BLAS_MIN_WORK, cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
                     workspace=body.workspace(), forward=forward, loss=loss, backward=backward, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
@@ -136,6 +142,7 @@ def _package_init(model, dtype, shape, blas):
         output_names=python_tuple(model.outputs), seed=getattr(model, "seed", 0), init=init, needs_rng=needs_rng,
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
         train=train_context(model), gemm_hook=shape != "unrolled", pack_limit=PACK_LIMIT,
+        input_shape=getattr(model, "input_shape", None), output_shape=getattr(model, "output_shape", None),
     )
 
 
@@ -155,8 +162,8 @@ def _main_source(model, layout, dtype):
         x = np.zeros(model.n_inputs)
         t = np.zeros(model.n_outputs)
     else:
-        x = sample.x
-        t = sample.t if sample.t is not None else np.zeros(model.n_outputs)
+        x = np.ravel(sample.x)
+        t = np.ravel(sample.t) if sample.t is not None else np.zeros(model.n_outputs)
     return render(
         "c/main.c.j2", version=__version__, source=model.source, name=model.name,
         ctype="double" if dtype == "float64" else "float", fmt=".17g" if dtype == "float64" else ".9g",
