@@ -97,12 +97,14 @@ def package(tmp, spec, name, dtype="float64"):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """{name: (model, package)}: the 2-D net as loops and as im2col + GEMM, the 1-D net, float32."""
+    """{name: (model, package)}: the 2-D and 1-D nets with every convolution as loops, and as im2col + GEMM;
+    the 2-D net in float32."""
     tmp = tmp_path_factory.mktemp("graph_c")
     mp = pytest.MonkeyPatch()
     mp.setenv("SYMGRAD_CACHE", str(tmp / "cache"))
-    out = {"net2d": package(tmp, NET_2D, "net2d"), "net1d": package(tmp, NET_1D, "net1d"),
-           "net2d_f32": package(tmp, NET_2D, "net2d_f32", "float32")}
+    out = {"net2d_f32": package(tmp, NET_2D, "net2d_f32", "float32")}  # the sizes' own choice of paths
+    mp.setattr("symgrad.ops.conv.CONV_GEMM_MIN_WORK", 10**12)
+    out.update(net2d=package(tmp, NET_2D, "net2d"), net1d=package(tmp, NET_1D, "net1d"))
     mp.setattr("symgrad.ops.conv.CONV_GEMM_MIN_WORK", 0)
     out["net2d_gemm"] = package(tmp, NET_2D, "net2d_gemm")
     out["net1d_gemm"] = package(tmp, NET_1D, "net1d_gemm")
@@ -303,3 +305,23 @@ def test_lenet_like_compiles_strictly(tmp_path, dtype):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "symgrad_conv_forward_gemm" in files["lenet_like.c"]  # conv1 and conv2 are large: im2col + GEMM
+
+
+def test_sanitizers_report_nothing(tmp_path):
+    """Every kernel under AddressSanitizer and UBSan, at batch 5 (main.c's --bench); at the default threshold the
+    2-D net has convolutions on both paths (c3 is im2col + GEMM, the others loops)."""
+    x = np.sin(np.arange(2 * 9 * 8)).round(1).tolist()  # rounded: max-pool ties
+    m = from_dict({"name": "san", **NET_2D, "sample": {"x": x, "t": [0.1, 0.2, 0.3]}})
+    generate(m, "c", tmp_path, with_main=True)
+    d, exe = tmp_path / "san_c", tmp_path / "san"
+    source = (d / "san.c").read_text()
+    assert "symgrad_conv_forward_gemm(" in source and "symgrad_conv_forward(" in source
+    cc = shutil.which("gcc") or shutil.which("cc")
+    res = subprocess.run([cc, "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                          str(d / "main.c"), str(d / "san.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    if res.returncode != 0 and "asan" in res.stderr.lower():
+        pytest.skip("the compiler has no AddressSanitizer runtime")
+    assert res.returncode == 0, res.stderr
+    run = subprocess.run([str(exe), "--bench", "2", "5"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "runtime error" not in run.stderr and "ERROR" not in run.stderr
