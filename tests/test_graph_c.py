@@ -16,6 +16,7 @@ import pytest
 from symgrad.api import generate, import_generated
 from symgrad.backends.c.codegen import c_sources
 from symgrad.backends.c.helpers import select
+from symgrad.ops.layers import TENSOR_LAYERS
 from symgrad.spec.loader import from_dict
 
 torch = pytest.importorskip("torch")
@@ -325,3 +326,60 @@ def test_sanitizers_report_nothing(tmp_path):
     run = subprocess.run([str(exe), "--bench", "2", "5"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "runtime error" not in run.stderr and "ERROR" not in run.stderr
+
+
+def random_graph(seed):
+    """A random 2-D graph: convolutions and pools on random earlier values, adds and concats of matching
+    ones (forks everywhere), every value left unread flattened into one concat, a dense output."""
+    rng = np.random.default_rng(seed)
+    shapes, layers, read = {"x": (2, 7, 6)}, [], set()
+
+    def add(layer):
+        layers.append(layer)
+        sources = layer.get("inputs", [layer.get("input")])
+        if layer.get("kind") in TENSOR_LAYERS:
+            args = {k: v for k, v in layer.items() if k not in ("kind", "name")}
+            op = TENSOR_LAYERS[layer["kind"]](layer["name"], **args)
+            shapes[layer["name"]] = op.build("", tuple(shapes[s] for s in sources), "xavier", set())[0]
+        read.update(sources)
+
+    for k in range(6):
+        name = f"l{k}"
+        src = list(shapes)[rng.integers(len(shapes))]
+        c, h, w = shapes[src]
+        choice = rng.integers(4)
+        if choice == 0 or min(h, w) < 3:
+            add({"kind": "conv2d", "name": name, "input": src, "out_channels": int(rng.integers(1, 4)),
+                 "kernel_size": [int(rng.integers(1, 3)), int(rng.integers(1, 4))], "padding": "same",
+                 "dilation": int(rng.integers(1, 3)), "bias": ["unit", "none"][rng.integers(2)],
+                 "activation": ["tanh", "relu", "identity", "sigmoid"][rng.integers(4)]})
+        elif choice == 1:
+            add({"kind": "conv2d", "name": name, "input": src, "out_channels": int(rng.integers(1, 4)),
+                 "kernel_size": 2, "stride": int(rng.integers(1, 3)), "padding": int(rng.integers(0, 2)),
+                 "activation": "tanh"})
+        elif choice == 2:
+            add({"kind": ["maxpool2d", "avgpool2d"][rng.integers(2)], "name": name, "input": src, "kernel_size": 2,
+                 "stride": int(rng.integers(1, 3)), "padding": int(rng.integers(0, 2))})
+        else:
+            same = [s for s in shapes if shapes[s][1:] == (h, w)]
+            other = same[rng.integers(len(same))]
+            if shapes[other] == shapes[src]:
+                add({"kind": "add", "name": name, "inputs": [src, other]})
+            else:
+                add({"kind": "concat", "name": name, "inputs": [src, other]})
+    loose = [s for s in shapes if s not in read and s != "x"]
+    for s in loose:
+        add({"kind": "flatten", "name": f"flat_{s}", "input": s})
+    if len(loose) > 1:
+        add({"kind": "concat", "name": "all", "inputs": [f"flat_{s}" for s in loose]})
+    add({"name": "out", "units": 2, "activation": "sigmoid"})
+    return {"input_shape": [2, 7, 6], "layers": layers, "loss": {"kind": "mse"}}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_graphs_match_pytorch(tmp_path, monkeypatch, seed):
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("symgrad.ops.conv.CONV_GEMM_MIN_WORK", 100 * seed)  # seed 0: every conv as GEMM
+    m, pkg = package(tmp_path, random_graph(seed), f"rand{seed}")
+    for B in (1, 3):
+        compare(m, pkg, B, seed=B)
