@@ -22,11 +22,12 @@ from symgrad.spec.loader import from_dict
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 pytestmark = pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"), reason="no C compiler")
+COMPILERS = [cc for cc in ("gcc", "clang") if shutil.which(cc)]
 STATIC = Path(__file__).resolve().parent.parent / "templates" / "c"
 
 # 2-D: strides, paddings (asymmetric "same" of an even kernel), dilations, with and without bias; a 1x1
 # convolution into overlapping max pooling (ties, with integer inputs); average pooling with padding; a residual
-# add, a channel concat, a feature concat of flattened branches.
+# add, a channel concat, a feature concat of flattened branches; a frozen bias.
 NET_2D = {
     "input_shape": [2, 9, 8],
     "layers": [
@@ -35,7 +36,7 @@ NET_2D = {
         {"kind": "conv2d", "name": "c2", "input": "x", "out_channels": 3, "kernel_size": 2, "padding": "same",
          "bias": "none", "activation": "relu"},
         {"kind": "conv2d", "name": "c3", "out_channels": 3, "kernel_size": 3, "padding": "same", "dilation": 2,
-         "activation": "sigmoid"},
+         "activation": "sigmoid", "freeze": ["bias"]},
         {"kind": "add", "name": "res", "inputs": ["c2", "c3"]},
         {"kind": "avgpool2d", "name": "p1", "kernel_size": [3, 4], "stride": 2, "padding": [1, 1]},
         {"kind": "conv2d", "name": "one", "input": "x", "out_channels": 1, "kernel_size": 1, "bias": "none"},
@@ -50,7 +51,8 @@ NET_2D = {
     "loss": {"kind": "mse"},
 }
 
-# 1-D: strided, dilated and padded convolutions, pooling, dense over the last axis of a (C, L) value, softmax.
+# 1-D: strided, dilated and padded convolutions, pooling, dense over the last axis of a (C, L) value (with a
+# shared bias), an add of a value with itself, softmax.
 NET_1D = {
     "input_shape": [3, 17],
     "layers": [
@@ -62,7 +64,7 @@ NET_1D = {
          "bias": "none", "activation": "relu"},
         {"kind": "maxpool1d", "name": "p3", "kernel_size": 5, "stride": 4, "padding": 2},
         {"kind": "concat", "name": "cat", "inputs": ["p1", "p2", "p3"]},
-        {"name": "d1", "units": 3, "activation": "sigmoid"},
+        {"name": "d1", "units": 3, "activation": "sigmoid", "bias": "shared"},
         {"kind": "flatten", "name": "flat"},
         {"kind": "add", "name": "twice", "inputs": ["flat", "flat"]},
         {"name": "out", "units": 4, "activation": "softmax"},
@@ -168,7 +170,7 @@ def compare(m, pkg, B, seed=0, tol=1e-10, params=None, x=None):
     out = pkg.forward(cp, x.astype(dt))
     assert out.shape == y.shape
     errs["forward"] = np.max(np.abs(out - y.detach().numpy())) / np.max(np.abs(y.detach().numpy()))
-    assert set(g) == set(params)
+    assert set(g) == set(pkg.TRAINABLE)
     for k, v in g.items():
         ref = tp[k].grad.numpy()
         assert v.shape == ref.shape, k
@@ -294,13 +296,14 @@ def test_every_kernel_section_is_selectable():
     assert {"symgrad_im2col", "symgrad_col2im"} <= set(conv)
 
 
+@pytest.mark.parametrize("cc", COMPILERS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_lenet_like_compiles_strictly(tmp_path, dtype):
+def test_lenet_like_compiles_strictly_and_deterministically(tmp_path, dtype, cc):
     m = model(LENET, "lenet_like")
     files = c_sources(m, dtype)[0]
+    assert c_sources(model(LENET, "lenet_like"), dtype)[0] == files
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    cc = shutil.which("gcc") or shutil.which("cc")
     res = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-c",
                           str(tmp_path / "lenet_like.c"), "-o", str(tmp_path / "lenet_like.o")],
                          capture_output=True, text=True)
