@@ -216,6 +216,24 @@ def test_single_sample_shapes_and_errors(built):
         pkg.forward(params, np.zeros((2, 9, 9)))
 
 
+def test_argument_checks_match_the_numpy_module(built, tmp_path):
+    m, c = built["net1d"]
+    generate(m, "numpy", tmp_path)
+    n = import_generated("net1d", tmp_path)
+    p = n.init_params()
+    x, y = np.zeros((2, 3, 17)), np.zeros((2, 4))
+    cases = [("forward", (p, np.zeros((2, 3, 16)))), ("loss", (p, x, np.zeros((2, 5)))),
+             ("loss", (p, x, np.zeros((3, 4)))), ("loss", (p, np.array([["a"] * 17] * 3), np.zeros(4))),
+             ("forward", (p, np.zeros((0, 3, 17)))), ("forward", (p, 3.0)), ("gradients", ({}, x, y))]
+    for f, args in cases:
+        messages = []
+        for mod in (n, c):
+            with pytest.raises(ValueError) as exc:
+                getattr(mod, f)(*args)
+            messages.append(str(exc.value))
+        assert messages[0] == messages[1]
+
+
 def test_train_step_lowers_the_loss(built):
     m, pkg = built["net1d"]
     rng = np.random.default_rng(1)
