@@ -94,7 +94,9 @@ def c_sources(model, dtype="float64", shape="auto", blas="no"):
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,
                   prefix=name.upper(), n_inputs=model.n_inputs, n_outputs=model.n_outputs, n_params=n_params,
                   layout=layout)
-    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", **common)
+    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled",
+                    input_shape=getattr(model, "input_shape", None), output_shape=getattr(model, "output_shape", None),
+                    **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
                     helpers=[*math.values(), *gemm.values(), *conv.values()], helpers_need_bits="symgrad_pow2" in math,
                     gemm_hook=shape != "unrolled", blas_min_work=BLAS_MIN_WORK, cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
