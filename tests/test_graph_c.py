@@ -119,8 +119,8 @@ ACT = {"identity": lambda z: z, "relu": torch.relu, "tanh": torch.tanh, "sigmoid
        "softmax": lambda z: torch.softmax(z, -1)}
 
 
-def torch_forward(m, params, x):
-    """The network in PyTorch (functional), layer by layer."""
+def torch_forward(m, params, x, net=False):
+    """The network in PyTorch (functional), layer by layer: its output, or (net) the last layer's net input."""
     vals = {"x": x}
     for n in m.nodes:
         ins = [vals[s] for s in n.inputs]
@@ -142,13 +142,13 @@ def torch_forward(m, params, x):
         else:
             z = ins[0] @ P[0].T + (P[1] if len(P) > 1 else 0)
         vals[n.name] = ACT[n.activation.name if n.activation is not None else "identity"](z)
-    return vals[m.nodes[-1].name]
+    return z if net else vals[m.nodes[-1].name]
 
 
-def torch_loss(m, y, t):
+def torch_loss(m, params, x, t):
     if m.loss.name == "mse":
-        return ((y - t) ** 2).mean()
-    return -(t * torch.log(y)).sum() / y.shape[0]
+        return ((torch_forward(m, params, x) - t) ** 2).mean()
+    return -(t * torch.log_softmax(torch_forward(m, params, x, net=True), -1)).sum() / x.shape[0]
 
 
 def compare(m, pkg, B, seed=0, tol=1e-10, params=None, x=None):
@@ -163,7 +163,7 @@ def compare(m, pkg, B, seed=0, tol=1e-10, params=None, x=None):
     E, g = pkg.loss_and_gradients(cp, x.astype(dt), t.astype(dt))
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     y = torch_forward(m, tp, torch.tensor(x))
-    L = torch_loss(m, y, torch.tensor(t))
+    L = torch_loss(m, tp, torch.tensor(x), torch.tensor(t))
     L.backward()
     errs = {"loss": abs(E - L.item()) / max(1.0, abs(L.item())),
             "loss()": abs(pkg.loss(cp, x.astype(dt), t.astype(dt)) - L.item()) / max(1.0, abs(L.item()))}
