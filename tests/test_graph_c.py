@@ -216,6 +216,22 @@ def test_single_sample_shapes_and_errors(built):
         pkg.forward(params, np.zeros((2, 9, 9)))
 
 
+def test_flat_and_bound_calls_read_rows_and_zero_frozen_entries(built):
+    m, pkg = built["net2d"]
+    rng = np.random.default_rng(4)
+    params = {k: rng.normal(size=v.shape) for k, v in pkg.init_params().items()}
+    x, t = rng.normal(size=(3,) + m.input_shape), rng.uniform(size=(3,) + m.output_shape)
+    E, g = pkg.loss_and_gradients(params, x, t)
+    theta, grad = pkg.pack(params), np.full(pkg.N_PARAMS, np.nan)
+    rows, trows = x.reshape(3, -1), t.reshape(3, -1)
+    assert pkg.loss_and_gradients_flat(theta, rows, trows, grad) == E
+    for name, v in pkg.unpack(grad).items():
+        np.testing.assert_array_equal(v, g[name] if name in g else 0)
+    grad[:] = np.nan
+    assert pkg.bind(theta, rows, trows, grad)() == E
+    assert "c3.bias" not in g and not pkg.unpack(grad)["c3.bias"].any()
+
+
 def test_argument_checks_match_the_numpy_module(built, tmp_path):
     m, c = built["net1d"]
     generate(m, "numpy", tmp_path)
