@@ -17,7 +17,8 @@ import sympy as sp
 from symgrad.checks import INIT_SCHEMES, choice_message, finite_array, flatten_names, names
 from symgrad.limits import check
 from symgrad.ops.dense import Param
-from symgrad.ops.tensor import TensorOp, pair, show
+from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show
+from symgrad.sizes import CONV_GEMM_MIN_WORK
 
 
 class Conv(TensorOp):
@@ -130,6 +131,39 @@ class Conv(TensorOp):
         shape = f"{ins[0]}.shape"
         return [f"{dx}, {dw}, {db} = _conv_backward({d}, {out}_cols, {ps[0]}, {shape}, {self._args()}, "
                 f"{dins[0] is not None}, {need_b})  # {node.name}"]
+
+
+    # -- C: loops for small layers, im2col and one GEMM per sample for large ones (sizes.CONV_GEMM_MIN_WORK)
+
+    def _c_sizes(self, node):
+        """(output positions, c * kernel entries, whether the layer takes the im2col + GEMM path)."""
+        plane, ck = int(np.prod(node.shape[1:])), node.in_shapes[0][0] * int(np.prod(self.k))
+        return plane, ck, self.out_channels * plane * ck >= CONV_GEMM_MIN_WORK
+
+    def _c_window(self, node):
+        return c_window(node.in_shapes[0], node.shape, self.k, self.s, self.pad, self.dl)
+
+    def c_forward(self, node, ins, ps, out, cx):
+        b = ps[1] if len(ps) > 1 else "0"
+        plane, ck, gemm = self._c_sizes(node)
+        if gemm:
+            call = cx.call("symgrad_conv_forward_gemm", f"&g, batch, {ins[0]}, {ps[0]}, {b}, {out}, "
+                           f"{cx.scratch('COLS', ck * plane)}")
+        else:
+            call = cx.call("symgrad_conv_forward", f"&g, batch, {ins[0]}, {ps[0]}, {b}, {out}")
+        return c_block(f"{node.name}: {self.describe()}", self._c_window(node), [call])
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        dx, dw = dins[0] or "0", dps[0] or "0"
+        db = (dps[1] if len(dps) > 1 else None) or "0"
+        plane, ck, gemm = self._c_sizes(node)
+        if gemm:
+            scratch = (f"{cx.scratch('COLS', ck * plane)}, {cx.scratch('TMP', self.out_channels * ck)}, "
+                       f"{cx.scratch('T', ck * plane)}")
+            call = cx.call("symgrad_conv_backward_gemm", f"&g, batch, {ins[0]}, {ps[0]}, {d}, {dx}, {dw}, {db}, {scratch}")
+        else:
+            call = cx.call("symgrad_conv_backward", f"&g, batch, {ins[0]}, {ps[0]}, {d}, {dx}, {dw}, {db}")
+        return c_block(f"{node.name} backward: {self.rule}", self._c_window(node), [call])
 
 
 class Conv1d(Conv):

@@ -134,6 +134,7 @@ class DenseOp:
     merges = False
     has_activation = True
     fresh_grads = True
+    view = passes_delta = False
     kernels = ()
     rule = ("dE/dW is the delta times the layer's input summed over the batch (and any leading axes); the input "
             "delta is the delta times W")
@@ -187,4 +188,31 @@ class DenseOp:
             lines.append(f"{dps[1]} = np.asarray({d}.sum())" if self.shared else f"{dps[1]} = {d2}.sum(axis=0)")
         if dins[0] is not None:
             lines.append(f"{dins[0]} = {d}.dot({ps[0]})  # {node.name}: dE/d(input)")
+        return lines
+
+    def _c_rows(self, node):
+        """The rows of the layer's input matrix: the batch times any leading axes."""
+        lead = int(np.prod(node.shape[:-1]))
+        return "batch" if lead == 1 else f"batch * {lead}"
+
+    def c_forward(self, node, ins, ps, out, cx):
+        units, fan_in, rows = self.built.units, node.in_shapes[0][-1], self._c_rows(node)
+        lines = [f"/* {node.name}: {self.describe()}, net = a W^T + b */",
+                 cx.call("symgrad_gemm_nt", f"{rows}, {units}, {fan_in}, {ins[0]}, {ps[0]}, {out}, "
+                         f"{cx.scratch('T', units * fan_in)}")]
+        if len(ps) > 1:
+            shape = f"{rows}, 1, {units}" if self.shared else f"{rows}, {units}, 1"
+            lines.append(cx.call("symgrad_add_bias", f"{shape}, {ps[1]}, {out}"))
+        return lines
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        units, fan_in, rows = self.built.units, node.in_shapes[0][-1], self._c_rows(node)
+        lines = [f"/* {node.name} backward: {self.rule} */"]
+        if dps[0] is not None:
+            lines.append(cx.call("symgrad_gemm_tn", f"{units}, {fan_in}, {rows}, {d}, {ins[0]}, {dps[0]}"))
+        if len(dps) > 1 and dps[1] is not None:
+            shape = f"{rows}, 1, {units}" if self.shared else f"{rows}, {units}, 1"
+            lines.append(cx.call("symgrad_bias_grad", f"{shape}, {d}, {dps[1]}"))
+        if dins[0] is not None:
+            lines.append(cx.call("symgrad_gemm_nn", f"{rows}, {fan_in}, {units}, {d}, {ps[0]}, {dins[0]}"))
         return lines

@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import sympy as sp
 
-from symgrad.ops.tensor import TensorOp, pair, show
+from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show
 
 
 class Pool(TensorOp):
@@ -48,6 +48,18 @@ class Pool(TensorOp):
     def _args(self):
         return f"{self.k!r}, {self.s!r}, {self.pad!r}"
 
+    def c_forward(self, node, ins, ps, out, cx):
+        window = c_window(node.in_shapes[0], node.shape, self.k, self.s, self.pad)
+        return c_block(f"{node.name}: {self.describe()}", window,
+                       [cx.call(f"symgrad_{self.c_kernel}_forward", f"&g, batch, {ins[0]}, {out}")])
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        if dins[0] is None:
+            return []
+        window = c_window(node.in_shapes[0], node.shape, self.k, self.s, self.pad)
+        args = f"&g, batch, {ins[0]}, {d}, {dins[0]}" if self.c_kernel == "maxpool" else f"&g, batch, {d}, {dins[0]}"
+        return c_block(f"{node.name} backward: {self.rule}", window, [cx.call(f"symgrad_{self.c_kernel}_backward", args)])
+
     def windows(self, x):
         """{output index: [the input entries (SymPy) of its window]} for a per-sample object array x."""
         size = x.shape[1:]
@@ -69,6 +81,7 @@ class Pool(TensorOp):
 
 class MaxPool(Pool):
     kernels = ("_maxpool", "_maxpool_backward")
+    c_kernel = "maxpool"
     fill = sp.S.NegativeInfinity
     rule = ("max pooling routes each window's delta to the entry its maximum came from (the first on ties, as "
             "PyTorch); overlapping windows add")
@@ -87,6 +100,7 @@ class MaxPool(Pool):
 
 class AvgPool(Pool):
     kernels = ("_avgpool", "_avgpool_backward")
+    c_kernel = "avgpool"
     fill = sp.S.Zero
     rule = "average pooling spreads each window's delta evenly over its entries (padding counts as zeros)"
 

@@ -16,6 +16,8 @@ class Flatten(TensorOp):
 
     kind = "flatten"
     fresh_grads = False
+    view = True  # row-major (batch, C, ...) is already (batch, C*...)
+    passes_delta = True
     rule = "flatten's delta is the output delta reshaped back to the input's shape"
 
     def build(self, key, in_shapes, init, taken):
@@ -44,6 +46,7 @@ class Add(Merge):
     """out = a + b + ...: inputs of the same shape."""
 
     kind = "add"
+    passes_delta = True
     rule = "an add hands its delta unchanged to every input; a value read by several layers sums their deltas"
 
     def build(self, key, in_shapes, init, taken):
@@ -62,6 +65,10 @@ class Add(Merge):
 
     def numpy_forward(self, node, ins, ps, out):
         return [f"{out} = {' + '.join(ins)}  # {node.name}: add"]
+
+    def c_forward(self, node, ins, ps, out, cx):
+        return [f"for (size_t _q = 0; _q < (size_t)batch * {node.size}; ++_q) {{  /* {node.name}: add */",
+                f"    {out}[_q] = {' + '.join(f'{i}[_q]' for i in ins)};", "}"]
 
     def numpy_backward(self, node, ins, ps, out, d, dins, dps):
         return [f"{di} = {d}  # {node.name}: add passes its delta on" for di in dins if di is not None]
@@ -90,3 +97,20 @@ class Concat(Merge):
     def numpy_backward(self, node, ins, ps, out, d, dins, dps):
         return [f"{di} = {d}[:, {lo}:{hi}]  # {node.name}: concat backward"
                 for di, lo, hi in zip(dins, self.bounds, self.bounds[1:]) if di is not None]
+
+    def _c_slices(self, node):
+        """(per-sample offset, per-sample size) of each input's slice of the output."""
+        inner = int(np.prod(node.shape[1:]))
+        return [(lo * inner, (hi - lo) * inner) for lo, hi in zip(self.bounds, self.bounds[1:])]
+
+    def c_forward(self, node, ins, ps, out, cx):
+        n = node.size
+        return [f"/* {node.name}: concat */"] + [
+            cx.call("symgrad_copy_block", f"batch, {size}, {src}, {size}, {out} + {at}, {n}")
+            for src, (at, size) in zip(ins, self._c_slices(node))]
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        n = node.size
+        return [f"/* {node.name} backward: {self.rule} */"] + [
+            cx.call("symgrad_copy_block", f"batch, {size}, {d} + {at}, {n}, {di}, {size}")
+            for di, (at, size) in zip(dins, self._c_slices(node)) if di is not None]

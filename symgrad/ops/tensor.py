@@ -11,6 +11,9 @@ place, everything about its kind:
   the tests check the array code against;
 * ``numpy_forward`` / ``numpy_backward``: lines of NumPy code calling the kernels of
   :mod:`symgrad.backends.numpy.kernels` (each op names the kernels it calls);
+* ``c_forward`` / ``c_backward``: lines of C calling the static kernels of templates/c/symgrad_conv.h
+  (and symgrad_gemm.h) through a context that records each kernel and scratch buffer they use
+  (:class:`symgrad.backends.c.graph.Context`); ``view`` and ``passes_delta`` say when no C is needed;
 * ``rule``: the backward rule in words, for reports and generated docstrings.
 
 An activation (``activation = "tanh"`` on a dense or convolution layer) is applied by the graph
@@ -112,6 +115,18 @@ class TensorOp:
         raise NotImplementedError
 
     fresh_grads = True  # numpy_backward's input gradients are new arrays (not views of d)
+    view = False  # C: the output is the input's memory (no forward code)
+    passes_delta = False  # C: every input's delta is the output's delta itself (no backward code)
+
+    def c_forward(self, node, ins, ps, out, cx):
+        """C lines writing ``out`` (batch, *node.shape) from the input buffers ``ins`` and parameter pointers
+        ``ps``; ``cx.call`` records the kernels called, ``cx.scratch`` the scratch buffers used."""
+        raise NotImplementedError
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        """C lines writing ``dins[i]`` = dE/d(input i) and ``dps[j]`` = dE/d(param j) whole from the buffer ``d``
+        = dE/d(out); a None entry is not needed."""
+        raise NotImplementedError
 
 
 def pair(value, d, key, op, what, minimum=1):
@@ -123,6 +138,22 @@ def pair(value, d, key, op, what, minimum=1):
     if any(v < minimum for v in vals):
         raise op.error(f"{what} must be at least {minimum}, got {value!r}", key)
     return tuple(vals)
+
+
+def c_window(in_shape, out_shape, kernel, stride, padding, dilation=None):
+    """The C initializer of a symgrad_window (templates/c/symgrad_conv.h); a 1-D layer is a 2-D one of height 1."""
+    d = len(kernel)
+    lift = (lambda v, one: tuple(v)) if d == 2 else (lambda v, one: (one,) + tuple(v))
+    (h, w), (oh, ow) = lift(in_shape[1:], 1), lift(out_shape[1:], 1)
+    (kh, kw), (sh, sw) = lift(kernel, 1), lift(stride, 1)
+    (ph, pw), (dh, dw) = lift([lo for lo, _ in padding], 0), lift(dilation or (1,) * d, 1)
+    return (f"{{.c = {in_shape[0]}, .h = {h}, .w = {w}, .o = {out_shape[0]}, .oh = {oh}, .ow = {ow}, .kh = {kh}, "
+            f".kw = {kw}, .sh = {sh}, .sw = {sw}, .ph = {ph}, .pw = {pw}, .dh = {dh}, .dw = {dw}}}")
+
+
+def c_block(comment, window, calls):
+    """A C block: the comment, ``const symgrad_window g = window;`` and the calls."""
+    return [f"{{  /* {comment} */", f"    const symgrad_window g = {window};", *("    " + c for c in calls), "}"]
 
 
 def show(shape):

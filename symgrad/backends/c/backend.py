@@ -5,6 +5,7 @@ from symgrad.backends.c.codegen import SHAPES as CODE_SHAPES
 from symgrad.backends.c.codegen import generate_c, package_files
 from symgrad.backends.c.printer import CPrinter
 from symgrad.errors import SpecError
+from symgrad.spec.config import SECOND_ORDER
 
 SHAPES = ("auto", *CODE_SHAPES)
 BLAS = ("no", "auto", "yes")
@@ -25,20 +26,21 @@ class CBackend(Backend):
         if options.get("blas", "no") not in BLAS:
             raise SpecError(f"blas must be one of {', '.join(BLAS)}", "blas")
 
-    def _supported(self, derivation):
-        if derivation.model.kind == "graph":
-            raise SpecError("the C backend does not generate graph networks (convolution, pooling, add, concat) yet: "
-                            "use --target numpy", "--target")
+    def _supported(self, derivation, options):
+        model = derivation.model
+        if model.kind == "graph" and (options.get("second_order") or model.train.kind in SECOND_ORDER):
+            raise SpecError("second-order functions (--second-order, newton/gauss_newton training) are generated for "
+                            "dense networks and expression models; graph networks have gradients only", "--second-order")
 
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
-        self._supported(derivation)
+        self._supported(derivation, options)
         o = self.settings(options)
         files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"], o["second_order"])[2]
         return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
 
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)
-        self._supported(derivation)
+        self._supported(derivation, options)
         o = self.settings(options)
         return generate_c(derivation, out_dir, dtype=dtype, **o)

@@ -22,6 +22,7 @@ from symgrad.backends.c import build as _build
 from symgrad.backends.c import helpers as _helpers
 from symgrad.backends.c import runtime as _runtime
 from symgrad.backends.c import second_runtime as _second_runtime
+from symgrad.backends.c.graph import GraphLoops
 from symgrad.backends.c.loops import Hybrid, Loops
 from symgrad.backends.c.printer import CPrinter
 from symgrad.backends.c.second import CSecond
@@ -63,6 +64,10 @@ def _void_unused(lines, args):
 
 def _shape(model, shape):
     """The code shape for ``model``: ``shape``, or for "auto" the fastest for its kind and size."""
+    if model.kind == "graph":
+        if shape not in ("auto", "loops"):
+            raise SpecError(f"--shape {shape}: graph networks have loop code only", "--shape")
+        return "loops"
     if model.kind != "network" and shape in ("loops", "hybrid"):
         raise SpecError(f"--shape {shape} needs a network; expression models have unrolled code only", "--shape")
     if shape != "auto":
@@ -92,22 +97,25 @@ def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=Fals
     layout, n_params = _layout(model)
     pr = CPrinter(dtype)
     ctype = "double" if dtype == "float64" else "float"
-    body = SHAPES[shape](model, layout, pr)
+    body = (GraphLoops if model.kind == "graph" else SHAPES[shape])(model, layout, pr)
     forward, loss, backward = body.forward(), body.loss(), body.backward()
     forward = _void_unused(forward, ("params", "x", "y", "work"))
     loss = _void_unused(loss, ("params", "x", "t", "work"))
     backward = _void_unused(backward, ("params", "x", "t", "grad", "work"))
     second = _second(model, layout, pr) if second_order else None
-    math, gemm = _helpers.select(body.helpers() | pr.helpers | (second["gemm"] if second else set()))
+    math, gemm, conv = _helpers.select(body.helpers() | pr.helpers | (second["gemm"] if second else set()))
     use_blas = shape != "unrolled" and blas != "no"
     name = model.name
-    der = derive(model).layers if model.kind == "network" else derive(model).straight.derivation
+    der = {"network": derive(model).layers, "graph": derive(model).graph}.get(model.kind) \
+        if model.kind != "expression" else derive(model).straight.derivation
     common = dict(version=__version__, source=model.source, name=name, summary=model.describe(), ctype=ctype,
                   prefix=name.upper(), n_inputs=model.n_inputs, n_outputs=model.n_outputs, n_params=n_params,
                   layout=layout)
-    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled", second=second, **common)
+    header = render("c/header.h.j2", guard=f"SYMGRAD_{name.upper()}_H", gemm_hook=shape != "unrolled",
+                    input_shape=getattr(model, "input_shape", None), output_shape=getattr(model, "output_shape", None),
+                    second=second, **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
-                    helpers=[*math.values(), *gemm.values()], helpers_need_bits="symgrad_pow2" in math,
+                    helpers=[*math.values(), *gemm.values(), *conv.values()], helpers_need_bits="symgrad_pow2" in math,
                     gemm_hook=shape != "unrolled", blas_min_work=BLAS_MIN_WORK, cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
                     workspace=body.workspace(), forward=forward, loss=loss, backward=backward, second=second, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas
@@ -157,6 +165,7 @@ def _package_init(model, dtype, shape, blas, second_order=False):
         learning_rate=repr(float(model.train.learning_rate)), uses_target=model.loss.uses_target,
         train=train_context(model), gemm_hook=shape != "unrolled", pack_limit=PACK_LIMIT,
         second=second_order, hessian_limit=HESSIAN_LIMIT, convex=model.loss.convex,
+        input_shape=getattr(model, "input_shape", None), output_shape=getattr(model, "output_shape", None),
     )
 
 
@@ -176,8 +185,8 @@ def _main_source(model, layout, dtype):
         x = np.zeros(model.n_inputs)
         t = np.zeros(model.n_outputs)
     else:
-        x = sample.x
-        t = sample.t if sample.t is not None else np.zeros(model.n_outputs)
+        x = np.ravel(sample.x)
+        t = np.ravel(sample.t) if sample.t is not None else np.zeros(model.n_outputs)
     return render(
         "c/main.c.j2", version=__version__, source=model.source, name=model.name,
         ctype="double" if dtype == "float64" else "float", fmt=".17g" if dtype == "float64" else ".9g",
