@@ -330,9 +330,9 @@ def test_report_with_an_unused_parameter_gives_it_gradient_zero(cli, tmp_path):
     rc, out, err = cli("report", write(tmp_path, EXPR), "-o", "r.md")
     assert rc == 0, err
     text = (tmp_path / "r.md").read_text()
-    row = next(line for line in text.splitlines() if re.match(r"\| \$\\frac\{\\partial E_\{total\}\}\{\\partial b\}", line))
+    row = next(line for line in text.splitlines() if re.match(r"\| \$\\frac\{\\partial E_\{\\mathrm\{total\}\}\}\{\\partial b\}", line))
     assert row.split("|")[2].strip() == "$0$"
-    w = next(line for line in text.splitlines() if re.match(r"\| \$\\frac\{\\partial E_\{total\}\}\{\\partial w\}", line))
+    w = next(line for line in text.splitlines() if re.match(r"\| \$\\frac\{\\partial E_\{\\mathrm\{total\}\}\}\{\\partial w\}", line))
     assert float(w.split("|")[2].strip(" $")) == pytest.approx(2 * (1.5 * 1.0 - 0.25) * 1.0)
 
 

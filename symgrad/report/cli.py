@@ -4,10 +4,7 @@ The format is ``--format`` if given, else the suffix of ``-o FILE`` (.md, .tex, 
 Markdown. Without ``-o`` the report is written to ``<model name>.<format>`` in the current folder.
 """
 
-import zipfile
 from pathlib import Path
-
-import numpy as np
 
 from symgrad.errors import SpecError
 from symgrad.limits import check
@@ -15,6 +12,7 @@ from symgrad.render import check_output_file, write_atomic
 from symgrad.report.content import build
 from symgrad.report.layout import layout, pdf
 from symgrad.spec import load
+from symgrad.spec.loader import read_params
 
 OPTIONS = {"params": "--params", "params-file": "--params-file"}  # build()'s argument names -> this command's options
 
@@ -49,23 +47,6 @@ def _format(args):
     return "md"
 
 
-def _load_npz(path):
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SpecError("file not found", "--params-file", path) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise SpecError(f"cannot read parameters: {exc}", "--params-file", path) from None
-    if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy holds one array, not named parameters
-        raise SpecError("expected an .npz of named parameter arrays (as symgrad train writes), got a single array",
-                        "--params-file", path)
-    try:
-        with data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SpecError(f"cannot read parameters: {exc}", "--params-file", path) from None
-
-
 def run(args):
     if not 1 <= args.digits <= 17:
         raise SpecError("--digits must be between 1 and 17", "--digits")
@@ -76,7 +57,7 @@ def run(args):
     model = load(args.spec)
     out = check_output_file(args.out or f"{model.name}.{fmt}")
     params = [s.strip() for s in args.params.split(",") if s.strip()] if args.params else None
-    values = _load_npz(args.params_file) if args.params_file else None
+    values = read_params(args.params_file, args.params_file, "--params-file") if args.params_file else None
     try:
         rep = build(model, params, args.digits, args.steps, values, args.hessian)
     except SpecError as exc:  # build names its arguments; here they came from options
