@@ -449,3 +449,17 @@ def test_graph_reports_compile_with_pdflatex(tmp_path, spec):
     r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "r.tex"], cwd=tmp_path,
                        capture_output=True, text=True, errors="replace", timeout=300)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian: chromium)")
+def test_conv_tiny_html_renders_in_chromium(tmp_path):
+    html = tmp_path / "conv_tiny.html"
+    html.write_text(report(EX / "conv_tiny.toml", "html"))
+    flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(flags + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<math") > 200 and "<mfrac>" in dom and "<svg" in dom and "<mtable>" in dom
+    text = re.sub(r"<[^>]+>", "", dom)
+    for raw in ("\\frac", "$$", "\\cdot", "\\left", "\\partial", "\\theta"):
+        assert raw not in text

@@ -236,15 +236,15 @@ class GraphReport:
             n = m.nodes[k - 1]
             readers = [m.nodes[j].name for j, _ in der.consumers[n.name]]
             fp = der.derivs[k - 1]
-            act = "" if fp is None or fp == 1 else f"; f'(net) = {sp.sstr(fp.subs({OUT: sym('out'), NET: nv}))}"
+            act = [] if fp is None or fp == 1 else ["; f'(net) = ", fp.subs({OUT: sym("out"), NET: nv})]
             fork = f"; read by {', '.join(readers)}: their deltas add" if len(readers) > 1 else ""
-            sec.blocks.append(Text([f"{n.name} ({n.op.describe()}): {n.op.rule}{act}{fork}."]))
+            sec.blocks.append(Text([f"{n.name} ({n.op.describe()}): {n.op.rule}", *act, f"{fork}."]))
             dk = self.delta(k)
-            grads = "; ".join(f"‖∂E/∂{p.name}‖ = {fmt(float(np.linalg.norm(self.grads[p.name])), self.digits)}"
-                              for p in n.params if p.name in self.grads)
             rows.append([n.name, show(n.shape), "—" if dk is None else float(np.linalg.norm(dk)),
-                         "—" if dk is None else float(np.abs(dk).max()), grads or "—"])
-        sec.blocks.append(Table(["layer", "shape", "‖δ‖", "max |δ|", "parameter gradients"], rows))
+                         "—" if dk is None else float(np.abs(dk).max())])
+        sec.blocks.append(Text(["The deltas δ of every layer, summarized (the parameters' gradients follow from them by "
+                                "each layer's rule; their norms are in the summary):"]))
+        sec.blocks.append(Table(["layer", "shape", "norm of δ", "largest |δ|"], rows))
         return sec
 
     def _owner(self):
