@@ -58,6 +58,8 @@ def torch_run(model, P, x, t):
             z = ins[0] @ ps[0].T + (ps[1] if len(ps) > 1 else 0)
         z.retain_grad()
         a = ACT[n.activation.name if n.activation is not None else "identity"](z)
+        if a is not z:
+            a.retain_grad()
         vals[n.name], inner[n.name] = a, (z, a)
     y = vals[model.nodes[-1].name]
     tt = torch.tensor(np.asarray(t, dtype=np.float64))[None]
@@ -94,12 +96,13 @@ def test_conv_tiny_report_numbers_equal_the_generated_module_and_torch(tiny):
         got = values[f"dE_d{name}"]
         assert got == pytest.approx(gm[pname].reshape(-1)[idx], rel=1e-12, abs=1e-15), name
         assert got == pytest.approx(grads[pname].reshape(-1)[idx], rel=1e-12, abs=1e-15), name
-    for layer in ("conv", "pool"):  # every forward value and every delta of the shaped layers
+    for layer in ("conv", "pool", "out"):  # every forward value, every dE/dout and every delta of every layer
         z, a = inner[layer]
         for idx in np.ndindex(*a.shape[1:]):
-            label = f"{layer}_" + "_".join(map(str, idx))
+            label = model.outputs[idx[0]] if layer == "out" else f"{layer}_" + "_".join(map(str, idx))
             assert values[f"out_{label}"] == pytest.approx(a[(0,) + idx].item(), abs=1e-15), label
-            if layer == "conv":
+            assert values[f"dE_dout_{label}"] == pytest.approx(a.grad[(0,) + idx].item(), abs=1e-15), label
+            if layer != "pool":
                 assert values[f"net_{label}"] == pytest.approx(z[(0,) + idx].item(), abs=1e-15), label
                 assert values[f"delta_{label}"] == pytest.approx(z.grad[(0,) + idx].item(), abs=1e-15), label
 

@@ -1,7 +1,7 @@
 """The content of a derivation report, built once as a list of sections of blocks (blocks.py).
 
-Small models get the neuron-level report (scalar.py), large networks the layer-level one (layers.py);
-layout.py prints either as LaTeX, Markdown or HTML.
+Small models get the neuron-level report (scalar.py), large networks the layer-level one (layers.py),
+graph networks either kind by their size (graph.py); layout.py prints them as LaTeX, Markdown or HTML.
 """
 
 import copy
