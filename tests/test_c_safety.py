@@ -13,7 +13,8 @@ from symgrad.backends.c.build import DEFAULT_CFLAGS, PORTABLE_CFLAGS
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (install gcc)")
-EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.toml"))
+# graph networks (examples with input_shape, e.g. conv_tiny) have no C backend yet: it lands separately
+EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.toml") if symgrad.load(p).kind != "graph")
 
 
 @pytest.fixture(autouse=True)

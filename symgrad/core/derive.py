@@ -4,6 +4,8 @@ from functools import cached_property
 
 from symgrad.core.derivation import derive_layers, derive_scalar, straight_line
 from symgrad.core.graph import derive_graph
+from symgrad.core.graph_scalar import graph_program
+from symgrad.core.graph_scalar import small as small_graph
 from symgrad.core.second import ScalarSecond, derive_second
 from symgrad.sizes import SCALAR_LIMIT
 
@@ -16,15 +18,18 @@ class Derivation:
 
     @property
     def small(self):
-        """Whether the model gets the neuron-level program (expression models, networks up to SCALAR_LIMIT)."""
+        """Whether the model gets the neuron-level program (expression models, networks up to SCALAR_LIMIT,
+        graph networks whose unrolled layers have up to GRAPH_SCALAR_TERMS terms)."""
         if self.model.kind == "graph":
-            return False
+            return small_graph(self.model)
         return self.model.kind == "expression" or sum(p.size for p in self.model.params) <= SCALAR_LIMIT
 
     @cached_property
     def scalar(self):
         """The neuron-level ScalarDerivation, or None for large networks."""
-        return derive_scalar(self.model) if self.small else None
+        if not self.small:
+            return None
+        return derive_scalar(graph_program(self.model) if self.model.kind == "graph" else self.model)
 
     @cached_property
     def layers(self):

@@ -1,7 +1,7 @@
 """The content of a derivation report, built once as a list of sections of blocks (blocks.py).
 
-Small models get the neuron-level report (scalar.py), large networks the layer-level one (layers.py);
-layout.py prints either as LaTeX, Markdown or HTML.
+Small models get the neuron-level report (scalar.py), large networks the layer-level one (layers.py),
+graph networks either kind by their size (graph.py); layout.py prints them as LaTeX, Markdown or HTML.
 """
 
 import copy
@@ -10,6 +10,7 @@ import numpy as np
 
 from symgrad.errors import SpecError
 from symgrad.report.blocks import Text
+from symgrad.report.graph import graph_report
 from symgrad.report.layers import LayerReport
 from symgrad.report.scalar import ScalarReport
 from symgrad.sizes import SMALL_LIMIT
@@ -24,7 +25,9 @@ def build(model, params=None, digits=9, steps=0, values=None, hessian=False):
     model, note = _with_sample(model)
     init = _param_values(model, values)
     n = sum(p.size for p in model.params)
-    if model.kind == "expression" or n <= SMALL_LIMIT:
+    if model.kind == "graph":
+        rep = graph_report(model, init, params, digits, steps)
+    elif model.kind == "expression" or n <= SMALL_LIMIT:
         rep = ScalarReport(model, init, params, digits, steps, hessian).build()
     else:
         if hessian:

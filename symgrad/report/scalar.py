@@ -46,10 +46,10 @@ class ScalarReport:
         prog = self.prog = self.der.program
         self.E = prog.loss
         self.leaves = {}
-        for s, v in zip(prog.inputs, model.sample.x):
+        for s, v in zip(prog.inputs, np.ravel(model.sample.x)):
             self.leaves[s] = float(v)
         t = model.sample.t if model.sample.t is not None else np.zeros(len(prog.targets))
-        for s, v in zip(prog.targets, t):
+        for s, v in zip(prog.targets, np.ravel(t)):
             self.leaves[s] = float(v)
         for s, (pname, idx) in prog.params.items():
             self.leaves[s] = float(np.asarray(init[pname]).reshape(-1)[idx])

@@ -37,7 +37,9 @@ def checks_section(model, lookup):
 
 def make_report(model, secs, rewrites, values, digits):
     """The report: its sections, then the stability rewrites applied by the derivation and the activations."""
-    notes = list(rewrites) + [n for lay in getattr(model, "layers", ()) for n in getattr(lay, "activation", lay).notes]
+    acts = [n.activation for n in model.nodes] if model.kind == "graph" else \
+        [getattr(lay, "activation", lay) for lay in getattr(model, "layers", ())]
+    notes = list(rewrites) + [n for act in acts if act is not None for n in act.notes]
     sec = _notes_section(notes)
     return Report(f"Backpropagation step by step: {model.name}", secs + ([sec] if sec else []), values, digits)
 

@@ -137,5 +137,5 @@ def _gather(k, parts, der, pr):
         steps = in_place(fp, OUT, f"a{k}", pr)
         if steps is not None:
             return lines + steps + [f"{g} *= a{k}  # times f'(net) = {sp.sstr(fp)}", f"d{k} = {g}"]
-    G = sp.Symbol("_g")  # the product printed by SymPy: brackets from its precedence
-    return lines + [f"d{k} = {pr(G * fp, {'_g': g, 'out': f'a{k}', 'net': f'z{k}'})}  # times f'(net)"]
+    product = sp.Symbol("_g") * fp  # brackets from SymPy: g * (1 - out**2), never g * 1 - out**2
+    return lines + [f"d{k} = {pr(product, {'_g': g, 'out': f'a{k}', 'net': f'z{k}'})}  # times f'(net)"]
