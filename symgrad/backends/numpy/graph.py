@@ -137,4 +137,4 @@ def _gather(k, parts, der, pr):
         steps = in_place(fp, OUT, f"a{k}", pr)
         if steps is not None:
             return lines + steps + [f"{g} *= a{k}  # times f'(net) = {sp.sstr(fp)}", f"d{k} = {g}"]
-    return lines + [f"d{k} = {g} * {pr(fp, {'out': f'a{k}', 'net': f'z{k}'})}  # times f'(net)"]
+    return lines + [f"d{k} = {pr(sp.Symbol(g) * fp, {'out': f'a{k}', 'net': f'z{k}'})}  # times f'(net)"]
