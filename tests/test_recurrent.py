@@ -1,0 +1,199 @@
+"""Recurrent layers (rnn, lstm, gru) against PyTorch float64 nn.RNN / nn.LSTM / nn.GRU with batch_first=True.
+
+Forward, loss and every gradient to 1e-10 relative for random sizes, lengths 1..20, batch 1 and larger, the
+last state or every step, bias or none, stacked layers, after a conv1d, and truncated BPTT (PyTorch's state
+detached every bptt_steps steps). The SymPy definition (used by reports) agrees with the NumPy kernels.
+"""
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symgrad.errors import SpecError
+from symgrad.spec.loader import from_dict
+
+torch = pytest.importorskip("torch")
+TOL = 1e-10
+
+
+def spec(layers, input_shape, loss="mse", name="rec"):
+    return from_dict({"name": name, "input_shape": list(input_shape), "layers": layers, "loss": {"kind": loss}})
+
+
+def torch_forward(model, params, x):
+    """The model's output in PyTorch float64 (params: name -> tensor), the state detached every bptt_steps."""
+    import torch.nn.functional as F
+    from torch.func import functional_call
+
+    vals = {"x": x}
+    for n in model.nodes:
+        a = vals[n.inputs[0]]
+        P = {p.name.rsplit(".", 1)[1]: params[p.name] for p in n.params}
+        op = n.op
+        if n.kind in ("rnn", "lstm", "gru"):
+            cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[n.kind]
+            extra = {"nonlinearity": op.activation} if n.kind == "rnn" else {}
+            mod = cls(op.F, op.H, bias=op.bias == "unit", batch_first=True, **extra).double()
+            weights = {f"{k}_l0": v for k, v in P.items()}
+            k = op.bptt_steps or op.T
+            outs, state = [], None
+            for s in range(0, op.T, k):
+                o, state = functional_call(mod, weights, (a[:, s:s + k],) if state is None else (a[:, s:s + k], state))
+                state = tuple(v.detach() for v in state) if isinstance(state, tuple) else state.detach()
+                outs.append(o)
+            o = torch.cat(outs, 1)
+            z = o if op.return_sequences else o[:, -1]
+        elif n.kind == "dense":
+            z = a @ P["weight"].T + (P["bias"] if "bias" in P else 0)
+        elif n.kind == "conv1d":
+            z = F.conv1d(a, P["weight"], P.get("bias"), stride=op.s, padding=[p[0] for p in op.pad], dilation=op.dl)
+        elif n.kind == "transpose":
+            z = a.transpose(1, 2)
+        else:
+            raise AssertionError(n.kind)
+        act = n.activation.name if n.activation is not None else "identity"
+        vals[n.name] = {"identity": lambda v: v, "tanh": torch.tanh, "relu": torch.relu}[act](z)
+    return vals[model.nodes[-1].name]
+
+
+def check(model, build, batch, seed=0):
+    """Forward, loss and gradients of the generated module against PyTorch; the worst relative errors."""
+    m = build(model)
+    rng = np.random.default_rng(seed)
+    params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in m.init_params().items()}
+    x = rng.normal(size=(batch,) + model.input_shape)
+    t = rng.normal(size=(batch,) + model.output_shape)
+    E, g = m.loss_and_gradients(params, x, t)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    y = torch_forward(model, tp, torch.tensor(x))
+    tt = torch.tensor(t)
+    L = ((y - tt) ** 2).mean() if model.loss.name == "mse" else ((y - tt) ** 2).sum() / 2
+    L.backward()
+    errs = {"loss": abs(E - L.item()) / abs(L.item())}
+    ref = y.detach().numpy()
+    errs["forward"] = np.abs(m.forward(params, x) - ref).max() / np.abs(ref).max()
+    assert set(g) == set(params)
+    for k, v in g.items():
+        r = tp[k].grad.numpy()
+        errs[k] = np.abs(v - r).max() / max(np.abs(r).max(), 1e-300) if np.abs(r).max() else np.abs(v).max()
+    bad = {k: e for k, e in errs.items() if not e < TOL}
+    assert not bad, bad
+    return max(errs.values())
+
+
+def random_case(seed):
+    """A random one-layer recurrent network (kind, sizes, bias, output, truncation) and a batch size."""
+    rng = np.random.default_rng(1000 + seed)
+    kind = ["rnn", "lstm", "gru"][seed % 3]
+    T, F, H = int(rng.integers(1, 21)), int(rng.integers(1, 6)), int(rng.integers(1, 7))
+    layer = {"kind": kind, "name": "rec", "hidden_size": H, "bias": ["unit", "none"][int(rng.integers(0, 4) == 0)],
+             "return_sequences": bool(rng.integers(0, 2))}
+    if kind == "rnn":
+        layer["activation"] = ["tanh", "relu"][int(rng.integers(0, 2))]
+    if rng.integers(0, 3) == 0:
+        layer["bptt_steps"] = int(rng.integers(1, T + 2))
+    layers = [layer, {"name": "out", "units": int(rng.integers(1, 4))}]
+    return spec(layers, (T, F), ["mse", "half_sse"][seed % 2]), [1, int(rng.integers(2, 7))][seed // 3 % 2]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_layers_match_pytorch(build, seed):
+    model, batch = random_case(seed)
+    check(model, build, batch, seed)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("sequences", [False, True])
+@pytest.mark.parametrize("bptt", [None, 1, 3])
+def test_every_kind_output_and_truncation(build, kind, sequences, bptt):
+    layer = {"kind": kind, "name": "rec", "hidden_size": 3, "return_sequences": sequences}
+    if bptt:
+        layer["bptt_steps"] = bptt
+    model = spec([layer, {"name": "out", "units": 2}], (7, 2))
+    check(model, build, 4)
+    check(model, build, 1, seed=1)
+
+
+def test_stacked_layers_match_pytorch(build):
+    layers = [{"kind": "lstm", "name": "l1", "hidden_size": 5, "return_sequences": True},
+              {"kind": "gru", "name": "l2", "hidden_size": 4, "return_sequences": True, "bptt_steps": 4},
+              {"kind": "rnn", "name": "l3", "hidden_size": 3, "activation": "relu"},
+              {"name": "out", "units": 1}]
+    check(spec(layers, (11, 3)), build, 5)
+
+
+def test_after_conv1d_through_transpose(build):
+    layers = [{"kind": "conv1d", "name": "conv", "out_channels": 4, "kernel_size": 3, "activation": "tanh"},
+              {"kind": "transpose", "name": "steps"},
+              {"kind": "gru", "name": "rec", "hidden_size": 3},
+              {"name": "out", "units": 2}]
+    model = spec(layers, (2, 9))
+    assert model.node("steps").shape == (7, 4)
+    check(model, build, 3)
+
+
+def test_input_projection_and_sequence_output_per_step_dense(build):
+    """A dense layer on every step of a sequence output, the loss averaged over every element."""
+    layers = [{"kind": "rnn", "name": "rec", "hidden_size": 4, "return_sequences": True},
+              {"name": "hid", "units": 3, "activation": "tanh"}, {"name": "out", "units": 1}]
+    model = spec(layers, (6, 2))
+    assert model.output_shape == (6, 1)
+    check(model, build, 3)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_sympy_definition_agrees_with_the_kernels(build, kind):
+    """sympy_forward (what reports derive from) gives the module's outputs and, by sympy.diff, its gradients."""
+    layers = [{"kind": kind, "name": "rec", "hidden_size": 2, "return_sequences": True}, {"name": "out", "units": 1}]
+    model = spec(layers, (2, 1), loss="half_sse")
+    m = build(model)
+    rng = np.random.default_rng(3)
+    params = {k: rng.normal(size=v.shape) for k, v in m.init_params().items()}
+    x = rng.normal(size=model.input_shape)
+    node, w, b = model.nodes[0], params["out.weight"], params["out.bias"][0]
+    grads = m.gradients(params, x, np.zeros(model.output_shape))
+
+    def loss(arrays):
+        y = node.op.sympy_forward([x.astype(object)], arrays).dot(w.T.astype(object)) + b
+        return y, sum(v**2 for v in y.ravel()) / 2
+
+    numbers = [params[p.name].astype(object) for p in node.params]
+    y, _ = loss(numbers)
+    np.testing.assert_allclose(np.array(y, dtype=float).ravel(), m.forward(params, x).ravel(), rtol=1e-12)
+    s = sp.Symbol("s", real=True)
+    for j, p in enumerate(node.params):
+        for i in {(0,) * len(p.shape), tuple(n - 1 for n in p.shape)}:  # the first and last entries
+            arrays = [a.copy() for a in numbers]
+            arrays[j][i] = s
+            dE = sp.diff(loss(arrays)[1], s).subs(s, params[p.name][i])
+            assert float(dE) == pytest.approx(grads[p.name][i], rel=1e-10, abs=1e-12), (p.name, i)
+
+
+def test_local_derivatives_come_from_sympy():
+    lstm = spec([{"kind": "lstm", "name": "rec", "hidden_size": 2}], (3, 1)).nodes[0].op
+    rows = dict(lstm.local_derivatives())
+    i, g = sp.symbols("i g", real=True)
+    assert sp.simplify(rows["dc_t/di * di/da_i"] - g * i * (1 - i)) == 0
+    assert sp.sstr(rows["dc_t/dc_{t-1} (the cell-state path)"]) == "f"
+    gru = spec([{"kind": "gru", "name": "rec", "hidden_size": 2}], (3, 1)).nodes[0].op
+    assert sp.sstr(dict(gru.local_derivatives())["dh_t/dh_{t-1} (directly, besides W_hh)"]) == "z"
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"kind": "lstm", "name": "r"}, "hidden_size must be a positive integer"),
+    ({"kind": "gru", "name": "r", "hidden_size": 2, "bptt_steps": 0}, "bptt_steps must be a positive integer"),
+    ({"kind": "rnn", "name": "r", "hidden_size": 2, "activation": "sigmoid"}, "unknown activation"),
+    ({"kind": "rnn", "name": "r", "hidden_size": 2, "return_sequences": 1}, "return_sequences must be true or false"),
+    ({"kind": "lstm", "name": "r", "hidden_size": 2, "bias": "shared"}, "unknown bias"),
+    ({"kind": "lstm", "name": "r", "hidden_size": 2, "weight_hh": [[1.0]]}, "expected shape (8, 2)"),
+])
+def test_spec_errors_name_the_layer(layer, message):
+    with pytest.raises(SpecError) as exc:
+        spec([layer, {"name": "out", "units": 1}], (4, 2))
+    assert message in str(exc.value) and ("layer 'r'" in str(exc.value) or "layers[0]" in str(exc.value))
+
+
+def test_a_signal_needs_transpose_before_a_recurrent_layer():
+    with pytest.raises(SpecError, match="transpose"):
+        spec([{"kind": "lstm", "name": "r", "hidden_size": 2}], (2, 3, 4))
+
