@@ -12,13 +12,23 @@ from symgrad.render import write_atomic
 
 
 def load_data(path, model):
-    """(x, y) arrays of shape (N, n_inputs) and (N, n_outputs) from a CSV with a header, or an .npz with x and y."""
+    """(x, y) arrays of shape (N, n_inputs) and (N, n_outputs) from a CSV with a header, or an .npz with x and y.
+
+    A graph network's data come shaped, (N, *input_shape) and (N, *output_shape): an .npz may hold them
+    so or flat, one row per sample in row-major order, as a CSV's columns do.
+    """
     path = str(path)
     if path.endswith(".npz"):
-        return _load_npz(path, model)
-    if path.endswith(".csv") or path.endswith(".txt"):
-        return _load_csv(path, model)
-    raise SpecError("unknown data format: expected a .csv file (with a header row) or an .npz file (with x and y)", file=path)
+        x, y = _load_npz(path, model)
+    elif path.endswith(".csv") or path.endswith(".txt"):
+        x, y = _load_csv(path, model)
+    else:
+        raise SpecError("unknown data format: expected a .csv file (with a header row) or an .npz file (with x and y)",
+                        file=path)
+    if getattr(model, "input_shape", None):
+        x = x.reshape((-1,) + model.input_shape)
+        y = None if y is None else y.reshape((-1,) + model.output_shape)
+    return x, y
 
 
 def _read_text(path):
@@ -75,17 +85,19 @@ def _load_npz(path, model):
         raise SpecError(f"not a readable .npz file: {exc}", file=path) from None
     keys = ("x", "y") if model.loss.uses_target else ("x",)
     out = []
-    for key, width in zip(keys, (model.n_inputs, model.n_outputs)):
+    shapes = (getattr(model, "input_shape", None), getattr(model, "output_shape", None))
+    for key, width, shape in zip(keys, (model.n_inputs, model.n_outputs), shapes):
         if key not in arrays:
             raise SpecError(f"missing array {key!r}; the file has {', '.join(map(repr, arrays)) or 'no arrays'}", file=path)
         a = arrays[key]
         if a.dtype.kind not in "fiu":
             raise SpecError(f"array {key!r} holds {a.dtype}, not numbers", file=path)
         a = a.astype(np.float64)
-        if a.ndim == 1 and width == 1:
-            a = a.reshape(-1, 1)
+        if a.ndim == 1 and width == 1 or shape and len(shape) > 1 and a.shape[1:] == tuple(shape):
+            a = a.reshape(-1, width)
         if a.ndim != 2 or a.shape[1] != width:
-            raise SpecError(f"array {key!r} has shape {a.shape}, expected (N, {width})", file=path)
+            want = f"(N, {width})" + (f" or (N, {', '.join(map(str, shape))})" if shape and len(shape) > 1 else "")
+            raise SpecError(f"array {key!r} has shape {a.shape}, expected {want}", file=path)
         if a.shape[0] == 0:
             raise SpecError(f"array {key!r} has no rows", file=path)
         bad = np.argwhere(~np.isfinite(a))
