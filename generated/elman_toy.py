@@ -67,7 +67,7 @@ def _carries(t, bptt):
 
 
 def _delta_at(d, t, T, carry):
-    """dE/dh_t: the output's delta at step t (d holds every step's, or only the last step's) plus the carried one."""
+    """dE/dh_t: the output's delta at step t (d (B, T, H) holds every step's, (B, H) the last's) plus the carried one."""
     own = d[:, t] if d.ndim == 3 else d if t == T - 1 else None
     if own is None:
         return carry
@@ -75,8 +75,8 @@ def _delta_at(d, t, T, carry):
 
 
 def _project(x, w, b):
-    """x W^T + b for every step at once: (B, T, F) -> (B, T, rows of w)."""
-    z = x.reshape(-1, x.shape[2]).dot(w.T).reshape(x.shape[0], x.shape[1], -1)
+    """x W^T + b for every step at once, time-major: (B, T, F) -> (T, B, rows of w)."""
+    z = x.swapaxes(0, 1).reshape(-1, x.shape[2]).dot(w.T).reshape(x.shape[1], x.shape[0], -1)
     if b is not None:
         z += b
     return z
@@ -86,25 +86,25 @@ def _rnn(x, wih, whh, bih, bhh, relu):
     """h (B, T, H): h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = relu or tanh, h_{-1} = 0."""
     h_all = _project(x, wih, None if bih is None else bih + bhh)
     whh_t, h = whh.T, None
-    for t in range(x.shape[1]):
-        a = h_all[:, t]
+    for a in h_all:
         if h is not None:
             a += h.dot(whh_t)
         h = np.maximum(a, 0.0, out=a) if relu else np.tanh(a, out=a)
-    return h_all
+    return h_all.swapaxes(0, 1)
 
 
 def _rnn_backward(d, h, x, wih, whh, bptt, need_x, need_b, relu):
     """Gradients of an Elman RNN from d = dE/d(output): every step's delta da_t = dE/dh_t * f'(a_t)."""
-    T = h.shape[1]
+    h = h.swapaxes(0, 1)
+    T = h.shape[0]
     da = np.empty_like(h)
     g = None
     for t in range(T - 1, -1, -1):
         g = _delta_at(d, t, T, g)
         if g is None:
-            da[:, :t + 1] = 0.0
+            da[:t + 1] = 0.0
             break
-        dt, ht = da[:, t], h[:, t]
+        dt, ht = da[t], h[t]
         if relu:
             np.multiply(g, ht > 0, out=dt)
         else:
@@ -114,13 +114,14 @@ def _rnn_backward(d, h, x, wih, whh, bptt, need_x, need_b, relu):
 
 
 def _rnn_grads(dgi, dgh, h, x, wih, need_x, need_b):
-    """(dE/dx, dE/dW_ih, dE/dW_hh, dE/db_ih, dE/db_hh) from the deltas of the input and recurrent parts of every step."""
-    G, H, F = dgi.shape[2], h.shape[2], x.shape[2]
-    dwih = dgi.reshape(-1, G).T.dot(x.reshape(-1, F))
-    dwhh = dgh[:, 1:].reshape(-1, G).T.dot(h[:, :-1].reshape(-1, H))
+    """(dE/dx, dE/dW_ih, dE/dW_hh, dE/db_ih, dE/db_hh) from the deltas (T, B, G) of the input and recurrent parts."""
+    T, B, G = dgi.shape
+    H, F = h.shape[2], x.shape[2]
+    dwih = dgi.reshape(-1, G).T.dot(x.swapaxes(0, 1).reshape(-1, F))
+    dwhh = dgh[1:].reshape(-1, G).T.dot(h[:-1].reshape(-1, H))
     dbih = dgi.sum(axis=(0, 1)) if need_b else None
     dbhh = dgh.sum(axis=(0, 1)) if need_b else None
-    dx = dgi.reshape(-1, G).dot(wih).reshape(x.shape) if need_x else None
+    dx = dgi.reshape(-1, G).dot(wih).reshape(T, B, F).swapaxes(0, 1) if need_x else None
     return dx, dwih, dwhh, dbih, dbhh
 
 

@@ -70,7 +70,7 @@ def _carries(t, bptt):
 
 
 def _delta_at(d, t, T, carry):
-    """dE/dh_t: the output's delta at step t (d holds every step's, or only the last step's) plus the carried one."""
+    """dE/dh_t: the output's delta at step t (d (B, T, H) holds every step's, (B, H) the last's) plus the carried one."""
     own = d[:, t] if d.ndim == 3 else d if t == T - 1 else None
     if own is None:
         return carry
@@ -88,15 +88,15 @@ def _halved(w, H, blocks):
 
 
 def _lstm(x, wih, whh, bih, bhh):
-    """(h (B, T, H), (gates (B, T, 4H): i, f, g, o after their activations, c (B, T, H), tanh(c))): PyTorch's LSTM."""
+    """(h (B, T, H), (gates (T, B, 4H): i, f, g, o after their activations, c (T, B, H), tanh(c))): PyTorch's LSTM."""
     B, T, _ = x.shape
     H = whh.shape[1]
     gates = _project(x, _halved(wih, H, (0, 1, 3)), _halved(None if bih is None else bih + bhh, H, (0, 1, 3)))
     whh_t = _halved(whh, H, (0, 1, 3)).T
-    h_all, c_all, tc_all = (np.empty((B, T, H), dtype=gates.dtype) for _ in range(3))
+    h_all, c_all, tc_all = (np.empty((T, B, H), dtype=gates.dtype) for _ in range(3))
     h = c = None
     for t in range(T):
-        a = gates[:, t]
+        a = gates[t]
         if h is not None:
             a += h.dot(whh_t)
         np.tanh(a, out=a)
@@ -104,26 +104,27 @@ def _lstm(x, wih, whh, bih, bhh):
             s *= 0.5
             s += 0.5
         i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        cn = np.multiply(i, g, out=c_all[:, t])
+        cn = np.multiply(i, g, out=c_all[t])
         if c is not None:
             cn += f * c
-        h = np.multiply(o, np.tanh(cn, out=tc_all[:, t]), out=h_all[:, t])
+        h = np.multiply(o, np.tanh(cn, out=tc_all[t]), out=h_all[t])
         c = cn
-    return h_all, (gates, c_all, tc_all)
+    return h_all.swapaxes(0, 1), (gates, c_all, tc_all)
 
 
 def _lstm_backward(d, h, s, x, wih, whh, bptt, need_x, need_b):
     """Gradients of an LSTM from d = dE/d(output): per step the gates' deltas; h and c carry theirs back."""
     gates, c_all, tc_all = s
-    T, H = h.shape[1], h.shape[2]
+    h = h.swapaxes(0, 1)
+    T, H = h.shape[0], h.shape[2]
     dg = np.empty_like(gates)
     g = gc = None
     for t in range(T - 1, -1, -1):
         g = _delta_at(d, t, T, g)
         if g is None:
-            dg[:, :t + 1] = 0.0
+            dg[:t + 1] = 0.0
             break
-        a, dt, tc = gates[:, t], dg[:, t], tc_all[:, t]
+        a, dt, tc = gates[t], dg[t], tc_all[t]
         i, f, gg, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
         di, df, dgg, do = dt[:, :H], dt[:, H:2 * H], dt[:, 2 * H:3 * H], dt[:, 3 * H:]
         np.multiply(g, tc, out=do)  # dE/do = dE/dh tanh(c)
@@ -133,7 +134,7 @@ def _lstm_backward(d, h, s, x, wih, whh, bptt, need_x, need_b):
         np.multiply(dc, gg, out=di)
         np.multiply(dc, i, out=dgg)
         if t:
-            np.multiply(dc, c_all[:, t - 1], out=df)
+            np.multiply(dc, c_all[t - 1], out=df)
         else:
             df[...] = 0.0
         sig = a[:, :2 * H]
@@ -147,21 +148,22 @@ def _lstm_backward(d, h, s, x, wih, whh, bptt, need_x, need_b):
 
 
 def _project(x, w, b):
-    """x W^T + b for every step at once: (B, T, F) -> (B, T, rows of w)."""
-    z = x.reshape(-1, x.shape[2]).dot(w.T).reshape(x.shape[0], x.shape[1], -1)
+    """x W^T + b for every step at once, time-major: (B, T, F) -> (T, B, rows of w)."""
+    z = x.swapaxes(0, 1).reshape(-1, x.shape[2]).dot(w.T).reshape(x.shape[1], x.shape[0], -1)
     if b is not None:
         z += b
     return z
 
 
 def _rnn_grads(dgi, dgh, h, x, wih, need_x, need_b):
-    """(dE/dx, dE/dW_ih, dE/dW_hh, dE/db_ih, dE/db_hh) from the deltas of the input and recurrent parts of every step."""
-    G, H, F = dgi.shape[2], h.shape[2], x.shape[2]
-    dwih = dgi.reshape(-1, G).T.dot(x.reshape(-1, F))
-    dwhh = dgh[:, 1:].reshape(-1, G).T.dot(h[:, :-1].reshape(-1, H))
+    """(dE/dx, dE/dW_ih, dE/dW_hh, dE/db_ih, dE/db_hh) from the deltas (T, B, G) of the input and recurrent parts."""
+    T, B, G = dgi.shape
+    H, F = h.shape[2], x.shape[2]
+    dwih = dgi.reshape(-1, G).T.dot(x.swapaxes(0, 1).reshape(-1, F))
+    dwhh = dgh[1:].reshape(-1, G).T.dot(h[:-1].reshape(-1, H))
     dbih = dgi.sum(axis=(0, 1)) if need_b else None
     dbhh = dgh.sum(axis=(0, 1)) if need_b else None
-    dx = dgi.reshape(-1, G).dot(wih).reshape(x.shape) if need_x else None
+    dx = dgi.reshape(-1, G).dot(wih).reshape(T, B, F).swapaxes(0, 1) if need_x else None
     return dx, dwih, dwhh, dbih, dbhh
 
 
