@@ -252,3 +252,35 @@ def test_shaped_data_files(tmp_path):
     gx, gy = load_data(tmp_path / "d.csv", model)
     np.testing.assert_array_equal(gx, x)
     np.testing.assert_array_equal(gy, y)
+
+
+@pytest.mark.parametrize("variant", [{}, {"return_sequences": True}, {"bptt_steps": 2}, {"activation": "relu"},
+                                     {"bias": "none", "return_sequences": True, "bptt_steps": 1}])
+def test_elman_report_sums_through_time_to_the_module_gradients(variant):
+    """The report's worked backward pass (one term per step) gives the generated module's gradients."""
+    from symgrad.report.recurrent import RecurrentReport
+
+    layer = {"kind": "rnn", "name": "rnn", "hidden_size": 2, **variant}
+    model = from_dict({"name": "elman", "input_shape": [4, 1], "layers": [layer, {"name": "out", "units": 1}],
+                       "loss": "half_sse", "sample": {"x": [[1.0], [0.5], [-1.0], [0.3]],
+                                                      "t": [[0.3]] * (4 if variant.get("return_sequences") else 1)}})
+    rep = RecurrentReport(model, model.init_params(), 9)
+    built = rep.build()
+    assert set(rep.worked) == {p.name for p in model.nodes[0].params}
+    for name, g in rep.worked.items():
+        np.testing.assert_allclose(g, rep.grads[name], rtol=1e-12, atol=1e-15, err_msg=name)
+    titles = [s.title for s in built.sections]
+    assert "Forward pass, step by step" in titles and "Gradients through time: every step adds a term" in titles
+
+
+def test_reports_of_the_recurrent_examples():
+    """elman_toy works every W_hh gradient as a sum over the 3 steps; lstm_sine states the gates and their deltas."""
+    import symgrad
+    from conftest import ROOT
+    from symgrad.report.layout import report
+
+    text = report(symgrad.load(ROOT / "examples/elman_toy.toml"))
+    whh = [line for line in text.splitlines() if line.startswith(r"\frac{\partial E}{\partial w^{hh}")]
+    assert len(whh) == 4 and all(line.count("delta^{(") == 3 for line in whh)
+    lstm = report(symgrad.load(ROOT / "examples/lstm_sine.toml"))
+    assert "the cell-state path" in lstm and r"o \cdot \left(1 - \tanh^{2}{\left(c_{t} \right)}\right)" in lstm

@@ -32,6 +32,8 @@ class Recurrent(TensorOp):
 
     gates = ""  # one letter per gate block, in PyTorch's order
     cached = True  # the forward kernel returns a cache (gate values, cell states) besides h
+    equations = ()  # the cell, one line each (reports)
+    deltas = ()  # its backward pass through time, one line each (reports)
     keys = {"hidden_size": None, "bias": "unit", "return_sequences": False, "bptt_steps": None,
             "weight_ih": None, "weight_hh": None, "bias_ih": None, "bias_hh": None, "freeze": (), "init": None}
     rule = ("backpropagation through time: the delta of h_t is the output's delta at step t plus the delta "
@@ -152,6 +154,10 @@ class RNN(Recurrent):
 
     kind = "rnn"
     gates = "h"
+    equations = ("a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh", "h_t = f(a_t) (f: the layer's activation), h_0 = 0")
+    deltas = ("dE/dh_t = (the output's delta at step t) + W_hh^T delta_{t+1}",
+              "delta_t = dE/da_t = dE/dh_t * f'(a_t)",
+              "dE/dW_ih = sum_t delta_t x_t^T, dE/dW_hh = sum_t delta_t h_{t-1}^T, dE/db_ih = dE/db_hh = sum_t delta_t")
     cached = False
     keys = {**Recurrent.keys, "activation": "tanh"}
 
@@ -180,6 +186,14 @@ class LSTM(Recurrent):
 
     kind = "lstm"
     gates = "ifgo"
+    equations = ("(a_i, a_f, a_g, a_o) = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh",
+                 "i = sigma(a_i), f = sigma(a_f), g = tanh(a_g), o = sigma(a_o)",
+                 "c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t), h_0 = c_0 = 0")
+    deltas = ("dE/dh_t = (the output's delta at step t) + W_hh^T delta_{t+1}",
+              "dE/dc_t = dE/dh_t * o * (1 - tanh(c_t)^2) + dE/dc_{t+1} * f_{t+1} (the cell-state path)",
+              "delta_i = dE/dc_t * g * i(1 - i), delta_f = dE/dc_t * c_{t-1} * f(1 - f), "
+              "delta_g = dE/dc_t * i * (1 - g^2), delta_o = dE/dh_t * tanh(c_t) * o(1 - o)",
+              "dE/dW_ih = sum_t delta_t x_t^T, dE/dW_hh = sum_t delta_t h_{t-1}^T, dE/db_ih = dE/db_hh = sum_t delta_t")
 
     def cell(self, gi, gh, h, c):
         a, H = gi + gh, self.H
@@ -191,12 +205,11 @@ class LSTM(Recurrent):
     def local_derivatives(self):
         i, f, g, o, cp, c = sp.symbols("i f g o c_{t-1} c_t", real=True)
         cell = f * cp + i * g
-        tc = sp.Symbol("tanh(c_t)", real=True)
         h = o * sp.tanh(c)
         gate = {s: (SIGMOID if s != g else TANH).derivative_in_out().subs(OUT, s) for s in (i, f, g, o)}
         rows = [(f"dc_t/d{s} * d{s}/da_{s}", sp.diff(cell, s) * gate[s]) for s in (i, f, g)]
-        rows += [("dh_t/do * do/da_o", sp.diff(h, o).subs(sp.tanh(c), tc) * gate[o]),
-                 ("dh_t/dc_t", sp.diff(h, c).subs(sp.tanh(c), tc)),
+        rows += [("dh_t/do * do/da_o", sp.diff(h, o) * gate[o]),
+                 ("dh_t/dc_t", sp.diff(h, c)),
                  ("dc_t/dc_{t-1} (the cell-state path)", sp.diff(cell, cp))]
         return rows
 
@@ -206,6 +219,15 @@ class GRU(Recurrent):
 
     kind = "gru"
     gates = "rzn"
+    equations = ("(gi_r, gi_z, gi_n) = W_ih x_t + b_ih, (gh_r, gh_z, hn) = W_hh h_{t-1} + b_hh",
+                 "r = sigma(gi_r + gh_r), z = sigma(gi_z + gh_z), n = tanh(gi_n + r * hn)",
+                 "h_t = (1 - z) * n + z * h_{t-1}, h_0 = 0")
+    deltas = ("dE/dh_t = (the output's delta at step t) + z_{t+1} * dE/dh_{t+1} + W_hh^T delta^h_{t+1}",
+              "delta_n = dE/dh_t * (1 - z) * (1 - n^2), delta_z = dE/dh_t * (h_{t-1} - n) * z(1 - z), "
+              "delta_r = delta_n * hn * r(1 - r), delta_hn = delta_n * r",
+              "input part delta^i = (delta_r, delta_z, delta_n), recurrent part delta^h = (delta_r, delta_z, delta_hn)",
+              "dE/dW_ih = sum_t delta^i_t x_t^T, dE/dW_hh = sum_t delta^h_t h_{t-1}^T, "
+              "dE/db_ih = sum_t delta^i_t, dE/db_hh = sum_t delta^h_t")
 
     def cell(self, gi, gh, h, state):
         H = self.H

@@ -11,6 +11,7 @@ import numpy as np
 from symgrad.errors import SpecError
 from symgrad.report.blocks import Text
 from symgrad.report.layers import LayerReport
+from symgrad.report.recurrent import RecurrentReport, covers
 from symgrad.report.scalar import ScalarReport
 from symgrad.sizes import SMALL_LIMIT
 from symgrad.spec import Sample
@@ -21,7 +22,9 @@ def build(model, params=None, digits=9, steps=0, values=None):
     model, note = _with_sample(model)
     init = _param_values(model, values)
     n = sum(p.size for p in model.params)
-    if model.kind == "expression" or n <= SMALL_LIMIT:
+    if covers(model):
+        rep = RecurrentReport(model, init, digits).build()
+    elif model.kind == "expression" or n <= SMALL_LIMIT:
         rep = ScalarReport(model, init, params, digits, steps).build()
     else:
         free = [lay.name for lay in model.layers if getattr(lay, "is_layer", False)]
