@@ -284,3 +284,64 @@ def test_reports_of_the_recurrent_examples():
     assert len(whh) == 4 and all(line.count("delta^{(") == 3 for line in whh)
     lstm = report(symgrad.load(ROOT / "examples/lstm_sine.toml"))
     assert "the cell-state path" in lstm and r"o \cdot \left(1 - \tanh^{2}{\left(c_{t} \right)}\right)" in lstm
+
+
+@pytest.fixture(scope="module")
+def c_kernels(tmp_path_factory):
+    """templates/c/symgrad_rnn.h compiled on its own (-Wall -Wextra -Werror -pedantic) with tests/rnn_kernels.c."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    lib = tmp_path_factory.mktemp("rnn_c") / "rnn_kernels.so"
+    subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-shared", "-fPIC",
+                    "-I", str(ROOT / "templates/c"), str(ROOT / "tests/rnn_kernels.c"), "-o", str(lib), "-lm"], check=True)
+    return ctypes.CDLL(str(lib))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_c_kernels_match_the_numpy_kernels(c_kernels, seed):
+    """Forward states and every gradient of the C header against the NumPy kernels (which match PyTorch)."""
+    import ctypes
+
+    from symgrad.backends.numpy import recurrent as K
+
+    rng = np.random.default_rng(seed)
+    kind = seed % 4  # rnn tanh, rnn relu, lstm, gru
+    G = (1, 1, 4, 3)[kind]
+    B, T, F, H = int(rng.integers(1, 4)), int(rng.integers(1, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    bptt = int(rng.integers(0, 4))
+    seq, bias = bool(rng.integers(0, 2)), seed % 3 != 2
+    wih, whh = rng.normal(size=(G * H, F)), rng.normal(size=(G * H, H))
+    bih, bhh = (rng.normal(size=G * H), rng.normal(size=G * H)) if bias else (None, None)
+    x = rng.normal(size=(B, T, F))
+    dy = rng.normal(size=(B, T, H) if seq else (B, H))
+    if kind < 2:
+        h = K._rnn(x, wih, whh, bih, bhh, kind == 1)
+        want = K._rnn_backward(dy, h, x, wih, whh, bptt, True, bias, kind == 1)
+    else:
+        forward, backward = (K._lstm, K._lstm_backward) if kind == 2 else (K._gru, K._gru_backward)
+        h, s = forward(x, wih, whh, bih, bhh)
+        want = backward(dy, h, s, x, wih, whh, bptt, True, bias)
+    P = ctypes.POINTER(ctypes.c_double)
+
+    def ptr(a):
+        return None if a is None else a.ctypes.data_as(P)
+
+    ch, gates, states = np.empty((B, T, H)), np.empty((B, T, G * H)), np.empty((B, T, H))
+    sizes = [ctypes.c_int(v) for v in (kind, B, T, F, H)]
+    c_kernels.rnn_forward(*sizes, ptr(wih), ptr(whh), ptr(bih), ptr(bhh), ptr(x), ptr(ch), ptr(gates), ptr(states))
+    np.testing.assert_allclose(ch, h, rtol=1e-12, atol=1e-14)
+    got = [np.empty((B, T, F)), np.empty_like(wih), np.empty_like(whh)] + \
+        ([np.empty(G * H), np.empty(G * H)] if bias else [None, None])
+    c_kernels.rnn_backward(*sizes, ctypes.c_int(bptt), ptr(wih), ptr(whh), ptr(bih), ptr(bhh), ptr(x), ptr(ch),
+                           ptr(gates), ptr(states), ptr(dy), ctypes.c_int(seq), ptr(np.empty(8 * H)),
+                           *[ptr(a) for a in got])
+    for name, a, b in zip(("dx", "dW_ih", "dW_hh", "db_ih", "db_hh"), got, want):
+        if b is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(b).max()), err_msg=name)
