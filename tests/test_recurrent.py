@@ -345,3 +345,17 @@ def test_c_kernels_match_the_numpy_kernels(c_kernels, seed):
     for name, a, b in zip(("dx", "dW_ih", "dW_hh", "db_ih", "db_hh"), got, want):
         if b is not None:
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(b).max()), err_msg=name)
+
+
+def test_python_api_builds_the_same_network(build):
+    """GraphNetwork with LSTM/GRU objects, as the README shows, is the TOML spec's network."""
+    from symgrad import Dense
+    from symgrad.ops.recurrent import GRU, LSTM
+    from symgrad.spec.graph import GraphNetwork
+
+    model = GraphNetwork("seq", [6, 2], [LSTM("l1", hidden_size=3, return_sequences=True),
+                                         GRU("l2", hidden_size=2, bptt_steps=4), Dense("out", 1)], loss="mse")
+    same = spec([{"kind": "lstm", "name": "l1", "hidden_size": 3, "return_sequences": True},
+                 {"kind": "gru", "name": "l2", "hidden_size": 2, "bptt_steps": 4}, {"name": "out", "units": 1}], (6, 2))
+    assert model.describe() == same.describe()
+    check(model, build, 2)
