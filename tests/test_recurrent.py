@@ -359,3 +359,21 @@ def test_python_api_builds_the_same_network(build):
                  {"kind": "gru", "name": "l2", "hidden_size": 2, "bptt_steps": 4}, {"name": "out", "units": 1}], (6, 2))
     assert model.describe() == same.describe()
     check(model, build, 2)
+
+
+def test_frozen_weights_and_float32(build):
+    """Frozen weight_hh and bias_ih get no gradient; the float32 module agrees with float64 to float32 precision."""
+    model = spec([{"kind": "lstm", "name": "r", "hidden_size": 4, "return_sequences": True,
+                   "freeze": ["weight_hh", "bias_ih"]}, {"name": "out", "units": 2}], (7, 3))
+    m64, m32 = build(model), build(model, "float32")
+    rng = np.random.default_rng(0)
+    x, t = rng.normal(size=(4, 7, 3)), rng.normal(size=(4, 7, 2))
+    p = m64.init_params()
+    E, g = m64.loss_and_gradients(p, x, t)
+    E32, g32 = m32.loss_and_gradients({k: v.astype(np.float32) for k, v in p.items()}, x.astype(np.float32),
+                                      t.astype(np.float32))
+    assert set(g) == set(g32) == {"r.weight_ih", "r.bias_hh", "out.weight", "out.bias"}
+    assert E32 == pytest.approx(E, rel=1e-5)
+    for k in g:
+        assert g32[k].dtype == np.float32
+        np.testing.assert_allclose(g32[k], g[k], rtol=0, atol=1e-5 * np.abs(g[k]).max(), err_msg=k)
