@@ -10,8 +10,8 @@ Backpropagation through time: the delta of h_t is the delta from the output at s
 delta carried back from step t+1 (through W_hh and, for the LSTM, the cell state c_t); each gate's
 local derivative comes from SymPy (:meth:`Recurrent.local_derivatives`); weight gradients sum over
 steps and the batch. ``bptt_steps = k`` detaches the state every k steps, as ``h = h.detach()``
-every k steps does in PyTorch: no delta is carried from step t back to step t-1 when t is a
-multiple of k, while W_hh still collects its term from every step.
+every k steps does in PyTorch: no delta is carried from step t back to step t-1 when t (counted
+from 0) is a multiple of k, while W_hh still collects its term from every step.
 """
 
 import numpy as np
