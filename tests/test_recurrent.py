@@ -378,3 +378,16 @@ def test_frozen_weights_and_float32(build):
     for k in g:
         assert g32[k].dtype == np.float32
         np.testing.assert_allclose(g32[k], g[k], rtol=0, atol=1e-5 * np.abs(g[k]).max(), err_msg=k)
+
+
+def test_c_target_refuses_recurrent_layers_clearly(tmp_path):
+    """--target c names the missing layer kind (exit status 2), and writes nothing."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    res = subprocess.run([sys.executable, "-m", "symgrad", "generate", "examples/elman_toy.toml", "--target", "c", "-o",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and "does not generate rnn layers yet" in res.stderr
+    assert list(tmp_path.iterdir()) == []

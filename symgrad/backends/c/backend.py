@@ -27,11 +27,20 @@ class CBackend(Backend):
 
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
+        _refuse_recurrent(derivation.model)
         o = self.settings(options)
         files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"])[2]
         return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
 
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)
+        _refuse_recurrent(derivation.model)
         o = self.settings(options)
         return generate_c(derivation, out_dir, dtype=dtype, **o)
+
+
+def _refuse_recurrent(model):
+    """A SpecError for a model with recurrent layers: their C kernels (templates/c/symgrad_rnn.h) are not wired in yet."""
+    kinds = [n.kind for n in getattr(model, "nodes", ()) if n.kind in ("rnn", "lstm", "gru")]
+    if kinds:
+        raise SpecError(f"the C backend does not generate {kinds[0]} layers yet; use --target numpy", "layers")
