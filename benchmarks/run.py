@@ -2,6 +2,7 @@
 generated code beside PyTorch, JAX, CasADi, hand-written NumPy and the GEMM floor, in one run.
 
     python benchmarks/run.py [--quick] [--configs 2-2-2/1,8-16-16-4/64] [--rounds N] [--out FILE] [--hvp | --no-hvp]
+    python benchmarks/run.py --recurrent [--rounds N] [--out FILE]   (LSTM/GRU configs: benchmarks/recurrent.py)
 
 Implementations are interleaved round by round in a shuffled order (fixed seed), so a noisy machine
 hurts them all alike; the table gives medians over rounds in microseconds and the ratios the targets
@@ -751,7 +752,13 @@ def main(argv=None):
                     help="time Hessian-vector products after the gradient configs (default: on, off with --quick or --configs)")
     ap.add_argument("--settle", type=float, default=None,
                     help="before each config wait up to this many seconds for other processes to go quiet (default 30, quick 0)")
+    ap.add_argument("--recurrent", action="store_true", help="the recurrent configs instead (benchmarks/recurrent.py)")
     args = ap.parse_args(argv)
+    if args.recurrent:
+        import recurrent
+
+        return recurrent.main(args.rounds or (3 if args.quick else 21), args.out,
+                              args.settle if args.settle is not None else (0 if args.quick else 30))
     configs = CONFIGS[:1] if args.quick else CONFIGS
     if args.configs:
         wanted = set(args.configs.split(","))

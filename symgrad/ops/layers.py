@@ -4,12 +4,14 @@ from symgrad.errors import ExpressionError
 from symgrad.ops.base import Layer
 from symgrad.ops.conv import Conv1d, Conv2d
 from symgrad.ops.pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
-from symgrad.ops.shape import Add, Concat, Flatten
+from symgrad.ops.recurrent import GRU, LSTM, RNN
+from symgrad.ops.shape import Add, Concat, Flatten, Transpose
 from symgrad.ops.softmax import Softmax
 
 LAYERS = {"softmax": Softmax}
 # layers on shaped values (graph networks): kind -> TensorOp subclass
-TENSOR_LAYERS = {c.kind: c for c in (Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Flatten, Add, Concat)}
+TENSOR_LAYERS = {c.kind: c for c in (Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Flatten, Add, Concat,
+                                     Transpose, RNN, LSTM, GRU)}
 
 
 def register_layer(cls):

@@ -114,3 +114,28 @@ class Concat(Merge):
         return [f"/* {node.name} backward: {self.rule} */"] + [
             cx.call("symgrad_copy_block", f"batch, {size}, {d} + {at}, {n}, {di}, {size}")
             for di, (at, size) in zip(dins, self._c_slices(node)) if di is not None]
+
+class Transpose(TensorOp):
+    """(A, B) -> (B, A): a conv1d output (channels, length) read as a sequence (steps, features), and back."""
+
+    kind = "transpose"
+    fresh_grads = False
+    rule = "transpose's delta is the output delta transposed back"
+
+    def build(self, key, in_shapes, init, taken):
+        (shape,) = in_shapes
+        if len(shape) != 2:
+            raise self.error(f"transpose swaps the two axes of a (channels, length) or (steps, features) value, "
+                             f"got {show(shape)}", f"{key}.input")
+        return shape[::-1], []
+
+    def sympy_forward(self, xs, params):
+        return xs[0].T
+
+    def numpy_forward(self, node, ins, ps, out):
+        return [f"{out} = {ins[0]}.swapaxes(1, 2)  # {node.name}: transpose"]
+
+    def numpy_backward(self, node, ins, ps, out, d, dins, dps):
+        if dins[0] is None:
+            return []
+        return [f"{dins[0]} = {d}.swapaxes(1, 2)  # {node.name}: transpose backward"]

@@ -12,6 +12,7 @@ from symgrad.errors import SpecError
 from symgrad.report.blocks import Text
 from symgrad.report.graph import graph_report
 from symgrad.report.layers import LayerReport
+from symgrad.report.recurrent import RecurrentReport, covers
 from symgrad.report.scalar import ScalarReport
 from symgrad.sizes import SMALL_LIMIT
 from symgrad.spec import Sample
@@ -25,7 +26,9 @@ def build(model, params=None, digits=9, steps=0, values=None, hessian=False):
     model, note = _with_sample(model)
     init = _param_values(model, values)
     n = sum(p.size for p in model.params)
-    if model.kind == "graph":
+    if covers(model):
+        rep = RecurrentReport(model, init, digits).build()
+    elif model.kind == "graph":
         rep = graph_report(model, init, params, digits, steps)
     elif model.kind == "expression" or n <= SMALL_LIMIT:
         rep = ScalarReport(model, init, params, digits, steps, hessian).build()

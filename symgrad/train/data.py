@@ -14,7 +14,8 @@ from symgrad.render import npz_bytes, write_atomic
 def load_data(path, model):
     """(x, y) arrays of shape (N, n_inputs) and (N, n_outputs) from a CSV with a header, or an .npz with x and y.
 
-    For a graph network, x is (N, *input_shape) and y (N, *output_shape); an .npz may hold them shaped or flat.
+    A graph network's data come shaped, (N, *input_shape) and (N, *output_shape): an .npz may hold them
+    so or flat, one row per sample in row-major order, as a CSV's columns do.
     """
     path = str(path)
     if path.endswith(".npz"):

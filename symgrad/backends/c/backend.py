@@ -35,6 +35,7 @@ class CBackend(Backend):
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
         self._supported(derivation, options)
+        _refuse_recurrent(derivation.model)
         o = self.settings(options)
         files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"], o["second_order"])[2]
         return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
@@ -42,5 +43,13 @@ class CBackend(Backend):
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)
         self._supported(derivation, options)
+        _refuse_recurrent(derivation.model)
         o = self.settings(options)
         return generate_c(derivation, out_dir, dtype=dtype, **o)
+
+
+def _refuse_recurrent(model):
+    """A SpecError for a model with recurrent layers: their C kernels (templates/c/symgrad_rnn.h) are not wired in yet."""
+    kinds = [n.kind for n in getattr(model, "nodes", ()) if n.kind in ("rnn", "lstm", "gru", "transpose")]
+    if kinds:
+        raise SpecError(f"the C backend does not generate {kinds[0]} layers yet; use --target numpy", "layers")

@@ -17,8 +17,9 @@ from symgrad.ops.activations import out as OUT
 
 
 def _param_names(k, node):
-    return [("W" if p.name.endswith(".weight") else "b" if p.name.endswith(".bias") else f"p{j}_") + str(k)
-            for j, p in enumerate(node.params)]
+    """W{k}, b{k}; a recurrent layer's weight_ih, bias_hh, ... are Wih{k}, bhh{k}, ..."""
+    short = [p.name.rsplit(".", 1)[1].replace("weight", "W").replace("bias", "b").replace("_", "") for p in node.params]
+    return [(s if s.isidentifier() else f"p{j}_") + str(k) for j, s in enumerate(short)]
 
 
 def _input_names(node, index):

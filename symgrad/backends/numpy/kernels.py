@@ -5,13 +5,16 @@ strided view of the padded input, a convolution is one matrix product of the ker
 laid out as columns (im2col), and the backward passes add each kernel offset's share back with one
 slice per offset (col2im). Shapes follow PyTorch: x (B, C, *spatial), weight (O, C, *kernel).
 The module is imported and linted like any other; the code printer copies a function's source
-(:func:`source`) into a generated module when the module's lines call it.
+(:func:`source`) into a generated module when the module's lines call it. The recurrent layers' kernels
+live in :mod:`symgrad.backends.numpy.recurrent` and are copied the same way.
 """
 
 import inspect
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from symgrad.backends.numpy import recurrent
 
 DTYPE = np.float64  # the generated module defines its own
 
@@ -136,6 +139,12 @@ NEEDS = {
     "_maxpool_backward": ("_spread",),
     "_avgpool_backward": ("_spread",),
     "_spread": ("_offsets", "_crop"),
+    "_rnn": ("_project",),
+    "_lstm": ("_project", "_halved"),
+    "_gru": ("_project", "_halved"),
+    "_rnn_backward": ("_delta_at", "_carries", "_rnn_grads"),
+    "_lstm_backward": ("_delta_at", "_carries", "_rnn_grads"),
+    "_gru_backward": ("_delta_at", "_carries", "_rnn_grads"),
 }
 
 
@@ -152,4 +161,5 @@ def closure(names):
 
 def source(name):
     """The source text of kernel ``name``, as it is copied into a generated module."""
-    return inspect.getsource(globals()[name]).rstrip()
+    fn = globals()[name] if name in globals() else getattr(recurrent, name)
+    return inspect.getsource(fn).rstrip()
