@@ -340,7 +340,8 @@ static void symgrad_conv_backward(const symgrad_window *g, int batch, const real
     }
 }
 
-/* z (batch, c, oh, ow) = the maximum of each window of x (padding never wins: windows start at a real entry). */
+/* z (batch, c, oh, ow) = the maximum of each window of x (padding never wins: windows start at a real entry); a NaN
+ * wins, the first one in the window (as the NumPy module's argmax; PyTorch's max pooling propagates NaN too). */
 static void symgrad_maxpool_forward(const symgrad_window *g, int batch, const real *restrict x, real *restrict z)
 {
     for (int nc = 0; nc < batch * g->c; ++nc) {
@@ -353,7 +354,7 @@ static void symgrad_maxpool_forward(const symgrad_window *g, int batch, const re
                 for (int i = y0; i < y1; ++i) {
                     for (int j = x0; j < x1; ++j) {
                         const real v = xc[(size_t)i * g->w + j];
-                        m = v > m ? v : m;
+                        m = (v > m || (v != v && m == m)) ? v : m;
                     }
                 }
                 z[((size_t)nc * g->oh + oy) * g->ow + ox] = m;
@@ -382,7 +383,7 @@ static void symgrad_maxpool_backward(const symgrad_window *g, int batch, const r
                 for (int i = y0; i < y1; ++i) {
                     for (int j = x0; j < x1; ++j) {
                         const size_t at = (size_t)i * g->w + j;
-                        if (xc[at] > m) {
+                        if (xc[at] > m || (xc[at] != xc[at] && m == m)) {
                             m = xc[at];
                             arg = at;
                         }

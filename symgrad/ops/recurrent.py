@@ -203,7 +203,7 @@ class LSTM(Recurrent):
         return np.array([oj * TANH.at(cj) for oj, cj in zip(o, c)], dtype=object), c
 
     def local_derivatives(self):
-        i, f, g, o, cp, c = sp.symbols("i f g o c_{t-1} c_t", real=True)
+        i, f, g, o, cp, c = sp.symbols("i f g o c_{t-1} c_{t}", real=True)
         cell = f * cp + i * g
         h = o * sp.tanh(c)
         gate = {s: (SIGMOID if s != g else TANH).derivative_in_out().subs(OUT, s) for s in (i, f, g, o)}

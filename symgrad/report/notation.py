@@ -28,10 +28,10 @@ def parts(symbol):
         base, _, sub = parts(sp.Symbol(name[:-2]))
         return base, ("raw", "+"), sub
     sup = sub = None
-    if "^{(" in name:
-        name, rest = name.split("^{(", 1)
-        k, rest = rest.split(")}", 1)
-        sup = ("raw", f"({k})")
+    if "^{" in name:  # delta^{(2)}_{3}, w^{hh}_{11}: a superscript in braces, then the subscript
+        name, rest = name.split("^{", 1)
+        k, rest = rest.split("}", 1)
+        sup = ("raw", k)
         sub = rest[1:].strip("{}") if rest.startswith("_") else None
     elif (isinstance(symbol, Derived) or re.search(r"[{'^]", name)) and "_" in name:
         name, sub = name.split("_", 1)

@@ -151,7 +151,7 @@ class RecurrentReport:
                                  "(δ_out: the output layer's delta). Going back from the last step, dE/dh^(t) adds the "
                                  "delta carried from step t + 1 through W_hh, and δ^(t) = dE/dh^(t) · f'(a^(t)) with "
                                  "f' from SymPy: f'(a) = ", fp.subs(OUT, sym("h")), "."]))
-        delta = [[sym(f"delta^({t + 1})_{j + 1}") for j in range(H)] for t in range(steps)]  # printed as a Greek delta
+        delta = [[sym(f"delta^{{({t + 1})}}_{{{j + 1}}}") for j in range(H)] for t in range(steps)]  # printed as a Greek delta
         dv = np.zeros((steps, H))
         for t in reversed(range(steps)):
             carried = t + 1 < steps and (not op.truncate or (t + 1) % op.truncate)

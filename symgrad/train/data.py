@@ -91,7 +91,7 @@ def _load_npz(path, model):
         if shape is not None and a.shape[1:] == shape:
             a = a.reshape(a.shape[0], -1)
         if a.ndim != 2 or a.shape[1] != width:
-            want = f"(N, {', '.join(map(str, shape))}) or (N, {width})" if shape is not None else f"(N, {width})"
+            want = f"(N, {width})" + (f" or (N, {', '.join(map(str, shape))})" if shape is not None and len(shape) > 1 else "")
             raise SpecError(f"array {key!r} has shape {a.shape}, expected {want}", file=path)
         if a.shape[0] == 0:
             raise SpecError(f"array {key!r} has no rows", file=path)
