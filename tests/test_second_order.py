@@ -443,3 +443,25 @@ def test_softmax_first_and_frozen_lower_layers(tmp_path):
     assert mod.hvp(p, x, t, {}) == {} and mod.hessian(p, x, t).shape == (0, 0)
     close(mod.input_gradients(p, x, t), torch.func.grad(lambda xx: ref.loss(ref.theta, xx, T))(X).numpy(), 1e-10)
     close(mod.jacobian(p, x), torch.func.vmap(torch.func.jacrev(lambda r: ref.forward(ref.theta, r[None])[0]))(X).numpy(), 1e-10)
+
+
+def test_second_order_files_are_deterministic_and_ruff_clean(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    outs = []
+    for seed in ("0", "4242"):
+        out = tmp_path / f"h{seed}"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        for example in ("mazur", "mnist_mlp", "sigmoid_neuron"):
+            subprocess.run([sys.executable, "-m", "symgrad", "generate", f"examples/{example}.toml", "-o", str(out),
+                            "--second-order"], cwd=root, env=env, check=True, capture_output=True)
+        outs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.py"))})
+    assert outs[0] == outs[1]
+    if shutil.which("ruff"):
+        res = subprocess.run(["ruff", "check", "--no-cache", "--isolated", str(tmp_path / "h0")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
