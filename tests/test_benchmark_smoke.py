@@ -16,3 +16,14 @@ def test_benchmark_quick_run_prints_a_table_and_agreeing_gradients():
     agreement = re.search(r"- 2-2-2, b=1 \(\d+ rounds[^)]*\): (.*)", out).group(1)
     diffs = [float(v) for v in re.findall(r" (\d\.\de[-+]\d+)", agreement)]
     assert diffs and max(diffs) < 1e-12
+
+
+def test_hvp_benchmark_rows_and_table(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from second_order import bench_hvp, hvp_lines
+
+    row = bench_hvp("2-3-2", (2, 3, 2), 4, 1, set(), tmp_path)
+    assert set(row["times"]) >= {"NumPy hvp", "NumPy gradient"}
+    assert all(v < 1e-12 for v in row["agree"].values())
+    text = "\n".join(hvp_lines([row], set()))
+    assert "| 2-3-2, b=4 |" in text and "JAX is not installed" in text

@@ -423,3 +423,45 @@ def test_float32_module_agrees_with_float64(tmp_path):
     H32, H64 = lo.hessian(lo.init_params(), x, t), hi.hessian(hi.init_params(), x, t)
     assert H32.dtype == np.float32
     close(H32, H64, 1e-5, "float32 hessian")
+
+
+def test_softmax_first_and_frozen_lower_layers(tmp_path):
+    first = Network("e_first", 3, [Softmax("sm"), Dense("o", 2, activation="tanh")], get_loss("half_sse"), init="xavier", seed=1)
+    frozen = Network("e_frozen", 3, [Dense("h", 3, activation="tanh", freeze=("weight", "bias")), Softmax("sm"),
+                                     Dense("o", 2, activation="sigmoid")], get_loss("bce"), init="xavier", seed=1)
+    for model in (first, frozen):
+        mod = build2(tmp_path, model)
+        x, t = data(model, 3, 1)
+        check_against_torch(mod, model, mod.init_params(), x, t)
+    none = Network("e_none", 2, [Dense("h", 3, activation="tanh", freeze=("weight", "bias")), Softmax("sm")],
+                   get_loss("softmax_cross_entropy"), init="xavier", seed=1)
+    mod = build2(tmp_path, none)
+    x, t = data(none, 3, 1)
+    p = mod.init_params()
+    ref = TorchNet(none, mod, p)
+    X, T = torch.tensor(x), torch.tensor(t)
+    assert mod.hvp(p, x, t, {}) == {} and mod.hessian(p, x, t).shape == (0, 0)
+    close(mod.input_gradients(p, x, t), torch.func.grad(lambda xx: ref.loss(ref.theta, xx, T))(X).numpy(), 1e-10)
+    close(mod.jacobian(p, x), torch.func.vmap(torch.func.jacrev(lambda r: ref.forward(ref.theta, r[None])[0]))(X).numpy(), 1e-10)
+
+
+def test_second_order_files_are_deterministic_and_ruff_clean(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    outs = []
+    for seed in ("0", "4242"):
+        out = tmp_path / f"h{seed}"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        for example in ("mazur_torch", "sigmoid_neuron"):  # a network, an expression model
+            subprocess.run([sys.executable, "-m", "symgrad", "generate", f"examples/{example}.toml", "-o", str(out),
+                            "--second-order"], cwd=root, env=env, check=True, capture_output=True)
+        outs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.py"))})
+    assert outs[0] == outs[1]
+    if shutil.which("ruff"):
+        res = subprocess.run(["ruff", "check", "--no-cache", "--isolated", str(tmp_path / "h0")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr

@@ -8,6 +8,7 @@ is built from one C hvp per column up to HESSIAN_LIMIT trainable parameters.
 """
 
 import ctypes
+import threading
 
 import numpy as np
 
@@ -29,10 +30,20 @@ class Second:
             fn.restype, fn.argtypes = restype, argtypes
             self.c[suffix] = fn
         self.order = tuple((n, shape) for n, _, _, shape in pkg.grads)
+        self.local = threading.local()  # per thread: {batch: work buffer}, as the package's own buffers
         self.n_trainable = sum(size for _, _, size, _ in pkg.grads)
 
     def _work(self, n):
-        return np.empty(max(1, self.c["second_workspace_size"](n)), dtype=self.pkg.dtype)
+        """This thread's work buffer for batch n (C writes into it: another thread must not)."""
+        table = getattr(self.local, "work", None)
+        if table is None:
+            table = self.local.work = {}
+        w = table.get(n)
+        if w is None:
+            if len(table) > 8:
+                table.clear()
+            w = table[n] = np.empty(max(1, self.c["second_workspace_size"](n)), dtype=self.pkg.dtype)
+        return w
 
     def input_gradients(self, params, x, y):
         """dE/dx, the same shape as x."""

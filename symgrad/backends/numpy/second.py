@@ -35,10 +35,10 @@ class SecondCode:
 
     # -- names
 
-    def _in(self, s):
+    def _in(self, s, seeded=False):
         """(name of the op's input, name of its R) for layer s: the net input, or the previous output."""
         k = s.index + 1
-        return (f"z{k}", f"rz{k}") if s.dense else (f"a{k - 1}", f"r{k - 1}" if self._has_r(s.index - 1) else None)
+        return (f"z{k}", f"rz{k}") if s.dense else (f"a{k - 1}", f"r{k - 1}" if self._has_r(s.index - 1, seeded) else None)
 
     def _has_r(self, i, seeded=False):
         """Whether R{a} of layer index i is computed (i = -1 is the input)."""
@@ -89,7 +89,7 @@ class SecondCode:
                 if not terms or terms == [f"Vb{k}"]:
                     terms = [f"np.zeros_like(z{k})"] + terms
                 lines.append(f"rz{k} = {' + '.join(terms)}  # R{{net}} of {s.layer.name!r}")
-            x, rx = self._in(s)
+            x, rx = self._in(s, seeded)
             if s.elementwise:
                 fp = self.der.derivs[i]
                 lines += [f"fp{k} = {self._elem(fp, k)}"] if fp != 1 else []
