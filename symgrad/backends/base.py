@@ -1,6 +1,7 @@
 """A backend: a name, its printer and templates, the options it takes; it renders a derivation into files."""
 
 from symgrad.errors import SpecError
+from symgrad.spec.config import SECOND_ORDER
 
 DTYPES = ("float64", "float32")
 
@@ -33,3 +34,13 @@ class Backend:
     def settings(self, options):
         """The options with this backend's defaults filled in."""
         return {**self.options, **options}
+
+
+def needs_second_order(model, second_order):
+    """Whether the code gets second-order functions (asked for, or a newton/gauss_newton train_step solving with
+    them); a graph network, which has gradients only, is refused."""
+    needs = bool(second_order) or model.train.kind in SECOND_ORDER
+    if needs and model.kind == "graph":
+        raise SpecError("second-order functions (--second-order, newton/gauss_newton training) are generated for dense "
+                        "networks and expression models; graph networks have gradients only", "--second-order")
+    return needs

@@ -17,7 +17,7 @@ import sympy as sp
 from symgrad.checks import INIT_SCHEMES, choice_message, finite_array, flatten_names, names
 from symgrad.limits import check
 from symgrad.ops.dense import Param
-from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show
+from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show, spatial_input
 from symgrad.sizes import CONV_GEMM_MIN_WORK
 
 
@@ -35,9 +35,7 @@ class Conv(TensorOp):
     def build(self, key, in_shapes, init, taken):
         (shape,) = in_shapes
         d = self.dims
-        if len(shape) != d + 1:
-            want = "(channels, length)" if d == 1 else "(channels, height, width)"
-            raise self.error(f"{self.kind} needs an input of shape {want}, got {show(shape)}", f"{key}.input")
+        spatial_input(self, shape, d, key)
         oc = self.out_channels
         if isinstance(oc, bool) or not isinstance(oc, int) or oc < 1:
             raise self.error("out_channels must be a positive integer", f"{key}.out_channels")

@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import sympy as sp
 
-from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show
+from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show, spatial_input
 
 
 class Pool(TensorOp):
@@ -24,9 +24,7 @@ class Pool(TensorOp):
     def build(self, key, in_shapes, init, taken):
         (shape,) = in_shapes
         d = self.dims
-        if len(shape) != d + 1:
-            want = "(channels, length)" if d == 1 else "(channels, height, width)"
-            raise self.error(f"{self.kind} needs an input of shape {want}, got {show(shape)}", f"{key}.input")
+        spatial_input(self, shape, d, key)
         if self.kernel_size is None:
             raise self.error("kernel_size is required", f"{key}.kernel_size")
         k = pair(self.kernel_size, d, f"{key}.kernel_size", self, "kernel_size")

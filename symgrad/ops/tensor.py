@@ -156,6 +156,13 @@ def c_block(comment, window, calls):
     return [f"{{  /* {comment} */", f"    const symgrad_window g = {window};", *("    " + c for c in calls), "}"]
 
 
+def spatial_input(op, shape, d, key):
+    """Refuse an input that is not (channels, length) for d = 1 or (channels, height, width) for d = 2."""
+    if len(shape) != d + 1:
+        want = "(channels, length)" if d == 1 else "(channels, height, width)"
+        raise op.error(f"{op.kind} needs an input of shape {want}, got {show(shape)}", f"{key}.input")
+
+
 def show(shape):
     """A per-sample shape as 6x14x14."""
     return "x".join(str(n) for n in shape)

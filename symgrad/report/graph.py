@@ -25,7 +25,7 @@ from symgrad.report.graph_diagram import graph_diagram
 from symgrad.report.graph_rules import rules_section
 from symgrad.report.numbers import fmt, rel
 from symgrad.report.scalar import ScalarReport
-from symgrad.report.sections import checks_section, make_report, training_section
+from symgrad.report.sections import checks_section, make_report, params_training_section, training_section
 from symgrad.sizes import SMALL_LIMIT
 from symgrad.train.generated import numpy_module_object
 
@@ -158,11 +158,8 @@ class GraphReport:
         secs = [self._model_section(), self._forward_section(), self._backward_section(), rules_section(m),
                 self._params_section(), self._summary_section(), checks_section(m, self._lookup)]
         if self.steps:
-            names = [p.name for p in m.trainable_params]
-            w0 = np.concatenate([self.P[n].reshape(-1) for n in names])
-            secs.append(training_section(self.steps, lambda w: self._loss(self._unflat(w, names)),
-                                         lambda w: np.concatenate([self._gradients(self._unflat(w, names))[n].reshape(-1)
-                                                                   for n in names]), w0, m.train.learning_rate))
+            secs.append(params_training_section(self.steps, self.P, [p.name for p in m.trainable_params], self._loss,
+                                                self._gradients, m.train.learning_rate))
         return make_report(m, secs, self.der.rewrites, self.values, self.digits)
 
     def _loss(self, P):
@@ -170,13 +167,6 @@ class GraphReport:
 
     def _gradients(self, P):
         return self.module.gradients(P, self.x, self.y)
-
-    def _unflat(self, w, names):
-        P, i = dict(self.P), 0
-        for n in names:
-            P[n] = w[i:i + self.P[n].size].reshape(self.P[n].shape)
-            i += self.P[n].size
-        return P
 
     def _model_section(self):
         m = self.model

@@ -13,7 +13,7 @@ from symgrad.ops.losses import y as Y
 from symgrad.report.blocks import Diagram, Math, Partial, Section, Subst, Table, Text, sym
 from symgrad.report.diagram import diagram
 from symgrad.report.numbers import fmt, rel
-from symgrad.report.sections import checks_section, make_report, training_section
+from symgrad.report.sections import checks_section, make_report, params_training_section
 from symgrad.train.generated import numpy_module_object
 
 
@@ -179,19 +179,9 @@ class LayerReport:
         secs = [self._model_section(), self._forward_section(), vector_section(m), self._params_section(),
                 self._summary_section(), checks_section(m, self._lookup)]
         if self.steps:
-            names = [p.name for p in m.trainable_params]
-            w0 = np.concatenate([self.P[n].reshape(-1) for n in names])
-            secs.append(training_section(self.steps, lambda w: self._loss(self._unflat(w, names)),
-                                         lambda w: np.concatenate([self._gradients(self._unflat(w, names))[n].reshape(-1)
-                                                                   for n in names]), w0, m.train.learning_rate))
+            secs.append(params_training_section(self.steps, self.P, [p.name for p in m.trainable_params], self._loss,
+                                                self._gradients, m.train.learning_rate))
         return make_report(m, secs, self.der.rewrites, self.values, self.digits)
-
-    def _unflat(self, w, names):
-        P, i = dict(self.P), 0
-        for n in names:
-            P[n] = w[i:i + self.P[n].size].reshape(self.P[n].shape)
-            i += self.P[n].size
-        return P
 
     def _model_section(self):
         m = self.model

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from symgrad.report.blocks import Report, Section, Table, Text
 from symgrad.report.numbers import fmt
 
@@ -50,6 +52,20 @@ def _notes_section(notes):
         return None
     return Section("Stability rewrites", [Text(["The derivation rewrote these expressions into numerically stable forms:"])]
                    + [Text(["- " + n]) for n in notes])
+
+
+def params_training_section(n, P, names, loss, gradients, lr):
+    """training_section over the trainable parameters ``names`` of the dict P, with loss(P) and gradients(P)."""
+    def unflat(w):
+        out, i = dict(P), 0
+        for name in names:
+            out[name] = w[i:i + P[name].size].reshape(P[name].shape)
+            i += P[name].size
+        return out
+
+    return training_section(n, lambda w: loss(unflat(w)),
+                            lambda w: np.concatenate([gradients(unflat(w))[name].reshape(-1) for name in names]),
+                            np.concatenate([P[name].reshape(-1) for name in names]), lr)
 
 
 def training_section(n, loss_at, grad_at, w, lr):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from symgrad.checks import INIT_SCHEMES, check_name, choice_message, finite_array
+from symgrad.checks import check_name, finite_array
 from symgrad.errors import ExpressionError, SpecError
 from symgrad.limits import check, check_expression
 from symgrad.ops.activations import get_activation
@@ -52,12 +52,7 @@ class GraphNetwork(_ModelBase):
         check("SYMGRAD_MAX_PARAMS", n_in, "the number of inputs", "input_shape")
         self.inputs = [f"x{j + 1}" for j in range(n_in)] if len(shape) == 1 else \
             ["x_" + "_".join(str(i) for i in idx) for idx in np.ndindex(*self.input_shape)]
-        if not isinstance(self.layers, (list, tuple)) or not self.layers:
-            raise SpecError("at least one layer is required", "layers")
-        if self.init not in INIT_SCHEMES:
-            raise SpecError(choice_message("init scheme", self.init, INIT_SCHEMES), "init.scheme")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise SpecError("seed must be a non-negative integer", "init.seed")
+        self._check_layers_and_init()
         if isinstance(self.loss, str):
             self.loss = loss_or_error(kind=self.loss)
         self._build_nodes()
@@ -177,10 +172,9 @@ class GraphNetwork(_ModelBase):
 
     def describe(self):
         parts = []
-        for n in self.nodes:
+        for k, n in enumerate(self.nodes):
             act = f" {n.activation.name}" if n.activation is not None and n.activation.name != "identity" else ""
-            src = "" if n.inputs == ((self.nodes[self.nodes.index(n) - 1].name,) if self.nodes.index(n) else ("x",)) \
-                else f" <- {'+'.join(n.inputs)}"
+            src = "" if n.inputs == ((self.nodes[k - 1].name,) if k else ("x",)) else f" <- {'+'.join(n.inputs)}"
             parts.append(f"{n.name}: {n.op.describe()}{act} -> {show(n.shape)}{src}")
         return (f"graph network {show(self.input_shape)} -> {show(self.output_shape)} ({'; '.join(parts)}), "
                 f"loss {self.loss.name} ({self.loss.reduction} over the batch)")

@@ -85,6 +85,15 @@ class _ModelBase:
     def __repr__(self):  # the dataclass repr of every layer and parameter array is kilobytes long
         return f"<{type(self).__name__} {self.name!r}: {self.describe()}>"
 
+    def _check_layers_and_init(self):
+        """A network's layer list and its [init] scheme and seed."""
+        if not isinstance(self.layers, (list, tuple)) or not self.layers:
+            raise SpecError("at least one layer is required", "layers")
+        if self.init not in INIT_SCHEMES:
+            raise SpecError(choice_message("init scheme", self.init, INIT_SCHEMES), "init.scheme")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SpecError("seed must be a non-negative integer", "init.seed")
+
     @property
     def n_inputs(self):
         return len(self.inputs)
@@ -137,12 +146,7 @@ class Network(_ModelBase):
 
     def __post_init__(self):
         self.inputs = input_names(self.inputs)
-        if not isinstance(self.layers, (list, tuple)) or not self.layers:
-            raise SpecError("at least one layer is required", "layers")
-        if self.init not in INIT_SCHEMES:
-            raise SpecError(choice_message("init scheme", self.init, INIT_SCHEMES), "init.scheme")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise SpecError("seed must be a non-negative integer", "init.seed")
+        self._check_layers_and_init()
         if isinstance(self.loss, str):
             self.loss = loss_or_error(kind=self.loss)
         self._build_layers()

@@ -1,11 +1,10 @@
 """The C backend as an object: a package folder ``<name>_c/`` with header, source and ctypes runtime."""
 
-from symgrad.backends.base import Backend
+from symgrad.backends.base import Backend, needs_second_order
 from symgrad.backends.c.codegen import SHAPES as CODE_SHAPES
 from symgrad.backends.c.codegen import generate_c, package_files
 from symgrad.backends.c.printer import CPrinter
 from symgrad.errors import SpecError
-from symgrad.spec.config import SECOND_ORDER
 
 SHAPES = ("auto", *CODE_SHAPES)
 BLAS = ("no", "auto", "yes")
@@ -27,15 +26,13 @@ class CBackend(Backend):
             raise SpecError(f"blas must be one of {', '.join(BLAS)}", "blas")
 
     def _supported(self, derivation, options):
-        model = derivation.model
-        if model.kind == "graph" and (options.get("second_order") or model.train.kind in SECOND_ORDER):
-            raise SpecError("second-order functions (--second-order, newton/gauss_newton training) are generated for "
-                            "dense networks and expression models; graph networks have gradients only", "--second-order")
+        """Refuse what the C backend does not generate: second order for graphs, recurrent and transpose layers."""
+        needs_second_order(derivation.model, options.get("second_order"))
+        _refuse_recurrent(derivation.model)
 
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
         self._supported(derivation, options)
-        _refuse_recurrent(derivation.model)
         o = self.settings(options)
         files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"], o["second_order"])[2]
         return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
@@ -43,7 +40,6 @@ class CBackend(Backend):
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)
         self._supported(derivation, options)
-        _refuse_recurrent(derivation.model)
         o = self.settings(options)
         return generate_c(derivation, out_dir, dtype=dtype, **o)
 

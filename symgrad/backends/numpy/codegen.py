@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 
+from symgrad.backends.base import needs_second_order
 from symgrad.backends.numpy import kernels
 from symgrad.backends.numpy.graph import graph_bodies
 from symgrad.backends.numpy.helpers import ModulePrinter
@@ -19,10 +20,8 @@ from symgrad.backends.numpy.second_expression import expression_second
 from symgrad.core.derive import Derivation, derive
 from symgrad.core.explain import formula_lines
 from symgrad.core.init import init_plan
-from symgrad.errors import SpecError
 from symgrad.render import python_tuple, render
 from symgrad.sizes import HESSIAN_LIMIT
-from symgrad.spec.config import SECOND_ORDER
 from symgrad.train.optim import train_context
 from symgrad.version import __version__
 
@@ -75,10 +74,7 @@ def numpy_module(model, dtype="float64", source=None, second_order=False):
     bodies["keeps"] = _kept(bodies["forward"], bodies["loss"] + bodies["backward"] + [bodies["y"]])
     init, needs_rng = init_lines(model)
     trainable = [p.name for p in model.params if p.trainable]
-    needs = second_order or model.train.kind in SECOND_ORDER  # a newton/gauss_newton train_step solves with them
-    if needs and model.kind == "graph":
-        raise SpecError("second-order functions (--second-order, newton/gauss_newton training) are generated for dense "
-                        "networks and expression models; graph networks have gradients only", "--second-order")
+    needs = needs_second_order(model, second_order)
     bodies["second"] = _second(der, pr) if needs else None
     helpers = pr.sources() + [kernels.source(k) for k in bodies.get("kernels", ())]
     return _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers)

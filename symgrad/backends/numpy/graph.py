@@ -49,7 +49,7 @@ def graph_bodies(der, pr):
 def _forward(node, k, der, index, pr):
     """Lines computing a{k}: the op into z{k}, then the activation (in place where it can)."""
     act = node.activation
-    plain = act is None or (not act.is_layer and act.at(NET) == NET)
+    plain = _plain(node)
     z, a = f"z{k}", f"a{k}"
     lines = node.op.numpy_forward(node, _input_names(node, index), _param_names(k, node), a if plain else z)
     if plain:
