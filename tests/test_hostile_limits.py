@@ -58,6 +58,23 @@ EXPR = textwrap.dedent('''\
     t = [0.25]
 ''')
 
+SEQ = textwrap.dedent('''\
+    name = "seq"
+    input_shape = [3, 2]
+
+    [[layers]]
+    name = "r"
+    kind = "lstm"
+    hidden_size = 2
+
+    [[layers]]
+    name = "out"
+    units = 1
+
+    [loss]
+    kind = "mse"
+''')
+
 BLOW = "((y-t)**2 + (y+t)**3 + y**5*t**7)"
 
 
@@ -117,6 +134,15 @@ BAD_SPECS = [
      ["layers[1].weight", "the string '0.1'"]),
     ("boolean-numbers", NET.replace("x = [0.1, 0.2]", "x = [true, false]"), ["sample.x", "boolean"]),
     ("empty-outputs", EXPR.replace('output = "w*x"', "outputs = {}"), ["expression.outputs", "at least one output"]),
+    ("lstm-hidden-ten-million", SEQ.replace("hidden_size = 2", "hidden_size = 10000000"),
+     ["layers[0].hidden_size", "SYMGRAD_MAX_PARAMS"]),
+    ("lstm-hidden-int64-max", SEQ.replace("hidden_size = 2", "hidden_size = 9223372036854775807"),
+     ["layers[0].hidden_size", "SYMGRAD_MAX_PARAMS"]),
+    ("conv-kernel-billion", SEQ.replace('kind = "lstm"\nhidden_size = 2', 'kind = "transpose"\n[[layers]]\nname = "c"\n'
+                                        'kind = "conv1d"\nout_channels = 1\nkernel_size = 1000000000\n'
+                                        'padding = 500000000'), ["layers[1].out_channels", "SYMGRAD_MAX_PARAMS"]),
+    ("input-shape-huge", SEQ.replace("input_shape = [3, 2]", "input_shape = [100000, 100000, 100000]"),
+     ["input_shape", "SYMGRAD_MAX_PARAMS"]),
     ("expression-blowup", NET.replace('kind = "half_sse"', f'expression = "{BLOW}**64"'),
      ["loss.expression", "SYMGRAD_MAX_TERMS"]),
 ]

@@ -18,6 +18,7 @@ import numpy as np
 import sympy as sp
 
 from symgrad.checks import INIT_SCHEMES, choice_message, finite_array
+from symgrad.limits import check
 from symgrad.ops.activations import get_activation
 from symgrad.ops.activations import out as OUT
 from symgrad.ops.dense import Param
@@ -62,6 +63,8 @@ class Recurrent(TensorOp):
 
     def _params(self, key, default_init):
         name, G, F, H = self.name, len(self.gates) * self.H, self.F, self.H
+        check("SYMGRAD_MAX_PARAMS", G * (F + H + (2 if self.bias == "unit" else 0)),
+              f"the parameter count of layer {name!r}", f"{key}.hidden_size")
         scheme = self.init or default_init
         if scheme not in INIT_SCHEMES:
             raise self.error(choice_message("init scheme", scheme, INIT_SCHEMES), f"{key}.init")
