@@ -1,12 +1,18 @@
-"""ONNX import: a chain of supported ONNX operators becomes a spec (TOML text) and its weights (.npz).
+"""ONNX import: a graph of supported ONNX operators becomes a spec (TOML text) and its weights (.npz).
 
-The graph is read node by node in its (topological) order; each node must read the tensor the
-previous one wrote. ``OPS`` maps an ``op_type`` to the function that adds that node to the layers
-being built, so a new layer kind is one more entry: Gemm and MatMul open a dense layer, an Add of
-a constant right after a MatMul is its bias, an activation right after a dense layer is its
-activation, Softmax is a parameter-free softmax layer, Identity passes its input on.
+The graph is read node by node in its (topological) order. ``OPS`` maps an ``op_type`` to the function
+that adds that node to the layers being built, so a layer kind is one more entry: Gemm, MatMul and Conv
+open a layer with weights, an Add of a constant right after a MatMul is its bias, an activation right
+after a dense or convolution layer is its activation, MaxPool, AveragePool, Flatten and Concat are their
+layers, an Add of two computed tensors is an ``add`` layer (a residual connection), Softmax is a softmax
+layer, Identity passes its input on. Before that, ``PATTERNS`` fuse the subgraphs exporters write for
+activations older opsets lack (SiLU as x * Sigmoid(x), GELU as its erf form) into one node each.
+
+A chain from a (batch, features) input through dense and softmax layers becomes a ``Network`` spec
+(``inputs = n``); any other graph a graph network spec (``input_shape``, layers naming ``input``/``inputs``).
 """
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,10 +20,15 @@ import numpy as np
 
 from symgrad.checks import check_model_name
 from symgrad.errors import SpecError, ToolError, printable
-from symgrad.render import check_output_file, npz_bytes, write_atomic
+from symgrad.limits import read_bounded
+from symgrad.render import check_output_file, npz_bytes, write_files_atomic
 from symgrad.spec.loader import from_dict
 
 INSTALL = "the onnx package is not installed: pip install onnx (or pip install 'symgrad[onnx]')"
+FUSED = "symgrad"  # the domain of the nodes PATTERNS make
+PREFIX = {"dense": "linear", "conv1d": "conv", "conv2d": "conv", "maxpool1d": "maxpool", "maxpool2d": "maxpool",
+          "avgpool1d": "avgpool", "avgpool2d": "avgpool"}  # layer kind -> the stem of its default names
+ACTIVATED = ("dense", "conv1d", "conv2d")  # layer kinds that take an activation
 
 
 def _onnx():
@@ -30,20 +41,28 @@ def _onnx():
     return onnx
 
 
+def _node_name(node):
+    return f"{node.op_type} node {printable(node.name or '(unnamed)')!r}"
+
+
 @dataclass
-class _Chain:
-    """What the nodes read so far built: spec tables of the layers, their weights, and the tensor the chain ends in."""
+class _Graph:
+    """What the nodes read so far built: spec tables of the layers, their weights, and which layer computes each tensor."""
 
     file: str
-    consts: dict  # tensor name -> ndarray (initializers and Constant outputs)
-    current: str  # the tensor holding the running activation
+    consts: dict  # tensor name -> float64 array (initializers and Constant outputs)
+    readers: dict  # tensor name -> the nodes reading it
+    outputs: tuple  # the graph's output tensors
+    producer: dict  # tensor name -> the layer computing it ("x": the network input)
+    rank: dict  # tensor name -> its per-sample rank (dimensions after the batch)
     layers: list = field(default_factory=list)  # spec tables, in order
+    sources: dict = field(default_factory=dict)  # layer name -> the names of the layers it reads
+    made_by: dict = field(default_factory=dict)  # layer name -> the node that opened it
     values: dict = field(default_factory=dict)  # parameter name -> float64 array
-    counts: dict = field(default_factory=dict)  # layer kind -> layers of that kind so far
-    open: dict | None = None  # the dense layer an activation or a bias Add may still complete
+    counts: dict = field(default_factory=dict)  # name stem -> layers with that stem so far
 
     def error(self, node, problem):
-        return SpecError(f"{node.op_type} node {printable(node.name or '(unnamed)')!r}: {problem}", "graph.node", self.file)
+        return SpecError(f"{_node_name(node)}: {problem}", "graph.node", self.file)
 
     def const(self, node, name, what):
         """The constant tensor ``name`` as float64; a computed tensor there is an error."""
@@ -52,32 +71,55 @@ class _Chain:
                                    "in the model (initializers or Constant nodes) are supported")
         return self.consts[name]
 
-    def data_input(self, node, tensor=None):
-        """Check that the node reads the chain's tensor (as its first input unless ``tensor`` is given)."""
-        tensor = tensor if tensor is not None else (node.input[0] if node.input else None)
-        if tensor != self.current:
-            got = printable(tensor) if tensor else "nothing"
-            raise self.error(node, f"reads {got!r}, not {printable(self.current)!r} (the previous node's output): "
-                                   "only a chain of layers is supported")
+    def data(self, node, tensor=None):
+        """The layer (or "x") computing the node's data input: its first input unless ``tensor`` is given."""
+        tensor = node.input[0] if tensor is None else tensor
+        if tensor in self.consts:
+            raise self.error(node, f"its input {printable(tensor)!r} is a constant: it must be computed from the "
+                                   "graph's input")
+        return self.producer[tensor]
 
-    def add_layer(self, kind, table):
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        table = {"kind": kind, "name": f"{'linear' if kind == 'dense' else kind}{self.counts[kind]}", **table}
+    def table(self, name):
+        return next(t for t in self.layers if t["name"] == name)
+
+    def only_reader(self, node, tensor, what):
+        """Refuse when ``tensor`` is read elsewhere too: the node's ``what`` happens inside the layer computing it."""
+        others = [r for r in self.readers.get(tensor, []) if r is not node]
+        if others or tensor in self.outputs:
+            where = _node_name(others[0]) if others else "the graph's output"
+            raise self.error(node, f"its input {printable(tensor)!r} is also read by {where}: symgrad applies {what} "
+                                   "inside the layer, so the value before it cannot be read elsewhere")
+
+    def add_layer(self, node, kind, sources, table, rank):
+        """Append a layer of ``kind`` reading ``sources`` (layer names or "x"); its output has per-sample ``rank``."""
+        stem = PREFIX.get(kind, kind)
+        self.counts[stem] = self.counts.get(stem, 0) + 1
+        table = {"kind": kind, "name": f"{stem}{self.counts[stem]}", **table}
         self.layers.append(table)
+        self.sources[table["name"]] = tuple(sources)
+        self.made_by[table["name"]] = node
+        self.produce(node, table["name"], rank)
         return table
 
+    def produce(self, node, layer, rank):
+        """The node's output is computed by ``layer`` and has per-sample ``rank``."""
+        self.producer[node.output[0]] = layer
+        self.rank[node.output[0]] = rank
 
-def _dense(g, node, weight, bias):
-    """Open a dense layer with weight (units x inputs) and bias ((units,) or None)."""
-    if not np.all(np.isfinite(weight)) or (bias is not None and not np.all(np.isfinite(bias))):
-        raise g.error(node, "its weights hold NaN or infinite values")
-    layer = g.add_layer("dense", {"units": weight.shape[0]})
-    g.values[f"{layer['name']}.weight"] = weight
+    def store(self, node, layer, what, value):
+        if not np.all(np.isfinite(value)):
+            raise self.error(node, "its weights hold NaN or infinite values")
+        self.values[f"{layer['name']}.{what}"] = np.asarray(value, dtype=np.float64)
+
+
+def _dense(g, node, weight, bias, rank):
+    """Open a dense layer with weight (units x inputs) and bias ((units,) or None) reading the node's data input."""
+    layer = g.add_layer(node, "dense", [g.data(node)], {"units": weight.shape[0]}, rank)
+    g.store(node, layer, "weight", weight)
     if bias is None:
         layer["bias"] = "none"
     else:
-        g.values[f"{layer['name']}.bias"] = bias
-    g.open = layer
+        g.store(node, layer, "bias", bias)
 
 
 def _bias(g, node, c, units, what):
@@ -89,53 +131,71 @@ def _bias(g, node, c, units, what):
 
 def _gemm(g, node):
     """Y = alpha * A B' + beta * C with B' = B or B^T: a dense layer with W = alpha B'^T, b = beta C."""
-    g.data_input(node)
+    g.data(node)
     at = _attributes(node)
     if at.get("transA", 0):
         raise g.error(node, "transA=1 is not supported (the input must be rows of samples)")
+    if g.rank[node.input[0]] != 1:
+        raise g.error(node, "it reads a value with more than one axis per sample: a Flatten must come first")
     b = g.const(node, node.input[1], "weight B")
     if b.ndim != 2:
         raise g.error(node, f"its weight B has shape {b.shape}; expected a matrix")
     weight = at.get("alpha", 1.0) * (b if at.get("transB", 0) else b.T)
     has_c = len(node.input) > 2 and node.input[2]
     bias = at.get("beta", 1.0) * _bias(g, node, g.const(node, node.input[2], "bias C"), weight.shape[0], "bias C") if has_c else None
-    _dense(g, node, weight, bias)
+    _dense(g, node, weight, bias, 1)
 
 
 def _matmul(g, node):
-    """Y = A B with a constant matrix B: a dense layer with W = B^T and no bias (an Add may follow)."""
-    g.data_input(node)
+    """Y = A B with a constant matrix B: a dense layer over the last axis with W = B^T and no bias (an Add may follow)."""
+    g.data(node)
     b = g.const(node, node.input[1], "second input")
     if b.ndim != 2:
         raise g.error(node, f"its second input has shape {b.shape}; expected a matrix")
-    _dense(g, node, b.T.copy(), None)
+    _dense(g, node, b.T.copy(), None, g.rank[node.input[0]])
 
 
 def _add(g, node):
-    """Y = A + C with a constant C right after a dense layer without a bias: that layer's bias."""
+    """A + C with a constant C right after a dense layer without a bias: its bias; A + B of two computed tensors: an add layer."""
     inputs = list(node.input)
     data = [n for n in inputs if n not in g.consts]
-    if len(data) != 1:
-        raise g.error(node, "an Add of two computed tensors (a residual connection) is not supported")
-    layer = g.open
-    if layer is None or layer.get("bias") != "none" or "activation" in layer:
+    if not data:
+        raise g.error(node, "an Add of two constants has nothing to compute")
+    if len(data) == 2:
+        ranks = {g.rank[n] for n in data}
+        if len(ranks) != 1:
+            raise g.error(node, "its inputs have different numbers of axes: an add of two values needs one shape "
+                                "(no broadcasting)")
+        g.add_layer(node, "add", [g.data(node, n) for n in data], {}, ranks.pop())
+        return
+    source = g.data(node, data[0])
+    layer = None if source == "x" else g.table(source)
+    if layer is None or layer["kind"] != "dense" or layer.get("bias") != "none" or "activation" in layer:
         raise g.error(node, "an Add of a constant is supported only as the bias right after a MatMul")
-    g.data_input(node, data[0])
+    g.only_reader(node, data[0], "a bias")
     c = g.consts[inputs[1] if inputs[0] == data[0] else inputs[0]]
-    g.values[f"{layer['name']}.bias"] = _bias(g, node, c, layer["units"], "constant")
+    g.store(node, layer, "bias", _bias(g, node, c, layer["units"], "constant"))
     del layer["bias"]
+    g.produce(node, source, g.rank[data[0]])
 
 
 def _activation(name, params=()):
-    """A handler that sets the open dense layer's activation; params: (ONNX attribute, symgrad parameter, default)."""
+    """A handler that sets the activation of the dense or convolution layer it reads; params: (ONNX attribute,
+    symgrad parameter, default)."""
     def handler(g, node):
-        g.data_input(node)
-        if g.open is None or "activation" in g.open:
-            raise g.error(node, "an activation must follow a Gemm or a MatMul (with its bias Add)")
+        source = g.data(node)
+        layer = None if source == "x" else g.table(source)
+        if layer is None or layer["kind"] not in ACTIVATED or "activation" in layer:
+            after = "the graph's input" if layer is None else f"layer {layer['name']!r} ({layer['kind']}" + \
+                (f", activation {layer['activation']})" if "activation" in layer else ")")
+            raise g.error(node, f"an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it "
+                                f"follows {after} (symgrad's add, concat, pooling and flatten layers take none)")
+        g.only_reader(node, node.input[0], "an activation")
         at = _attributes(node)
-        g.open["activation"] = name
+        layer["activation"] = name
         if params:
-            g.open["activation_params"] = {p: at.get(a, d) for a, p, d in params}
+            layer["activation_params"] = {p: at.get(a, d) for a, p, d in params}
+        g.produce(node, source, g.rank[node.input[0]])
     return handler
 
 
@@ -147,25 +207,140 @@ def _gelu(g, node):
 
 def _softmax(g, node):
     """Softmax over the features (axis -1 or 1 of a batch of rows): a parameter-free softmax layer."""
-    g.data_input(node)
+    source = g.data(node)
     axis = _attributes(node).get("axis", -1)
     if axis not in (-1, 1):
         raise g.error(node, f"axis={axis} is not supported: only -1 or 1 (over the features)")
     if not g.layers:
         raise g.error(node, "Softmax comes before any Gemm or MatMul: the first layer must be dense")
-    g.add_layer("softmax", {})
-    g.open = None
+    if g.rank[node.input[0]] != 1:
+        raise g.error(node, "Softmax of a value with more than one axis per sample is not supported: only over the features")
+    g.add_layer(node, "softmax", [source], {}, 1)
 
 
 def _identity(g, node):
-    g.data_input(node)
+    g.produce(node, g.data(node), g.rank[node.input[0]])
 
 
-# op_type -> handler(chain, node): Conv, MaxPool, AveragePool, Flatten, Add of two tensors and Concat join as their layers land
+def _padding(g, node, at, kernel, strides, dilations):
+    """[(before, after)] per spatial axis from ``pads`` or ``auto_pad``."""
+    d = len(kernel)
+    auto = at.get("auto_pad", "NOTSET")
+    if auto == "VALID":
+        return [(0, 0)] * d
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if any(s != 1 for s in strides):
+            raise g.error(node, f"auto_pad={auto} with strides {strides} is not supported: only with stride 1")
+        totals = [dl * (k - 1) for k, dl in zip(kernel, dilations)]
+        return [(t // 2, t - t // 2) if auto == "SAME_UPPER" else (t - t // 2, t // 2) for t in totals]
+    if auto != "NOTSET":
+        raise g.error(node, f"auto_pad={auto} is not supported")
+    pads = at.get("pads", [0] * 2 * d)
+    return list(zip(pads[:d], pads[d:]))
+
+
+def _spatial(g, node, what):
+    """The number of spatial axes (1 or 2) of the node's input: (channels, length) or (channels, height, width)."""
+    d = g.rank[node.input[0]] - 1
+    if d not in (1, 2):
+        raise g.error(node, f"{what} needs an input of shape (batch, channels, length) or (batch, channels, height, "
+                            f"width), got {d + 2} dimensions")
+    return d
+
+
+def _conv(g, node):
+    """Y = W * X + B (cross-correlation, group 1): a conv1d or conv2d layer; its weight is PyTorch's layout already."""
+    source = g.data(node)
+    at = _attributes(node)
+    d = _spatial(g, node, "Conv")
+    w = g.const(node, node.input[1], "weight W")
+    if at.get("group", 1) != 1:
+        raise g.error(node, f"group={at['group']} is not supported: only group=1")
+    if w.ndim != d + 2:
+        raise g.error(node, f"its weight W has shape {w.shape}; expected {d + 2} dimensions")
+    kernel = list(w.shape[2:])
+    if list(at.get("kernel_shape", kernel)) != kernel:
+        raise g.error(node, f"kernel_shape={at['kernel_shape']} does not match its weight's {kernel}")
+    strides, dilations = list(at.get("strides", [1] * d)), list(at.get("dilations", [1] * d))
+    pads = _padding(g, node, at, kernel, strides, dilations)
+    if all(lo == hi for lo, hi in pads):
+        padding = [lo for lo, _ in pads]
+    elif strides == [1] * d and pads == [(t // 2, t - t // 2) for t in (dl * (k - 1) for k, dl in zip(kernel, dilations))]:
+        padding = "same"
+    else:
+        raise g.error(node, f"pads={[lo for lo, _ in pads] + [hi for _, hi in pads]} is not supported: symgrad pads "
+                            "both ends of an axis equally, or as padding \"same\" (stride 1, the smaller half first)")
+    table = {"out_channels": w.shape[0], "kernel_size": kernel, "stride": strides, "padding": padding,
+             "dilation": dilations}
+    layer = g.add_layer(node, f"conv{d}d", [source], table, d + 1)
+    g.store(node, layer, "weight", w)
+    if len(node.input) > 2 and node.input[2]:
+        g.store(node, layer, "bias", g.const(node, node.input[2], "bias B"))
+    else:
+        layer["bias"] = "none"
+
+
+def _pool(kind):
+    """A handler for MaxPool (kind "maxpool") or AveragePool ("avgpool"): floor mode, equal padding at both ends."""
+    def handler(g, node):
+        source = g.data(node)
+        at = _attributes(node)
+        d = _spatial(g, node, node.op_type)
+        for attr, ok in (("ceil_mode", 0), ("storage_order", 0), ("dilations", [1] * d)):
+            if attr in at and at[attr] != ok:
+                raise g.error(node, f"{attr}={at[attr]} is not supported (symgrad's pooling: {attr}={ok})")
+        if len(node.output) > 1 and node.output[1]:
+            raise g.error(node, "its second output (Indices) is not supported")
+        kernel = list(at["kernel_shape"])
+        strides = list(at.get("strides", [1] * d))
+        pads = _padding(g, node, at, kernel, strides, [1] * d)
+        if any(lo != hi for lo, hi in pads):
+            raise g.error(node, f"pads={[lo for lo, _ in pads] + [hi for _, hi in pads]} is not supported: symgrad "
+                                "pads both ends of an axis equally")
+        padding = [lo for lo, _ in pads]
+        if kind == "avgpool" and any(padding) and not at.get("count_include_pad", 0):
+            raise g.error(node, "count_include_pad=0 with padding is not supported: symgrad's average pooling counts "
+                                "the padding as zeros (count_include_pad=1, PyTorch's default)")
+        g.add_layer(node, f"{kind}{d}d", [source], {"kernel_size": kernel, "stride": strides, "padding": padding}, d + 1)
+    return handler
+
+
+def _flatten(g, node):
+    """Flatten(axis=1): a flatten layer, or nothing when each sample is already flat."""
+    source = g.data(node)
+    rank = g.rank[node.input[0]]
+    axis = _attributes(node).get("axis", 1)
+    if (axis + rank + 1 if axis < 0 else axis) != 1:
+        raise g.error(node, f"axis={axis} is not supported: only axis=1 (every sample flattened, the batch kept)")
+    if rank == 1:
+        g.produce(node, source, 1)
+    else:
+        g.add_layer(node, "flatten", [source], {}, 1)
+
+
+def _concat(g, node):
+    """Concat along axis 1 (channels, or features) of two or more computed tensors: a concat layer."""
+    ranks = {g.rank.get(n) for n in node.input}
+    sources = [g.data(node, n) for n in node.input]
+    if len(ranks) != 1 or len(sources) < 2:
+        raise g.error(node, "a Concat needs two or more inputs with the same number of axes")
+    rank = ranks.pop()
+    axis = _attributes(node)["axis"]
+    if (axis + rank + 1 if axis < 0 else axis) != 1:
+        raise g.error(node, f"axis={axis} is not supported: only axis=1 (channels, or features)")
+    g.add_layer(node, "concat", sources, {}, rank)
+
+
+# op_type -> handler(graph, node); "symgrad.X" are the nodes PATTERNS fuse
 OPS = {
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Add": _add,
+    "Conv": _conv,
+    "MaxPool": _pool("maxpool"),
+    "AveragePool": _pool("avgpool"),
+    "Flatten": _flatten,
+    "Concat": _concat,
     "Relu": _activation("relu"),
     "Sigmoid": _activation("sigmoid"),
     "Tanh": _activation("tanh"),
@@ -173,6 +348,7 @@ OPS = {
     "LeakyRelu": _activation("leaky_relu", [("alpha", "negative_slope", 0.01)]),
     "Elu": _activation("elu", [("alpha", "alpha", 1.0)]),
     "Gelu": _gelu,
+    f"{FUSED}.SiLU": _activation("silu"),
     "Softmax": _softmax,
     "Identity": _identity,
 }
@@ -191,47 +367,205 @@ def _attributes(node):
     return out
 
 
-def read_onnx(path):
-    """(number of inputs, [spec layer tables], {parameter name: float64 array}) of the ONNX model at path."""
+# -- patterns: subgraphs that compute one activation, fused into one node before the handlers run
+
+
+def _only(readers, tensor, op_type):
+    """The one node reading ``tensor`` when it is an ``op_type`` node, else None."""
+    nodes = readers.get(tensor, [])
+    return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type and nodes[0].domain in ("", "ai.onnx") else None
+
+
+def _other(node, tensor, consts, value):
+    """Whether the node's input besides ``tensor`` is the constant ``value`` (to float32 precision)."""
+    rest = [n for n in node.input if n != tensor]
+    return len(rest) == 1 and rest[0] in consts and consts[rest[0]].size == 1 and \
+        abs(float(consts[rest[0]].reshape(-1)[0]) - value) <= 1e-6 * abs(value)
+
+
+def _silu_pattern(node, readers, consts):
+    """Sigmoid(z) read only by Mul(z, Sigmoid(z)): x * sigmoid(x)."""
+    if node.op_type != "Sigmoid":
+        return None
+    z, s = node.input[0], node.output[0]
+    mul = _only(readers, s, "Mul")
+    if mul is None or sorted(mul.input) != sorted([z, s]):
+        return None
+    return [node, mul], ("SiLU", FUSED)
+
+
+def _gelu_pattern(node, readers, consts):
+    """Div(z, sqrt 2) -> Erf -> Add 1 -> Mul z -> Mul 0.5 (PyTorch's export of the exact GELU before opset 20)."""
+    if node.op_type != "Div" or not _other(node, node.input[0], consts, math.sqrt(2)):
+        return None
+    z = node.input[0]
+    erf = _only(readers, node.output[0], "Erf")
+    add = erf and _only(readers, erf.output[0], "Add")
+    mul = add and _other(add, erf.output[0], consts, 1.0) and _only(readers, add.output[0], "Mul")
+    half = mul and sorted(mul.input) == sorted([z, add.output[0]]) and _only(readers, mul.output[0], "Mul")
+    if not half or not _other(half, mul.output[0], consts, 0.5):
+        return None
+    return [node, erf, add, mul, half], ("Gelu", "")
+
+
+PATTERNS = (_silu_pattern, _gelu_pattern)
+
+
+def _readers(nodes):
+    out = {}
+    for node in nodes:
+        for name in node.input:
+            if name and node not in out.setdefault(name, []):
+                out[name].append(node)
+    return out
+
+
+def _fuse(nodes, consts):
+    """The nodes with each subgraph a pattern recognises replaced by one node at its last node's place."""
+    from onnx import helper
+
+    readers = _readers(nodes)
+    replaced = {}  # id(node) -> the fused node at that place, or None (removed)
+    for node in nodes:
+        if id(node) in replaced:
+            continue
+        for pattern in PATTERNS:
+            found = pattern(node, readers, consts)
+            if found:
+                parts, (op_type, domain) = found
+                last = parts[-1]
+                fused = helper.make_node(op_type, [node.input[0]], [last.output[0]], name=last.name or node.name,
+                                         domain=domain)
+                replaced.update({id(p): None for p in parts})
+                replaced[id(last)] = fused
+                break
+    return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
+
+
+# -- reading a model
+
+
+@dataclass
+class Imported:
+    """An imported graph: the per-sample input shape, the spec tables of its layers, its weights, and which node
+    opened each layer."""
+
+    input_shape: tuple
+    layers: list
+    values: dict
+    made_by: dict
+    chain: bool  # a Network (``inputs = n``), else a graph network (``input_shape``)
+
+    def input_line(self):
+        return f"inputs = {self.input_shape[0]}" if self.chain else f"input_shape = {list(self.input_shape)}"
+
+
+def _load(path):
+    """The checked ModelProto at path (at most SYMGRAD_MAX_ONNX_BYTES), or a SpecError naming the file."""
     onnx = _onnx()
     shown = printable(Path(path).name)
+    data = read_bounded(path, "SYMGRAD_MAX_ONNX_BYTES", "ONNX model")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)
-    except FileNotFoundError:
-        raise SpecError("file not found", file=shown) from None
-    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, OSError
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError
         raise SpecError(f"cannot read the ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                         file=shown) from None
+    return model
+
+
+def _constant(node):
+    """The value of a Constant node as float64."""
+    from onnx import helper, numpy_helper
+
+    v = helper.get_attribute_value(node.attribute[0])
+    return (numpy_helper.to_array(v) if hasattr(v, "dims") else np.array(v)).astype(np.float64)
+
+
+def read_onnx(path):
+    """The :class:`Imported` graph of the ONNX model at path."""
+    onnx = _onnx()
+    shown = printable(Path(path).name)
+    model = _load(path)
     graph = model.graph
     consts = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise SpecError(f"the graph has {len(inputs)} inputs and {len(graph.output)} outputs; only one of each is supported",
                         "graph", shown)
-    dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim]
-    if inputs[0].type.tensor_type.HasField("shape") and len(dims) != 2:
-        raise SpecError(f"input {printable(inputs[0].name)!r} has {len(dims)} dimensions; only (batch, features) is supported",
-                        "graph.input", shown)
-    g = _Chain(shown, consts, inputs[0].name)
+    x = inputs[0]
+    dims = [d.dim_value or None for d in x.type.tensor_type.shape.dim] if x.type.tensor_type.HasField("shape") else [None, None]
+    if len(dims) not in (2, 3, 4):
+        raise SpecError(f"input {printable(x.name)!r} has {len(dims)} dimensions; supported: (batch, features), "
+                        "(batch, channels, length), (batch, channels, height, width)", "graph.input", shown)
+    nodes = []
     for node in graph.node:
-        if node.op_type == "Constant":
-            consts[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t).astype(np.float64)
-            continue
-        if node.domain not in ("", "ai.onnx") or node.op_type not in OPS:
-            raise g.error(node, f"operator {node.op_type} is not supported (supported: {', '.join(OPS)})")
-        OPS[node.op_type](g, node)
-        g.current = node.output[0]
-    if g.current != graph.output[0].name:
-        raise SpecError(f"the graph's output {printable(graph.output[0].name)!r} is not the end of the chain of layers",
-                        "graph.output", shown)
-    if not g.layers:
-        raise SpecError("the graph has no Gemm or MatMul layer", "graph", shown)
-    n_in = g.values[f"{g.layers[0]['name']}.weight"].shape[1]
-    if dims and dims[1] not in (None, n_in):
-        raise SpecError(f"input {printable(inputs[0].name)!r} has {dims[1]} features, the first layer takes {n_in}",
-                        "graph.input", shown)
-    return n_in, g.layers, g.values
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            consts[node.output[0]] = _constant(node)
+        else:
+            nodes.append(node)
+    nodes = _fuse(nodes, consts)
+    g = _Graph(shown, consts, _readers(nodes), tuple(o.name for o in graph.output), {x.name: "x"}, {x.name: len(dims) - 1})
+    for node in nodes:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        if key not in OPS:
+            supported = ", ".join(k for k in OPS if "." not in k)
+            raise g.error(node, f"operator {key} is not supported (supported: {supported}; SiLU and GELU as the "
+                                "subgraphs PyTorch exports)")
+        OPS[key](g, node)
+    out = g.producer.get(graph.output[0].name, "x")
+    if out == "x":
+        raise SpecError("the graph has no Gemm, MatMul or Conv layer", "graph", shown)
+    _check_used(g, out)
+    chain = len(dims) == 2 and all(t["kind"] in ("dense", "softmax") for t in g.layers) and all(
+        g.sources[t["name"]] == ((g.layers[k - 1]["name"],) if k else ("x",)) for k, t in enumerate(g.layers))
+    if chain:
+        n_in = g.values[f"{g.layers[0]['name']}.weight"].shape[1]
+        if dims[1] not in (None, n_in):
+            raise SpecError(f"input {printable(x.name)!r} has {dims[1]} features, the first layer takes {n_in}",
+                            "graph.input", shown)
+        return Imported((n_in,), g.layers, g.values, g.made_by, True)
+    if None in dims[1:]:
+        raise SpecError(f"input {printable(x.name)!r} has shape {['?' if n is None else n for n in dims]}: a graph "
+                        "network needs every dimension but the batch known", "graph.input", shown)
+    return Imported(tuple(dims[1:]), _graph_tables(g), g.values, g.made_by, False)
+
+
+def _check_used(g, out):
+    """Refuse a layer the output does not depend on (symgrad's graphs end in the output layer)."""
+    used = {out}
+    for t in reversed(g.layers):
+        if t["name"] in used:
+            used.update(g.sources[t["name"]])
+    for t in g.layers:
+        if t["name"] not in used:
+            raise g.error(g.made_by[t["name"]], "its output does not reach the graph's output")
+
+
+def _graph_tables(g):
+    """The layers as graph-network tables: ``input``/``inputs`` where a layer does not read the one before it, and a
+    final softmax as the activation of the dense layer before it."""
+    layers = list(g.layers)
+    for k, t in enumerate(layers):
+        if t["kind"] == "softmax":
+            source = g.sources[t["name"]][0]
+            prev = layers[k - 1] if k else None
+            if k != len(layers) - 1 or prev is None or prev["name"] != source or prev["kind"] != "dense" \
+                    or "activation" in prev or any(source in s for n, s in g.sources.items() if n != t["name"]):
+                raise g.error(g.made_by[t["name"]], "in a graph network softmax is only the output's activation: it must "
+                                                    "be the last node and follow a Gemm or MatMul without an activation")
+            prev["activation"] = "softmax"
+            layers.pop()
+    out = []
+    for k, t in enumerate(layers):
+        sources = list(g.sources[t["name"]])
+        head = {"kind": t["kind"], "name": t["name"]}
+        if t["kind"] in ("add", "concat"):
+            head["inputs"] = sources
+        elif sources != [layers[k - 1]["name"] if k else "x"]:
+            head["input"] = sources[0]
+        out.append({**head, **t})
+    return out
 
 
 def _toml_string(text):
@@ -244,14 +578,16 @@ def _toml_string(text):
 def _toml_value(v):
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return _toml_string(v) if isinstance(v, str) else repr(v)
 
 
-def spec_text(name, n_inputs, layers, loss, params_file, source):
+def spec_text(name, imported, loss, params_file, source):
     """The spec of an imported model as TOML (keys in the order the README's tables list them)."""
     lines = [f"# imported from {printable(source)} by symgrad import; weights in {printable(params_file)}",
-             f"name = {_toml_string(name)}", f"inputs = {n_inputs}", f"params_file = {_toml_string(params_file)}", ""]
-    for layer in layers:
+             f"name = {_toml_string(name)}", imported.input_line(), f"params_file = {_toml_string(params_file)}", ""]
+    for layer in imported.layers:
         lines.append("[[layers]]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in layer.items() if not (k == "kind" and v == "dense")]
         lines.append("")
@@ -260,27 +596,35 @@ def spec_text(name, n_inputs, layers, loss, params_file, source):
 
 
 def from_onnx(path, loss="mse", name="onnx_model"):
-    """A symgrad Network with the weights of the ONNX model at path."""
-    n_in, layers, values = read_onnx(path)
-    text = spec_text(name, n_in, layers, loss, "<arrays>", Path(path).name)
-    return _model(text, values, name)
+    """A symgrad Network (a chain) or GraphNetwork with the weights of the ONNX model at path."""
+    imported = read_onnx(path)
+    text = spec_text(name, imported, loss, "<arrays>", Path(path).name)
+    return _model(text, imported, name, printable(Path(path).name))
 
 
-def _model(text, values, source):
-    """The Network the spec text describes, with the values its params_file will hold."""
+def _model(text, imported, source, shown):
+    """The model the spec text describes, with the values its params_file will hold; a layer's error names its node."""
     import tomllib
 
     from symgrad.spec.loader import with_values
 
     data = tomllib.loads(text)
     del data["params_file"]
-    model = from_dict(data, source)
-    model.params = with_values(model.params, values)
+    try:
+        model = from_dict(data, source)
+    except SpecError as exc:
+        key = exc.key or ""
+        if not key.startswith("layers["):
+            raise
+        layer = imported.layers[int(key[len("layers["):key.index("]")])]
+        node = imported.made_by[layer["name"]]
+        raise SpecError(f"{_node_name(node)}: {exc.message}", "graph.node", shown) from None
+    model.params = with_values(model.params, imported.values)
     return model
 
 
 def import_onnx(path, spec, loss="mse", name=None):
-    """Write ``spec`` (TOML) and its weights beside it (same name, .npz); returns the paths written."""
+    """Write ``spec`` (TOML) and its weights beside it (same name, .npz) as a pair; returns the paths written."""
     spec = Path(spec)
     if spec.suffix != ".toml":
         raise SpecError(f"{printable(spec)} does not end in .toml", "--out")
@@ -289,10 +633,12 @@ def import_onnx(path, spec, loss="mse", name=None):
     check_output_file(weights)
     name = name or spec.stem
     check_model_name(name, "--name" if name != spec.stem else "--out")
-    n_in, layers, values = read_onnx(path)
-    text = spec_text(name, n_in, layers, loss, weights.name, Path(path).name)
+    imported = read_onnx(path)
+    text = spec_text(name, imported, loss, weights.name, Path(path).name)
     try:
-        _model(text, values, spec.name)  # what is written loads
+        _model(text, imported, spec.name, printable(Path(path).name))  # what is written loads
     except SpecError as exc:
+        if exc.key == "graph.node":
+            raise
         raise SpecError(exc.message, "--loss" if exc.key and exc.key.startswith("loss") else exc.key, printable(spec)) from None
-    return [write_atomic(weights, npz_bytes(values)), write_atomic(spec, text)]
+    return write_files_atomic({weights: npz_bytes(imported.values), spec: text})

@@ -170,14 +170,17 @@ def test_unsupported_operator_names_operator_and_node(tmp_path, capsys):
 
 @pytest.mark.parametrize("nodes, message", [
     ([helper.make_node("Relu", ["x"], ["y"], name="r")], "Relu node 'r': an activation must follow a Gemm or a MatMul"),
-    ([helper.make_node("MatMul", ["x", "w"], ["z"], name="mm"), helper.make_node("Add", ["z", "x"], ["y"], name="res")],
-     "Add node 'res': an Add of two computed tensors (a residual connection) is not supported"),
+    ([helper.make_node("MatMul", ["x", "w"], ["z"], name="mm"), helper.make_node("Add", ["z", "x"], ["s"], name="res"),
+      helper.make_node("Relu", ["s"], ["y"], name="after")],
+     "Relu node 'after': an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it follows layer "
+     "'add1' (add)"),
     ([helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transA=1)], "Gemm node 'g': transA=1 is not supported"),
     ([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["y"], name="s", axis=0)],
      "Softmax node 's': axis=0 is not supported"),
     ([helper.make_node("MatMul", ["x", "x"], ["y"], name="xx")], "MatMul node 'xx': its second input 'x' is computed"),
     ([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Relu", ["x"], ["y"], name="skip")],
-     "Relu node 'skip': reads 'x', not 'z'"),
+     "Relu node 'skip': an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it follows the "
+     "graph's input"),
 ])
 def test_graphs_outside_the_supported_subset_are_refused(tmp_path, capsys, nodes, message):
     err = _fails(tmp_path, _graph(nodes, {"w": np.ones((3, 3))}, 3, 3), capsys)
@@ -259,3 +262,205 @@ def test_params_file_is_never_unpickled(tmp_path):
     (tmp_path / "w.npz").write_bytes(buf.getvalue())
     with pytest.raises(SpecError, match="key 'params_file'.*w.npz: cannot read parameters"):
         symgrad.load(path)
+
+
+# graph networks: convolutions, pooling, flatten, residual adds, concats
+
+
+def _shaped(nodes, consts, in_shape, opset=17):
+    """A float64 model from nodes reading 'x' of shape (batch, *in_shape) and writing 'y' (batch, outputs)."""
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float64), name=k) for k, v in consts.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["batch", *in_shape])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", "outputs"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _conv_op(at, x, w, b=None):
+    d = w.dim() - 2
+    pads = at.get("pads", [0] * 2 * d)
+    flat = [p for k in reversed(range(d)) for p in (pads[k], pads[d + k])]  # F.pad: the last axis first
+    conv = F.conv1d if d == 1 else F.conv2d
+    return conv(F.pad(x, flat), w, b, stride=at.get("strides", 1), dilation=at.get("dilations", 1))
+
+
+def _pool_op(kind):
+    def run(at, x):
+        d, k = x.dim() - 2, at["kernel_shape"]
+        s, p = at.get("strides", [1] * d), at.get("pads", [0] * 2 * d)[:d]
+        if kind == "max":
+            return (F.max_pool1d if d == 1 else F.max_pool2d)(x, k, s, p)
+        return (F.avg_pool1d if d == 1 else F.avg_pool2d)(x, k, s, p, count_include_pad=bool(at.get("count_include_pad", 0)))
+    return run
+
+
+# op_type -> torch float64 function of (attributes, *inputs): the oracle runs the ONNX graph itself
+TORCH_OPS = {
+    "Conv": _conv_op, "MaxPool": _pool_op("max"), "AveragePool": _pool_op("avg"),
+    "Flatten": lambda at, x: x.flatten(1), "Add": lambda at, a, b: a + b, "Mul": lambda at, a, b: a * b,
+    "Div": lambda at, a, b: a / b, "Erf": lambda at, a: torch.erf(a), "MatMul": lambda at, a, b: a @ b,
+    "Gemm": lambda at, a, b, c=None: at.get("alpha", 1.0) * a @ (b.T if at.get("transB", 0) else b)
+    + (0 if c is None else at.get("beta", 1.0) * c),
+    "Concat": lambda at, *xs: torch.cat(xs, at["axis"]), "Softmax": lambda at, a: torch.softmax(a, at.get("axis", -1)),
+    "Relu": lambda at, a: F.relu(a), "Sigmoid": lambda at, a: torch.sigmoid(a), "Tanh": lambda at, a: torch.tanh(a),
+    "Softplus": lambda at, a: F.softplus(a), "LeakyRelu": lambda at, a: F.leaky_relu(a, at.get("alpha", 0.01)),
+    "Elu": lambda at, a: F.elu(a, at.get("alpha", 1.0)), "Gelu": lambda at, a: F.gelu(a),
+    "Identity": lambda at, a: a,
+}
+
+
+def _onnx_in_torch(model, x, leaves):
+    """The ONNX graph's output computed by PyTorch float64, with the initializers as the given leaf tensors."""
+    vals = {**leaves, "x": torch.tensor(x)}
+    for n in model.graph.node:
+        at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == "Constant":
+            vals[n.output[0]] = torch.tensor(numpy_helper.to_array(at["value"]).astype(np.float64))
+            continue
+        vals[n.output[0]] = TORCH_OPS[n.op_type](at, *[vals[i] for i in n.input if i])
+    return vals[model.graph.output[0].name]
+
+
+def _worst(a, b):
+    """The largest difference relative to the largest entry of b."""
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-300))
+
+
+def _check_graph(tmp_path, model, run_torch=None, batch=3, seed=0):
+    """Import, generate NumPy, compare forward, loss and every gradient with PyTorch float64 to 1e-10 relative.
+
+    run_torch(x, leaves) gives the oracle's output from leaves {initializer name: tensor}; by default the ONNX graph
+    itself run by PyTorch. Each symgrad parameter is matched to the initializer holding the same numbers (a MatMul's
+    transposed).
+    """
+    net, mod = _import(tmp_path, model)
+    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    params = net.init_params()
+    match = {}
+    for p, v in params.items():
+        same = [(k, tr) for k, a in inits.items() for tr in (False, True)[:1 + (a.ndim == 2)]
+                if (a.T if tr else a).shape == v.shape and np.array_equal(a.T if tr else a, v)]
+        assert len(same) == 1, (p, same)
+        match[p] = same[0]
+    rng = np.random.default_rng(seed)
+    chain = net.kind != "graph"
+    x = rng.normal(size=(batch, *((net.n_inputs,) if chain else net.input_shape)))
+    t = rng.normal(size=(batch, *((net.n_outputs,) if chain else net.output_shape)))
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in inits.items()}
+    y = (run_torch or (lambda x, leaves: _onnx_in_torch(model, x, leaves)))(x, leaves)
+    loss = F.mse_loss(y, torch.tensor(t))
+    loss.backward()
+    assert _worst(mod.forward(params, x), y.detach().numpy()) < 1e-10
+    E, grads = mod.loss_and_gradients(params, x, t)
+    assert abs(E - loss.item()) < 1e-10 * abs(loss.item())
+    assert set(grads) == set(params)
+    ref = {p: leaves[k].grad.numpy().T if tr else leaves[k].grad.numpy() for p, (k, tr) in match.items()}
+    errors = {p: _worst(g, ref[p]) for p, g in grads.items()}
+    assert max(errors.values()) < 1e-10, errors
+    return net
+
+
+def _const(name, value):
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=np.float64)))
+
+
+def test_conv2d_relu_maxpool_flatten_gemm(tmp_path):
+    w1, b1, w2, b2 = _weights(5, (3, 2, 3, 3), (3,), (4, 12), (4,))
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", strides=[2, 1], pads=[1, 0, 1, 0],
+                              dilations=[1, 2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["z"], transB=1),
+             helper.make_node("Tanh", ["z"], ["y"])]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, (2, 5, 7)))
+    assert [n.kind for n in net.nodes] == ["conv2d", "maxpool2d", "flatten", "dense"]
+    assert [n.name for n in net.nodes] == ["conv1", "maxpool1", "flatten1", "linear1"]
+    assert net.param_names == ("conv1.weight", "conv1.bias", "linear1.weight", "linear1.bias")
+    text = (tmp_path / "net.toml").read_text()
+    assert "input_shape = [2, 5, 7]" in text and 'kind = "conv2d"' in text and "stride = [2, 1]" in text
+
+
+def test_conv1d_same_padding_avgpool_matmul_add(tmp_path):
+    """Asymmetric pads that are PyTorch's padding="same" split, average pooling counting its padding, no conv bias."""
+    w1, w2, b2 = _weights(6, (3, 2, 4), (6, 5), (5,))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 2]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("AveragePool", ["s"], ["p"], kernel_shape=[3], strides=[3], pads=[1, 1], count_include_pad=1),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "w2"], ["m"]),
+             helper.make_node("Add", ["m", "b2"], ["z"]),
+             helper.make_node("Softplus", ["z"], ["y"])]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "w2": w2, "b2": b2}, (2, 5)))
+    assert net.nodes[0].op.padding == "same" and net.nodes[0].op.bias == "none"
+    assert net.nodes[1].kind == "avgpool1d"
+
+
+def test_residual_add(tmp_path):
+    """Two dense blocks with skip connections on a flat input: add layers reading the input and earlier layers."""
+    w1, b1, w2, b2, w3 = _weights(7, (5, 4), (5,), (4, 5), (4,), (4, 2))
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["g"], transB=1),
+             helper.make_node("Add", ["x", "g"], ["r1"], name="skip1"),
+             helper.make_node("Add", ["r1", "x"], ["r2"], name="skip2"),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"])]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "w3": w3}, (4,)))
+    assert [(n.name, n.inputs) for n in net.nodes] == [
+        ("linear1", ("x",)), ("linear2", ("linear1",)), ("add1", ("x", "linear2")), ("add2", ("add1", "x")),
+        ("linear3", ("add2",))]
+
+
+def test_concat_of_two_branches_with_softmax_output(tmp_path):
+    w1, b1, w2, w3, b3 = _weights(8, (2, 1, 3, 3), (2,), (3, 1, 1, 1), (4, 20), (4,))
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Elu", ["c1"], ["a1"], alpha=0.5),
+             helper.make_node("Conv", ["x", "w2"], ["c2"]),
+             helper.make_node("Concat", ["a1", "c2"], ["cat"], axis=1),
+             helper.make_node("AveragePool", ["cat"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["z"], transB=1),
+             helper.make_node("Softmax", ["z"], ["y"], axis=1)]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "w3": w3, "b3": b3}, (1, 4, 5)))
+    assert net.node("concat1").inputs == ("conv1", "conv2")
+    assert net.node("conv2").inputs == ("x",)
+    assert net.nodes[-1].activation.kind == "softmax"
+
+
+def _gelu_subgraph(z, y):
+    """The nodes PyTorch's exporter writes for the exact GELU before opset 20."""
+    return [_const("sqrt2", np.sqrt(2.0)), helper.make_node("Div", [z, "sqrt2"], ["g_div"]),
+            helper.make_node("Erf", ["g_div"], ["g_erf"]), _const("one", 1.0),
+            helper.make_node("Add", ["g_erf", "one"], ["g_add"]), helper.make_node("Mul", [z, "g_add"], ["g_mul"]),
+            _const("half", 0.5), helper.make_node("Mul", ["g_mul", "half"], [y], name="gelu_out")]
+
+
+ACTIVATIONS = {
+    "relu": [helper.make_node("Relu", ["c"], ["a"])],
+    "sigmoid": [helper.make_node("Sigmoid", ["c"], ["a"])],
+    "tanh": [helper.make_node("Tanh", ["c"], ["a"])],
+    "softplus": [helper.make_node("Softplus", ["c"], ["a"])],
+    "leaky_relu": [helper.make_node("LeakyRelu", ["c"], ["a"], alpha=0.25)],  # float32 holds these alphas exactly
+    "elu": [helper.make_node("Elu", ["c"], ["a"], alpha=0.75)],
+    "gelu": [helper.make_node("Gelu", ["c"], ["a"])],  # the operator of opset 20
+    "silu": [helper.make_node("Sigmoid", ["c"], ["sg"]), helper.make_node("Mul", ["sg", "c"], ["a"])],
+    "gelu_erf": _gelu_subgraph("c", "a"),
+}
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_each_activation_after_a_convolution(tmp_path, act):
+    w1, w2, b2 = _weights(9, (2, 2, 2), (3, 8), (3,))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]), *ACTIVATIONS[act],
+             helper.make_node("Flatten", ["a"], ["f"]), helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1)]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "w2": w2, "b2": b2}, (2, 5), opset=20))
+    assert net.nodes[0].activation.name == act.removesuffix("_erf")
+
+
+def test_fused_activations_after_dense_layers_keep_a_chain(tmp_path):
+    """SiLU and GELU subgraphs after Gemm layers of a flat input still give a dense Network."""
+    w1, w2 = _weights(10, (4, 3), (2, 4))
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["c"], transB=1), *ACTIVATIONS["silu"],
+             helper.make_node("Gemm", ["a", "w2"], ["c2"], transB=1), *_gelu_subgraph("c2", "y")]
+    net = _check_graph(tmp_path, _graph(nodes, {"w1": w1, "w2": w2}, 3, 2))
+    assert net.kind != "graph" and [d.activation.name for d in net.layers] == ["silu", "gelu"]
+    assert "inputs = 3" in (tmp_path / "net.toml").read_text()
