@@ -206,7 +206,8 @@ def write_files_atomic(files):
             if path.exists():
                 backups[path] = _hidden_name(path, ".old")
                 os.link(path, backups[path])
-            os.replace(temps.pop(path), path)
+            os.replace(temps[path], path)
+            del temps[path]
             done.append(path)
     except OSError as exc:
         failed = path

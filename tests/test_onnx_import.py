@@ -464,3 +464,152 @@ def test_fused_activations_after_dense_layers_keep_a_chain(tmp_path):
     net = _check_graph(tmp_path, _graph(nodes, {"w1": w1, "w2": w2}, 3, 2))
     assert net.kind != "graph" and [d.activation.name for d in net.layers] == ["silu", "gelu"]
     assert "inputs = 3" in (tmp_path / "net.toml").read_text()
+
+
+def _conv_then(*nodes, conv=None, in_shape=(2, 6, 6), opset=20):
+    """A conv2d on x (weight 'w', 3 out channels, 2x2 kernel) followed by ``nodes`` that end in 'y'."""
+    first = conv or helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
+    return _shaped([first, *nodes], {"w": np.ones((3, in_shape[0], 2, 2)), "w2": np.ones((3, 3, 2, 2))}, in_shape, opset)
+
+
+@pytest.mark.parametrize("model, message", [
+    (_conv_then(conv=helper.make_node("Conv", ["x", "w"], ["y"], name="grouped", group=2), in_shape=(6, 4, 4)),
+     "Conv node 'grouped': group=2 is not supported: only group=1"),
+    (_conv_then(conv=helper.make_node("Conv", ["x", "w"], ["y"], name="lopsided", pads=[0, 1, 1, 0])),
+     "Conv node 'lopsided': pads=[0, 1, 1, 0] is not supported: symgrad pads both ends of an axis equally, or as "
+     "padding \"same\""),
+    (_conv_then(conv=helper.make_node("Conv", ["x", "w"], ["y"], name="strided", pads=[0, 0, 1, 1], strides=[2, 2])),
+     "Conv node 'strided': pads=[0, 0, 1, 1] is not supported"),
+    (_conv_then(helper.make_node("MaxPool", ["c"], ["y"], name="ceil", kernel_shape=[2, 2], ceil_mode=1)),
+     "MaxPool node 'ceil': ceil_mode=1 is not supported (symgrad's pooling: ceil_mode=0)"),
+    (_conv_then(helper.make_node("MaxPool", ["c"], ["y"], name="dil", kernel_shape=[2, 2], dilations=[2, 2])),
+     "MaxPool node 'dil': dilations=[2, 2] is not supported"),
+    (_conv_then(helper.make_node("MaxPool", ["c"], ["y"], name="odd", kernel_shape=[3, 3], pads=[1, 0, 0, 0])),
+     "MaxPool node 'odd': pads=[1, 0, 0, 0] is not supported: symgrad pads both ends of an axis equally"),
+    (_conv_then(helper.make_node("AveragePool", ["c"], ["y"], name="avg", kernel_shape=[2, 2], pads=[1, 1, 1, 1])),
+     "AveragePool node 'avg': count_include_pad=0 with padding is not supported"),
+    (_conv_then(helper.make_node("AveragePool", ["c"], ["y"], name="wide", kernel_shape=[2, 2], pads=[2, 2, 2, 2],
+                                 count_include_pad=1)),
+     "AveragePool node 'wide': layer 'avgpool1': padding [2, 2] is more than half the kernel 2x2"),
+    (_conv_then(helper.make_node("Flatten", ["c"], ["y"], name="flat2", axis=2)),
+     "Flatten node 'flat2': axis=2 is not supported: only axis=1"),
+    (_conv_then(helper.make_node("Conv", ["x", "w"], ["c2"]), helper.make_node("Concat", ["c", "c2"], ["y"], name="cat",
+                                                                               axis=2)),
+     "Concat node 'cat': axis=2 is not supported: only axis=1"),
+    (_conv_then(helper.make_node("Conv", ["c", "w2"], ["c2"]), helper.make_node("Add", ["c", "c2"], ["y"], name="res")),
+     "Add node 'res': layer 'add1': add needs inputs of one shape, got 3x5x5, 3x4x4"),
+    (_conv_then(helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Add", ["c", "r"], ["y"], name="both")),
+     "Relu node '(unnamed)': its input 'c' is also read by Add node 'both': symgrad applies an activation inside the "
+     "layer"),
+    (_conv_then(helper.make_node("Reshape", ["c", "w"], ["y"], name="reshape")),
+     "Reshape node 'reshape': operator Reshape is not supported (supported: Gemm, MatMul, Add, Conv, MaxPool"),
+    (_conv_then(helper.make_node("Gelu", ["c"], ["y"], name="tanh_gelu", approximate="tanh")),
+     "Gelu node 'tanh_gelu': only approximate='none'"),
+    (_conv_then(helper.make_node("Gemm", ["c", "w"], ["y"], name="unflat")),
+     "Gemm node 'unflat': it reads a value with more than one axis per sample: a Flatten must come first"),
+    (_conv_then(helper.make_node("Softmax", ["c"], ["y"], name="sm")),
+     "Softmax node 'sm': Softmax of a value with more than one axis per sample is not supported"),
+    (_conv_then(helper.make_node("Conv", ["x", "w"], ["unused"], name="dead"), helper.make_node("Relu", ["c"], ["y"])),
+     "Conv node 'dead': its output does not reach the graph's output"),
+])
+def test_graph_nodes_outside_the_supported_subset_are_refused(tmp_path, capsys, model, message):
+    err = _fails(tmp_path, model, capsys)
+    assert f"m.onnx: key 'graph.node': {message}" in err, err
+
+
+def test_softmax_inside_a_graph_must_be_the_output_activation(tmp_path, capsys):
+    (w,) = _weights(11, (3, 3))
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["z"], transB=1), helper.make_node("Softmax", ["z"], ["s"], name="sm"),
+             helper.make_node("Add", ["s", "x"], ["y"])]
+    err = _fails(tmp_path, _shaped(nodes, {"w": w}, (3,)), capsys)
+    assert "Softmax node 'sm': in a graph network softmax is only the output's activation" in err
+
+
+def test_onnx_file_size_limit(tmp_path, capsys, monkeypatch):
+    model = _graph([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": np.ones((3, 2))}, 3, 2)
+    size = len(model.SerializeToString())
+    monkeypatch.setenv("SYMGRAD_MAX_ONNX_BYTES", str(size - 1))
+    err = _fails(tmp_path, model, capsys)
+    assert (f"m.onnx: the ONNX model file's size in bytes is {size}, more than the limit of {size - 1} (set the "
+            "environment variable SYMGRAD_MAX_ONNX_BYTES to raise it)") in err
+    monkeypatch.setenv("SYMGRAD_MAX_ONNX_BYTES", str(size))
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "net.toml")]) == 0
+    with pytest.raises(SpecError, match="cannot read the ONNX model: a directory"):
+        symgrad.from_onnx(tmp_path)
+
+
+def test_a_failed_rename_leaves_the_previous_pair(tmp_path, capsys, monkeypatch):
+    """The .npz is renamed in first, the spec last; when the spec's rename fails the old .npz comes back."""
+    import os
+
+    import symgrad.render
+
+    model = _graph([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": np.ones((3, 2))}, 3, 2)
+    onnx.save(model, tmp_path / "m.onnx")
+    (tmp_path / "net.toml").write_text("old spec")
+    (tmp_path / "net.npz").write_bytes(b"old weights")
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("net.toml"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(symgrad.render.os, "replace", failing)
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "net.toml")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert (tmp_path / "net.toml").read_text() == "old spec"
+    assert (tmp_path / "net.npz").read_bytes() == b"old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "net.npz", "net.toml"]
+    (tmp_path / "net.toml").unlink()
+    (tmp_path / "net.npz").unlink()
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "net.toml")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # the new .npz is taken away again
+
+
+def _export(module, x, opset=None):
+    """The ONNX model PyTorch's TorchScript exporter writes (skips the test where it cannot run here)."""
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, x, buf, dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}}, **({"opset_version": opset} if opset else {}))
+    except Exception as exc:  # the exporter may need onnxscript, missing here; any other failure is the test's
+        if not isinstance(exc, ImportError) and "onnxscript" not in str(exc):
+            raise
+        pytest.skip(f"torch.onnx.export (TorchScript exporter) does not work here: {type(exc).__name__}: {exc}")
+    return onnx.load_from_string(buf.getvalue())
+
+
+class _Block(torch.nn.Module):
+    """conv -> SiLU -> avg pool; a residual branch; a concat with a GELU branch; flatten -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.act = nn.SiLU()
+        self.res = nn.Conv2d(3, 3, 3, padding="same", bias=False)
+        self.side = nn.Conv2d(2, 2, 2, stride=2, dilation=1)
+        self.gelu = nn.GELU()
+        self.pool = nn.AvgPool2d(2, padding=1)
+        self.mpool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(5 * 2 * 2, 4)
+
+    def forward(self, x):
+        a = self.act(self.conv(x))
+        a = self.mpool(a + torch.tanh(self.res(a)))
+        b = self.gelu(self.side(x))
+        return self.fc(torch.flatten(self.pool(torch.cat([a, b], 1)), 1))
+
+
+@pytest.mark.parametrize("opset", [17, 20])  # GELU as the erf subgraph, and as the Gelu operator
+def test_pytorch_export_of_a_graph_matches_pytorch(tmp_path, opset):
+    torch.manual_seed(1)
+    module = _Block()
+    model = _export(module, torch.zeros(1, 2, 6, 6), opset)
+    module = module.double()
+    net = _check_graph(tmp_path, model, lambda x, leaves: torch.func.functional_call(module, leaves, (torch.tensor(x),)))
+    assert {n.kind for n in net.nodes} == {"conv2d", "add", "maxpool2d", "concat", "avgpool2d", "flatten", "dense"}
+    assert [n.activation.name for n in net.nodes if n.kind == "conv2d"] == ["silu", "tanh", "gelu"]
