@@ -147,10 +147,10 @@ def test_pytorch_export_matches_pytorch(tmp_path):
 
 
 def test_float_attributes_read_as_the_decimal_written():
-    from symgrad.onnx_import import _attributes
+    from symgrad.onnx_ops import attributes
 
     node = helper.make_node("LeakyRelu", ["z"], ["y"], alpha=0.1)  # stored as float32 0.100000001...
-    assert _attributes(node) == {"alpha": 0.1}
+    assert attributes(node) == {"alpha": 0.1}
 
 
 def _fails(tmp_path, model, capsys, *args):
