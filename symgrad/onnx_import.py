@@ -88,8 +88,9 @@ def _readers(nodes):
     return out
 
 
-def _fuse(nodes, consts):
-    """The nodes with each subgraph a pattern recognises replaced by one node at its last node's place."""
+def _fuse(nodes, consts, outputs):
+    """The nodes with each subgraph a pattern recognises replaced by one node at its last node's place (a subgraph
+    whose inner values are graph outputs is left as it is)."""
     from onnx import helper
 
     readers = _readers(nodes)
@@ -99,7 +100,7 @@ def _fuse(nodes, consts):
             continue
         for pattern in PATTERNS:
             found = pattern(node, readers, consts)
-            if found:
+            if found and not any(p.output[0] in outputs for p in found[0][:-1]):
                 parts, (op_type, domain) = found
                 last = parts[-1]
                 fused = helper.make_node(op_type, [node.input[0]], [last.output[0]], name=last.name or node.name,
@@ -132,7 +133,10 @@ def _load(path):
     """The checked ModelProto at path (at most SYMGRAD_MAX_ONNX_BYTES), or a SpecError naming the file."""
     onnx = _onnx()
     shown = printable(Path(path).name)
-    data = read_bounded(path, "SYMGRAD_MAX_ONNX_BYTES", "ONNX model")
+    try:
+        data = read_bounded(path, "SYMGRAD_MAX_ONNX_BYTES", "ONNX model")
+    except SpecError as exc:
+        raise SpecError(exc.message, file=shown) from None
     try:
         model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)
@@ -172,7 +176,7 @@ def read_onnx(path):
             consts[node.output[0]] = _constant(node)
         else:
             nodes.append(node)
-    nodes = _fuse(nodes, consts)
+    nodes = _fuse(nodes, consts, {o.name for o in graph.output})
     g = Graph(shown, consts, _readers(nodes), tuple(o.name for o in graph.output), {x.name: "x"}, {x.name: len(dims) - 1})
     for node in nodes:
         key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
