@@ -80,6 +80,7 @@ PATTERNS = (_silu_pattern, _gelu_pattern)
 
 
 def _readers(nodes):
+    """{tensor name: the nodes reading it, in order}."""
     out = {}
     for node in nodes:
         for name in node.input:
@@ -126,6 +127,7 @@ class Imported:
     chain: bool  # a Network (``inputs = n``), else a graph network (``input_shape``)
 
     def input_line(self):
+        """The spec line giving the input: ``inputs = n`` for a chain, else ``input_shape = [...]``."""
         return f"inputs = {self.input_shape[0]}" if self.chain else f"input_shape = {list(self.input_shape)}"
 
 
@@ -248,6 +250,7 @@ def _toml_string(text):
 
 
 def _toml_value(v):
+    """A TOML value: a string, number, list or inline table."""
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
     if isinstance(v, list):

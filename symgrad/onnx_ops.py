@@ -40,6 +40,7 @@ class Graph:
     counts: dict = field(default_factory=dict)  # name stem -> layers with that stem so far
 
     def error(self, node, problem):
+        """A SpecError about ``node`` at the key graph.node."""
         return SpecError(f"{node_name(node)}: {problem}", "graph.node", self.file)
 
     def const(self, node, name, what):
@@ -58,6 +59,7 @@ class Graph:
         return self.producer[tensor]
 
     def table(self, name):
+        """The spec table of layer ``name``."""
         return next(t for t in self.layers if t["name"] == name)
 
     def only_reader(self, node, tensor, what):
@@ -85,6 +87,7 @@ class Graph:
         self.rank[node.output[0]] = rank
 
     def store(self, node, layer, what, value):
+        """Keep ``value`` as the parameter ``<layer>.<what>`` (float64); NaN or inf is the node's error."""
         if not np.all(np.isfinite(value)):
             raise self.error(node, "its weights hold NaN or infinite values")
         self.values[f"{layer['name']}.{what}"] = np.asarray(value, dtype=np.float64)
@@ -178,6 +181,7 @@ def _activation(name, params=()):
 
 
 def _gelu(g, node):
+    """Gelu (approximate="none"): x * Phi(x), the layer's gelu activation."""
     if attributes(node).get("approximate", "none") != "none":
         raise g.error(node, "only approximate='none' (the exact erf form) is supported")
     _activation("gelu")(g, node)
@@ -197,6 +201,7 @@ def _softmax(g, node):
 
 
 def _identity(g, node):
+    """Identity: its output is its input's layer."""
     g.produce(node, g.data(node), g.rank[node.input[0]])
 
 
