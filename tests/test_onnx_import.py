@@ -373,6 +373,7 @@ def test_conv2d_relu_maxpool_flatten_gemm(tmp_path):
              helper.make_node("Gemm", ["f", "w2", "b2"], ["z"], transB=1),
              helper.make_node("Tanh", ["z"], ["y"])]
     net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, (2, 5, 7)))
+    assert symgrad.from_onnx(tmp_path / "m.onnx", name="net").describe() == net.describe()
     assert [n.kind for n in net.nodes] == ["conv2d", "maxpool2d", "flatten", "dense"]
     assert [n.name for n in net.nodes] == ["conv1", "maxpool1", "flatten1", "linear1"]
     assert net.param_names == ("conv1.weight", "conv1.bias", "linear1.weight", "linear1.bias")
