@@ -69,7 +69,7 @@ def build_parser():
                    help="also generate input_gradients, jacobian, hvp, gauss_newton_vp, hessian and hessian_blocks")
     g.set_defaults(run=_generate)
     i = sub.add_parser("import", help="write a spec and its weights (.npz) from an ONNX model",
-                       description="Read MODEL.onnx (a chain of Gemm, MatMul + Add, activations and Softmax) and write "
+                       description="Read MODEL.onnx (dense chains, convolutions, pooling, residual adds and concats) and write "
                                    "SPEC.toml with its weights in SPEC.npz beside it (the spec's params_file).")
     i.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
     i.add_argument("-o", "--out", required=True, metavar="SPEC.toml", help="the spec to write (weights go to SPEC.npz)")

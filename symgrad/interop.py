@@ -4,7 +4,8 @@ Children are read in order (nested ``nn.Sequential`` flattened, keys ``block.0``
 becomes a Dense layer with its weights, an activation module right after it becomes that layer's
 activation, ``nn.Softmax`` becomes a parameter-free :class:`~symgrad.ops.softmax.Softmax` layer, and
 ``nn.Identity``, ``nn.Dropout`` and ``nn.Flatten()`` are skipped (they are the identity on a batch of
-rows in eval mode). The network keeps ``torch_keys``: {symgrad parameter name: state_dict key}.
+rows in eval mode). With convolutions, pooling or recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``)
+the module becomes a GraphNetwork. The network keeps ``torch_keys``: {symgrad parameter name: state_dict key}.
 """
 
 from collections import OrderedDict
@@ -21,7 +22,7 @@ INSTALL = "PyTorch is not installed: pip install torch (or pip install 'symgrad[
 SUPPORTED = ("Linear, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Softplus (beta=1, threshold=20), SiLU, GELU (approximate='none'), "
              "Softmax (dim=-1 or 1), Identity, Dropout, Flatten (start_dim=1, end_dim=-1), nested Sequential; with "
              "input_shape: Conv1d, Conv2d (groups=1, padding_mode='zeros'), MaxPool1d/2d (dilation=1), AvgPool1d/2d "
-             "(count_include_pad=True), ceil_mode=False")
+             "(count_include_pad=True), ceil_mode=False, RNN/LSTM/GRU (batch_first=True, one direction, proj_size=0, dropout=0)")
 
 
 def _torch():
@@ -121,22 +122,37 @@ def _input_count(input_shape, in_features):
     return in_features
 
 
+def _recurrent_kinds():
+    """{torch recurrent module class: symgrad layer class}."""
+    from symgrad.ops.recurrent import GRU, LSTM, RNN
+
+    nn = _torch().nn
+    return {nn.RNN: RNN, nn.LSTM: LSTM, nn.GRU: GRU}
+
+
 def _shaped_kinds():
     nn = _torch().nn
-    return (nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
+    return (nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, *_recurrent_kinds())
 
 
-def from_torch(module, loss="mse", input_shape=None, name=None):
+def from_torch(module, loss="mse", input_shape=None, name=None, return_sequences=False):
     """A symgrad model with the weights (float64) of a torch module whose children run in sequence.
 
-    A chain of Linear layers and activations becomes a Network; with convolutions or pooling it becomes a
-    GraphNetwork, and ``input_shape`` (C, L) or (C, H, W) is required.
+    A chain of Linear layers and activations becomes a Network; with convolutions, pooling or recurrent
+    layers it becomes a GraphNetwork, and ``input_shape`` ((C, L), (C, H, W), or (T, F) for sequences) is
+    required. A recurrent child (or the module itself) returns (output, state) in PyTorch, so its module's
+    forward hands the next child the output sequence ``out`` (batch, T, H): a recurrent child followed by
+    another one passes every step, and the last one passes its last step ``out[:, -1]`` (= h_n of the top
+    layer), or with ``return_sequences=True`` every step (a Linear after it then applies to each step).
+    ``num_layers = n`` becomes n stacked layers ``<name>_l0 .. <name>_l<n-1>`` (one layer keeps ``<name>``).
     """
     nn = _torch().nn
     if not isinstance(module, nn.Module):
         raise SpecError(f"expected a torch.nn.Module, got {type(module).__name__}", "module")
-    if any(isinstance(c, _shaped_kinds()) for _, c in _children(module)):
-        return _graph_from_torch(module, loss, input_shape, name)
+    if isinstance(module, tuple(_recurrent_kinds())) or any(isinstance(c, _shaped_kinds()) for _, c in _children(module)):
+        return _graph_from_torch(module, loss, input_shape, name, return_sequences)
+    if return_sequences:
+        raise SpecError("return_sequences applies to a module with a recurrent child (RNN, LSTM, GRU)", "return_sequences")
     children = [(f"module[{p}]", p, c) for p, c in _children(module)]
     kept = [(k, p, c) for k, p, c in children if not _skipped(c)]
     if not kept:
@@ -172,8 +188,40 @@ def from_torch(module, loss="mse", input_shape=None, name=None):
     return net
 
 
-def _graph_from_torch(module, loss, input_shape, name):
-    """A GraphNetwork from a sequence of Conv/Pool/Flatten/Linear children and activations (input_shape required)."""
+def _check_recurrent(child, key):
+    """Refuse what symgrad's recurrent layers do not offer: batch_first=False, two directions, proj_size, dropout."""
+    refused = [("batch_first=False", not child.batch_first), ("bidirectional=True", child.bidirectional),
+               (f"proj_size={getattr(child, 'proj_size', 0)}", getattr(child, "proj_size", 0)),
+               (f"dropout={child.dropout}", child.dropout > 0)]
+    for what, bad in refused:
+        if bad:
+            raise SpecError(f"{type(child).__name__}({what}) is not supported: only batch_first=True, one direction, "
+                            "proj_size=0 and dropout=0", key)
+
+
+def _recurrent(child, path, lname, sequences):
+    """The stacked symgrad layers of a torch RNN/LSTM/GRU and their state_dict keys ({symgrad name: torch key})."""
+    from symgrad.ops.recurrent import WEIGHTS
+
+    layers, keys = [], {}
+    prefix = f"{path}." if path else ""
+    for k in range(child.num_layers):
+        layer = lname if child.num_layers == 1 else f"{lname}_l{k}"
+        tensors = {w: getattr(child, f"{w}_l{k}") for w in WEIGHTS if child.bias or not w.startswith("bias")}
+        args = {w: _array(t) for w, t in tensors.items()}
+        if type(child) is _torch().nn.RNN:
+            args["activation"] = child.nonlinearity
+        layers.append(_recurrent_kinds()[type(child)](
+            layer, hidden_size=child.hidden_size, bias="unit" if child.bias else "none",
+            return_sequences=sequences or k < child.num_layers - 1,
+            freeze=tuple(w for w, t in tensors.items() if not t.requires_grad), **args))
+        keys.update({f"{layer}.{w}": f"{prefix}{w}_l{k}" for w in tensors})
+    return layers, keys
+
+
+def _graph_from_torch(module, loss, input_shape, name, return_sequences=False):
+    """A GraphNetwork from a sequence of Conv/Pool/Flatten/Linear/recurrent children and activations (input_shape
+    required)."""
     from symgrad.ops.conv import Conv1d, Conv2d
     from symgrad.ops.pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
     from symgrad.ops.shape import Flatten
@@ -181,12 +229,18 @@ def _graph_from_torch(module, loss, input_shape, name):
 
     nn = _torch().nn
     if input_shape is None:
-        raise SpecError("a module with convolutions or pooling needs input_shape, e.g. (1, 28, 28)", "input_shape")
+        raise SpecError("a module with convolutions, pooling or recurrent layers needs input_shape, e.g. (1, 28, 28), "
+                        "or (T, F) for sequences", "input_shape")
     pools = {nn.MaxPool1d: MaxPool1d, nn.MaxPool2d: MaxPool2d, nn.AvgPool1d: AvgPool1d, nn.AvgPool2d: AvgPool2d}
+    recurrent = _recurrent_kinds()
+    children = [("", module)] if type(module) in recurrent else list(_children(module))
+    last_recurrent = max((i for i, (_, c) in enumerate(children) if type(c) in recurrent), default=-1)
+    if return_sequences and last_recurrent < 0:
+        raise SpecError("return_sequences applies to a module with a recurrent child (RNN, LSTM, GRU)", "return_sequences")
     layers, keys, taken, count = [], {}, set(), 0
     prev = None
-    for path, child in _children(module):
-        key, kind = f"module[{path}]", type(child)
+    for i, (path, child) in enumerate(children):
+        key, kind = f"module[{path}]" if path else "module", type(child)
         count += 1
         lname = _layer_name(path, kind.__name__.lower(), count, taken)
         if kind in (nn.Identity, nn.Dropout):
@@ -212,6 +266,11 @@ def _graph_from_torch(module, loss, input_shape, name):
                                 "count_include_pad=False and divisor_override are not offered", key)
             layers.append(pools[kind](lname, kernel_size=_ints(child.kernel_size), stride=_ints(child.stride),
                                       padding=_ints(child.padding)))
+        elif kind in recurrent:
+            _check_recurrent(child, key)
+            stacked, more = _recurrent(child, path, lname, return_sequences or i < last_recurrent)
+            layers += stacked
+            keys.update(more)
         elif kind is nn.Flatten:
             if not (child.start_dim == 1 and child.end_dim == -1):
                 raise SpecError("only Flatten(start_dim=1, end_dim=-1) is supported", key)

@@ -6,6 +6,7 @@ the limit, the value asked for and the variable that raises it.
 
 import math
 import os
+import stat
 
 import sympy as sp
 
@@ -17,6 +18,7 @@ LIMITS = {
     "SYMGRAD_MAX_PARAMS": (5_000_000, "scalar parameters (and inputs or units) of a model"),
     "SYMGRAD_MAX_TERMS": (2_000, "terms of an expression once its powers and products are multiplied out"),
     "SYMGRAD_MAX_STEPS": (1_000, "gradient steps of report --steps"),
+    "SYMGRAD_MAX_ONNX_BYTES": (200_000_000, "size of an ONNX model file in bytes"),
 }
 
 
@@ -41,6 +43,27 @@ def check(name, value, what, key=None, file=None):
     if value > bound:
         raise SpecError(f"{what} is {value}, more than the limit of {bound} (set the environment variable {name} "
                         f"to raise it)", key, file)
+
+
+def read_bounded(path, name, noun):
+    """The bytes of a regular file of at most limit ``name`` bytes (``noun`` names the file in messages)."""
+    bound = limit(name)
+    try:
+        st = os.stat(path)  # before opening: opening a FIFO would block, reading /dev/zero would never end
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise SpecError(f"cannot read the {noun}: {kind}", file=path)
+        check(name, st.st_size, f"the {noun} file's size in bytes", file=path)
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError(f"cannot read the {noun}: not a regular file", file=path)
+            data = f.read(bound + 1)
+    except FileNotFoundError:
+        raise SpecError("file not found", file=path) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read file: {exc.strerror or exc}", file=path) from None
+    check(name, len(data), f"the {noun} file's size in bytes", file=path)
+    return data
 
 
 def expanded_terms(expr, cap=10**12):

@@ -1,20 +1,25 @@
-"""ONNX import: a chain of supported ONNX operators becomes a spec (TOML text) and its weights (.npz).
+"""ONNX import: a graph of supported ONNX operators becomes a spec (TOML text) and its weights (.npz).
 
-The graph is read node by node in its (topological) order; each node must read the tensor the
-previous one wrote. ``OPS`` maps an ``op_type`` to the function that adds that node to the layers
-being built, so a new layer kind is one more entry: Gemm and MatMul open a dense layer, an Add of
-a constant right after a MatMul is its bias, an activation right after a dense layer is its
-activation, Softmax is a parameter-free softmax layer, Identity passes its input on.
+The graph is read node by node in its (topological) order; :data:`symgrad.onnx_ops.OPS` maps each
+``op_type`` to the handler that adds the node to the layers being built. Before that, ``PATTERNS`` fuse
+the subgraphs exporters write for activations older opsets lack (SiLU as x * Sigmoid(x), GELU as its
+erf form) into one node each.
+
+A chain from a (batch, features) input through dense and softmax layers becomes a ``Network`` spec
+(``inputs = n``); any other graph a graph network spec (``input_shape``, layers naming ``input``/``inputs``).
 """
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from symgrad.checks import check_model_name
 from symgrad.errors import SpecError, ToolError, printable
-from symgrad.render import check_output_file, npz_bytes, write_atomic
+from symgrad.limits import read_bounded
+from symgrad.onnx_ops import FUSED, OPS, Graph, node_name
+from symgrad.render import check_output_file, npz_bytes, write_files_atomic
 from symgrad.spec.loader import from_dict
 
 INSTALL = "the onnx package is not installed: pip install onnx (or pip install 'symgrad[onnx]')"
@@ -30,208 +35,211 @@ def _onnx():
     return onnx
 
 
-@dataclass
-class _Chain:
-    """What the nodes read so far built: spec tables of the layers, their weights, and the tensor the chain ends in."""
-
-    file: str
-    consts: dict  # tensor name -> ndarray (initializers and Constant outputs)
-    current: str  # the tensor holding the running activation
-    layers: list = field(default_factory=list)  # spec tables, in order
-    values: dict = field(default_factory=dict)  # parameter name -> float64 array
-    counts: dict = field(default_factory=dict)  # layer kind -> layers of that kind so far
-    open: dict | None = None  # the dense layer an activation or a bias Add may still complete
-
-    def error(self, node, problem):
-        return SpecError(f"{node.op_type} node {printable(node.name or '(unnamed)')!r}: {problem}", "graph.node", self.file)
-
-    def const(self, node, name, what):
-        """The constant tensor ``name`` as float64; a computed tensor there is an error."""
-        if name not in self.consts:
-            raise self.error(node, f"its {what} {printable(name)!r} is computed, not a constant: only weights stored "
-                                   "in the model (initializers or Constant nodes) are supported")
-        return self.consts[name]
-
-    def data_input(self, node, tensor=None):
-        """Check that the node reads the chain's tensor (as its first input unless ``tensor`` is given)."""
-        tensor = tensor if tensor is not None else (node.input[0] if node.input else None)
-        if tensor != self.current:
-            got = printable(tensor) if tensor else "nothing"
-            raise self.error(node, f"reads {got!r}, not {printable(self.current)!r} (the previous node's output): "
-                                   "only a chain of layers is supported")
-
-    def add_layer(self, kind, table):
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        table = {"kind": kind, "name": f"{'linear' if kind == 'dense' else kind}{self.counts[kind]}", **table}
-        self.layers.append(table)
-        return table
+# -- patterns: subgraphs that compute one activation, fused into one node before the handlers run
 
 
-def _dense(g, node, weight, bias):
-    """Open a dense layer with weight (units x inputs) and bias ((units,) or None)."""
-    if not np.all(np.isfinite(weight)) or (bias is not None and not np.all(np.isfinite(bias))):
-        raise g.error(node, "its weights hold NaN or infinite values")
-    layer = g.add_layer("dense", {"units": weight.shape[0]})
-    g.values[f"{layer['name']}.weight"] = weight
-    if bias is None:
-        layer["bias"] = "none"
-    else:
-        g.values[f"{layer['name']}.bias"] = bias
-    g.open = layer
+def _only(readers, tensor, op_type):
+    """The one node reading ``tensor`` when it is an ``op_type`` node, else None."""
+    nodes = readers.get(tensor, [])
+    return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type and nodes[0].domain in ("", "ai.onnx") else None
 
 
-def _bias(g, node, c, units, what):
-    """A bias tensor broadcast to (units,): a scalar, (units,) or (1, units)."""
-    if c.size not in (1, units) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
-        raise g.error(node, f"its {what} has shape {c.shape}; expected a scalar, ({units},) or (1, {units})")
-    return np.broadcast_to(c.reshape(-1), (units,)).astype(np.float64)
+def _other(node, tensor, consts, value):
+    """Whether the node's input besides ``tensor`` is the constant ``value`` (to float32 precision)."""
+    rest = [n for n in node.input if n != tensor]
+    return len(rest) == 1 and rest[0] in consts and consts[rest[0]].size == 1 and \
+        abs(float(consts[rest[0]].reshape(-1)[0]) - value) <= 1e-6 * abs(value)
 
 
-def _gemm(g, node):
-    """Y = alpha * A B' + beta * C with B' = B or B^T: a dense layer with W = alpha B'^T, b = beta C."""
-    g.data_input(node)
-    at = _attributes(node)
-    if at.get("transA", 0):
-        raise g.error(node, "transA=1 is not supported (the input must be rows of samples)")
-    b = g.const(node, node.input[1], "weight B")
-    if b.ndim != 2:
-        raise g.error(node, f"its weight B has shape {b.shape}; expected a matrix")
-    weight = at.get("alpha", 1.0) * (b if at.get("transB", 0) else b.T)
-    has_c = len(node.input) > 2 and node.input[2]
-    bias = at.get("beta", 1.0) * _bias(g, node, g.const(node, node.input[2], "bias C"), weight.shape[0], "bias C") if has_c else None
-    _dense(g, node, weight, bias)
+def _silu_pattern(node, readers, consts):
+    """Sigmoid(z) read only by Mul(z, Sigmoid(z)): x * sigmoid(x)."""
+    if node.op_type != "Sigmoid":
+        return None
+    z, s = node.input[0], node.output[0]
+    mul = _only(readers, s, "Mul")
+    if mul is None or sorted(mul.input) != sorted([z, s]):
+        return None
+    return [node, mul], ("SiLU", FUSED)
 
 
-def _matmul(g, node):
-    """Y = A B with a constant matrix B: a dense layer with W = B^T and no bias (an Add may follow)."""
-    g.data_input(node)
-    b = g.const(node, node.input[1], "second input")
-    if b.ndim != 2:
-        raise g.error(node, f"its second input has shape {b.shape}; expected a matrix")
-    _dense(g, node, b.T.copy(), None)
+def _gelu_pattern(node, readers, consts):
+    """Div(z, sqrt 2) -> Erf -> Add 1 -> Mul z -> Mul 0.5 (PyTorch's export of the exact GELU before opset 20)."""
+    if node.op_type != "Div" or not _other(node, node.input[0], consts, math.sqrt(2)):
+        return None
+    z = node.input[0]
+    erf = _only(readers, node.output[0], "Erf")
+    add = erf and _only(readers, erf.output[0], "Add")
+    mul = add and _other(add, erf.output[0], consts, 1.0) and _only(readers, add.output[0], "Mul")
+    half = mul and sorted(mul.input) == sorted([z, add.output[0]]) and _only(readers, mul.output[0], "Mul")
+    if not half or not _other(half, mul.output[0], consts, 0.5):
+        return None
+    return [node, erf, add, mul, half], ("Gelu", "")
 
 
-def _add(g, node):
-    """Y = A + C with a constant C right after a dense layer without a bias: that layer's bias."""
-    inputs = list(node.input)
-    data = [n for n in inputs if n not in g.consts]
-    if len(data) != 1:
-        raise g.error(node, "an Add of two computed tensors (a residual connection) is not supported")
-    layer = g.open
-    if layer is None or layer.get("bias") != "none" or "activation" in layer:
-        raise g.error(node, "an Add of a constant is supported only as the bias right after a MatMul")
-    g.data_input(node, data[0])
-    c = g.consts[inputs[1] if inputs[0] == data[0] else inputs[0]]
-    g.values[f"{layer['name']}.bias"] = _bias(g, node, c, layer["units"], "constant")
-    del layer["bias"]
+PATTERNS = (_silu_pattern, _gelu_pattern)
 
 
-def _activation(name, params=()):
-    """A handler that sets the open dense layer's activation; params: (ONNX attribute, symgrad parameter, default)."""
-    def handler(g, node):
-        g.data_input(node)
-        if g.open is None or "activation" in g.open:
-            raise g.error(node, "an activation must follow a Gemm or a MatMul (with its bias Add)")
-        at = _attributes(node)
-        g.open["activation"] = name
-        if params:
-            g.open["activation_params"] = {p: at.get(a, d) for a, p, d in params}
-    return handler
-
-
-def _gelu(g, node):
-    if _attributes(node).get("approximate", "none") != "none":
-        raise g.error(node, "only approximate='none' (the exact erf form) is supported")
-    _activation("gelu")(g, node)
-
-
-def _softmax(g, node):
-    """Softmax over the features (axis -1 or 1 of a batch of rows): a parameter-free softmax layer."""
-    g.data_input(node)
-    axis = _attributes(node).get("axis", -1)
-    if axis not in (-1, 1):
-        raise g.error(node, f"axis={axis} is not supported: only -1 or 1 (over the features)")
-    if not g.layers:
-        raise g.error(node, "Softmax comes before any Gemm or MatMul: the first layer must be dense")
-    g.add_layer("softmax", {})
-    g.open = None
-
-
-def _identity(g, node):
-    g.data_input(node)
-
-
-# op_type -> handler(chain, node): Conv, MaxPool, AveragePool, Flatten, Add of two tensors and Concat join as their layers land
-OPS = {
-    "Gemm": _gemm,
-    "MatMul": _matmul,
-    "Add": _add,
-    "Relu": _activation("relu"),
-    "Sigmoid": _activation("sigmoid"),
-    "Tanh": _activation("tanh"),
-    "Softplus": _activation("softplus"),
-    "LeakyRelu": _activation("leaky_relu", [("alpha", "negative_slope", 0.01)]),
-    "Elu": _activation("elu", [("alpha", "alpha", 1.0)]),
-    "Gelu": _gelu,
-    "Softmax": _softmax,
-    "Identity": _identity,
-}
-
-
-def _attributes(node):
-    """{name: value}; float attributes (float32 in ONNX) as the shortest decimal that gives the same float32."""
-    from onnx import helper
-
+def _readers(nodes):
+    """{tensor name: the nodes reading it, in order}."""
     out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        if isinstance(v, float):
-            v = float(np.format_float_positional(np.float32(v), unique=True, trim="0"))
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    for node in nodes:
+        for name in node.input:
+            if name and node not in out.setdefault(name, []):
+                out[name].append(node)
     return out
 
 
-def read_onnx(path):
-    """(number of inputs, [spec layer tables], {parameter name: float64 array}) of the ONNX model at path."""
+def _fuse(nodes, consts, outputs):
+    """The nodes with each subgraph a pattern recognises replaced by one node at its last node's place (a subgraph
+    whose inner values are graph outputs is left as it is)."""
+    from onnx import helper
+
+    readers = _readers(nodes)
+    replaced = {}  # id(node) -> the fused node at that place, or None (removed)
+    for node in nodes:
+        if id(node) in replaced:
+            continue
+        for pattern in PATTERNS:
+            found = pattern(node, readers, consts)
+            if found and not any(p.output[0] in outputs for p in found[0][:-1]):
+                parts, (op_type, domain) = found
+                last = parts[-1]
+                fused = helper.make_node(op_type, [node.input[0]], [last.output[0]], name=last.name or node.name,
+                                         domain=domain)
+                replaced.update({id(p): None for p in parts})
+                replaced[id(last)] = fused
+                break
+    return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
+
+
+# -- reading a model
+
+
+@dataclass
+class Imported:
+    """An imported graph: the per-sample input shape, the spec tables of its layers, its weights, and which node
+    opened each layer."""
+
+    input_shape: tuple
+    layers: list
+    values: dict
+    made_by: dict
+    chain: bool  # a Network (``inputs = n``), else a graph network (``input_shape``)
+
+    def input_line(self):
+        """The spec line giving the input: ``inputs = n`` for a chain, else ``input_shape = [...]``."""
+        return f"inputs = {self.input_shape[0]}" if self.chain else f"input_shape = {list(self.input_shape)}"
+
+
+def _load(path):
+    """The checked ModelProto at path (at most SYMGRAD_MAX_ONNX_BYTES), or a SpecError naming the file."""
     onnx = _onnx()
     shown = printable(Path(path).name)
     try:
-        model = onnx.load(str(path))
+        data = read_bounded(path, "SYMGRAD_MAX_ONNX_BYTES", "ONNX model")
+    except SpecError as exc:
+        raise SpecError(exc.message, file=shown) from None
+    try:
+        model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)
-    except FileNotFoundError:
-        raise SpecError("file not found", file=shown) from None
-    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, OSError
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError
         raise SpecError(f"cannot read the ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                         file=shown) from None
+    return model
+
+
+def _constant(node):
+    """The value of a Constant node as float64."""
+    from onnx import helper, numpy_helper
+
+    v = helper.get_attribute_value(node.attribute[0])
+    return (numpy_helper.to_array(v) if hasattr(v, "dims") else np.array(v)).astype(np.float64)
+
+
+def read_onnx(path):
+    """The :class:`Imported` graph of the ONNX model at path."""
+    onnx = _onnx()
+    shown = printable(Path(path).name)
+    model = _load(path)
     graph = model.graph
     consts = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise SpecError(f"the graph has {len(inputs)} inputs and {len(graph.output)} outputs; only one of each is supported",
                         "graph", shown)
-    dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim]
-    if inputs[0].type.tensor_type.HasField("shape") and len(dims) != 2:
-        raise SpecError(f"input {printable(inputs[0].name)!r} has {len(dims)} dimensions; only (batch, features) is supported",
-                        "graph.input", shown)
-    g = _Chain(shown, consts, inputs[0].name)
+    x = inputs[0]
+    dims = [d.dim_value or None for d in x.type.tensor_type.shape.dim] if x.type.tensor_type.HasField("shape") else [None, None]
+    if len(dims) not in (2, 3, 4):
+        raise SpecError(f"input {printable(x.name)!r} has {len(dims)} dimensions; supported: (batch, features), "
+                        "(batch, channels, length), (batch, channels, height, width)", "graph.input", shown)
+    nodes = []
     for node in graph.node:
-        if node.op_type == "Constant":
-            consts[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t).astype(np.float64)
-            continue
-        if node.domain not in ("", "ai.onnx") or node.op_type not in OPS:
-            raise g.error(node, f"operator {node.op_type} is not supported (supported: {', '.join(OPS)})")
-        OPS[node.op_type](g, node)
-        g.current = node.output[0]
-    if g.current != graph.output[0].name:
-        raise SpecError(f"the graph's output {printable(graph.output[0].name)!r} is not the end of the chain of layers",
-                        "graph.output", shown)
-    if not g.layers:
-        raise SpecError("the graph has no Gemm or MatMul layer", "graph", shown)
-    n_in = g.values[f"{g.layers[0]['name']}.weight"].shape[1]
-    if dims and dims[1] not in (None, n_in):
-        raise SpecError(f"input {printable(inputs[0].name)!r} has {dims[1]} features, the first layer takes {n_in}",
-                        "graph.input", shown)
-    return n_in, g.layers, g.values
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            consts[node.output[0]] = _constant(node)
+        else:
+            nodes.append(node)
+    nodes = _fuse(nodes, consts, {o.name for o in graph.output})
+    g = Graph(shown, consts, _readers(nodes), tuple(o.name for o in graph.output), {x.name: "x"}, {x.name: len(dims) - 1})
+    for node in nodes:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        if key not in OPS:
+            supported = ", ".join(k for k in OPS if "." not in k)
+            raise g.error(node, f"operator {key} is not supported (supported: {supported}; SiLU and GELU as the "
+                                "subgraphs PyTorch exports)")
+        OPS[key](g, node)
+    out = g.producer.get(graph.output[0].name, "x")
+    if out == "x":
+        raise SpecError("the graph has no Gemm, MatMul or Conv layer", "graph", shown)
+    _check_used(g, out)
+    chain = len(dims) == 2 and all(t["kind"] in ("dense", "softmax") for t in g.layers) and all(
+        g.sources[t["name"]] == ((g.layers[k - 1]["name"],) if k else ("x",)) for k, t in enumerate(g.layers))
+    if chain:
+        n_in = g.values[f"{g.layers[0]['name']}.weight"].shape[1]
+        if dims[1] not in (None, n_in):
+            raise SpecError(f"input {printable(x.name)!r} has {dims[1]} features, the first layer takes {n_in}",
+                            "graph.input", shown)
+        return Imported((n_in,), g.layers, g.values, g.made_by, True)
+    if None in dims[1:]:
+        raise SpecError(f"input {printable(x.name)!r} has shape {['?' if n is None else n for n in dims]}: a graph "
+                        "network needs every dimension but the batch known", "graph.input", shown)
+    return Imported(tuple(dims[1:]), _graph_tables(g), g.values, g.made_by, False)
+
+
+def _check_used(g, out):
+    """Refuse a layer the output does not depend on (symgrad's graphs end in the output layer)."""
+    used = {out}
+    for t in reversed(g.layers):
+        if t["name"] in used:
+            used.update(g.sources[t["name"]])
+    for t in g.layers:
+        if t["name"] not in used:
+            raise g.error(g.made_by[t["name"]], "its output does not reach the graph's output")
+
+
+def _graph_tables(g):
+    """The layers as graph-network tables: ``input``/``inputs`` where a layer does not read the one before it, and a
+    final softmax as the activation of the dense layer before it."""
+    layers = list(g.layers)
+    for k, t in enumerate(layers):
+        if t["kind"] == "softmax":
+            source = g.sources[t["name"]][0]
+            prev = layers[k - 1] if k else None
+            if k != len(layers) - 1 or prev is None or prev["name"] != source or prev["kind"] != "dense" \
+                    or "activation" in prev or any(source in s for n, s in g.sources.items() if n != t["name"]):
+                raise g.error(g.made_by[t["name"]], "in a graph network softmax is only the output's activation: it must "
+                                                    "be the last node and follow a Gemm or MatMul without an activation")
+            prev["activation"] = "softmax"
+            layers.pop()
+    out = []
+    for k, t in enumerate(layers):
+        sources = list(g.sources[t["name"]])
+        head = {"kind": t["kind"], "name": t["name"]}
+        if t["kind"] in ("add", "concat"):
+            head["inputs"] = sources
+        elif sources != [layers[k - 1]["name"] if k else "x"]:
+            head["input"] = sources[0]
+        out.append({**head, **t})
+    return out
 
 
 def _toml_string(text):
@@ -242,16 +250,19 @@ def _toml_string(text):
 
 
 def _toml_value(v):
+    """A TOML value: a string, number, list or inline table."""
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return _toml_string(v) if isinstance(v, str) else repr(v)
 
 
-def spec_text(name, n_inputs, layers, loss, params_file, source):
+def spec_text(name, imported, loss, params_file, source):
     """The spec of an imported model as TOML (keys in the order the README's tables list them)."""
     lines = [f"# imported from {printable(source)} by symgrad import; weights in {printable(params_file)}",
-             f"name = {_toml_string(name)}", f"inputs = {n_inputs}", f"params_file = {_toml_string(params_file)}", ""]
-    for layer in layers:
+             f"name = {_toml_string(name)}", imported.input_line(), f"params_file = {_toml_string(params_file)}", ""]
+    for layer in imported.layers:
         lines.append("[[layers]]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in layer.items() if not (k == "kind" and v == "dense")]
         lines.append("")
@@ -260,27 +271,35 @@ def spec_text(name, n_inputs, layers, loss, params_file, source):
 
 
 def from_onnx(path, loss="mse", name="onnx_model"):
-    """A symgrad Network with the weights of the ONNX model at path."""
-    n_in, layers, values = read_onnx(path)
-    text = spec_text(name, n_in, layers, loss, "<arrays>", Path(path).name)
-    return _model(text, values, name)
+    """A symgrad Network (a chain) or GraphNetwork with the weights of the ONNX model at path."""
+    imported = read_onnx(path)
+    text = spec_text(name, imported, loss, "<arrays>", Path(path).name)
+    return _model(text, imported, name, printable(Path(path).name))
 
 
-def _model(text, values, source):
-    """The Network the spec text describes, with the values its params_file will hold."""
+def _model(text, imported, source, shown):
+    """The model the spec text describes, with the values its params_file will hold; a layer's error names its node."""
     import tomllib
 
     from symgrad.spec.loader import with_values
 
     data = tomllib.loads(text)
     del data["params_file"]
-    model = from_dict(data, source)
-    model.params = with_values(model.params, values)
+    try:
+        model = from_dict(data, source)
+    except SpecError as exc:
+        key = exc.key or ""
+        if not key.startswith("layers["):
+            raise
+        layer = imported.layers[int(key[len("layers["):key.index("]")])]
+        node = imported.made_by[layer["name"]]
+        raise SpecError(f"{node_name(node)}: {exc.message}", "graph.node", shown) from None
+    model.params = with_values(model.params, imported.values)
     return model
 
 
 def import_onnx(path, spec, loss="mse", name=None):
-    """Write ``spec`` (TOML) and its weights beside it (same name, .npz); returns the paths written."""
+    """Write ``spec`` (TOML) and its weights beside it (same name, .npz) as a pair; returns the paths written."""
     spec = Path(spec)
     if spec.suffix != ".toml":
         raise SpecError(f"{printable(spec)} does not end in .toml", "--out")
@@ -289,10 +308,12 @@ def import_onnx(path, spec, loss="mse", name=None):
     check_output_file(weights)
     name = name or spec.stem
     check_model_name(name, "--name" if name != spec.stem else "--out")
-    n_in, layers, values = read_onnx(path)
-    text = spec_text(name, n_in, layers, loss, weights.name, Path(path).name)
+    imported = read_onnx(path)
+    text = spec_text(name, imported, loss, weights.name, Path(path).name)
     try:
-        _model(text, values, spec.name)  # what is written loads
+        _model(text, imported, spec.name, printable(Path(path).name))  # what is written loads
     except SpecError as exc:
+        if exc.key == "graph.node":
+            raise
         raise SpecError(exc.message, "--loss" if exc.key and exc.key.startswith("loss") else exc.key, printable(spec)) from None
-    return [write_atomic(weights, npz_bytes(values)), write_atomic(spec, text)]
+    return write_files_atomic({weights: npz_bytes(imported.values), spec: text})

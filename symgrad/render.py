@@ -144,34 +144,83 @@ def _check_writable_dir(folder, key):
         raise SpecError(f"cannot write into {probe}: {exc.strerror or exc}", key) from None
 
 
-def write_atomic(path, data):
-    """Write text or bytes to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    if path.is_dir() or (path.exists() and not path.is_file()):
-        raise SpecError(f"cannot write {path}: it exists and is not a regular file", file=path)
-    tmp = None
+def _temporary(path, data):
+    """``data`` (text or bytes) written to a fresh hidden file beside ``path``; returns that file's path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _hidden_name(path, ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 48 random bits taken: raises, removes nothing
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _hidden_name(path, ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # 48 random bits taken: not ours to remove
-            tmp = None
-            raise
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o644)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _check_file_target(path):
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise SpecError(f"cannot write {path}: it exists and is not a regular file", file=path)
+
+
+def write_atomic(path, data):
+    """Write text or bytes to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    _check_file_target(path)
+    tmp = None
+    try:
+        tmp = _temporary(path, data)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
         raise SpecError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _unlink(tmp)
     return path
+
+
+def write_files_atomic(files):
+    """Write ``{path: text or bytes}`` as one set: every file to a temporary beside it first, then renamed in order.
+
+    Nothing is replaced until every temporary is written; a failure while renaming puts back the files
+    already replaced (their old contents kept under a hidden hard link meanwhile), so an error never leaves
+    a mix of old and new files. Put last the file that refers to the others (a spec after its .npz).
+    """
+    paths = [Path(p) for p in files]
+    for path in paths:
+        _check_file_target(path)
+    temps, backups, done = {}, {}, []
+    try:
+        for path, data in zip(paths, files.values()):
+            temps[path] = _temporary(path, data)
+        for path in paths:
+            if path.exists():
+                backups[path] = _hidden_name(path, ".old")
+                os.link(path, backups[path])
+            os.replace(temps[path], path)
+            del temps[path]
+            done.append(path)
+    except OSError as exc:
+        failed = path
+        for path in reversed(done):
+            if path in backups:
+                os.replace(backups.pop(path), path)
+            else:
+                _unlink(path)
+        raise SpecError(f"cannot write {failed}: {exc.strerror or exc}") from None
+    finally:
+        for leftover in [*temps.values(), *backups.values()]:
+            _unlink(leftover)
+    return paths
 
 
 def write_folder_atomic(folder, files):

@@ -218,3 +218,115 @@ def test_from_torch_convolution_needs_input_shape():
 
     with pytest.raises(SpecError, match="input_shape"):
         symgrad.from_torch(torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3)))
+
+
+# recurrent children: nn.RNN, nn.LSTM, nn.GRU (batch_first=True)
+
+
+class _SeqModel(nn.Module):
+    """Recurrent children run in turn on the output sequence; the head reads the last step or every step."""
+
+    def __init__(self, recs, head, last=True):
+        super().__init__()
+        self.recs = recs
+        for k, rec in enumerate(recs):  # registration order is the order forward runs them
+            self.add_module(f"rec{k}", rec)
+        self.head, self.last = head, last
+
+    def forward(self, x):
+        for rec in self.recs:
+            x, _ = rec(x)
+        return self.head(x[:, -1] if self.last else x)
+
+
+def _check_recurrent(tmp_path, module, input_shape, return_sequences=False, batch=4, seed=0):
+    """Forward, loss and every gradient of the converted module (NumPy) against PyTorch float64, 1e-10 relative."""
+    model = symgrad.from_torch(module, input_shape=input_shape, return_sequences=return_sequences, name="rec")
+    symgrad.generate(model, "numpy", tmp_path)
+    mod = symgrad.import_generated("rec", tmp_path)
+    module = module.double()
+    params = symgrad.load_state_dict(module.state_dict(), model)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, *input_shape))
+    out = module(torch.tensor(x))
+    y = out[0][:, -1] if isinstance(out, tuple) else out  # a bare recurrent module: its last step
+    t = rng.normal(size=tuple(y.shape))
+    loss = F.mse_loss(y, torch.tensor(t))
+    loss.backward()
+    worst = lambda a, b: np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)  # noqa: E731
+    assert worst(mod.forward(params, x), y.detach().numpy()) < 1e-10
+    E, grads = mod.loss_and_gradients(params, x, t)
+    assert abs(E - loss.item()) < 1e-10 * loss.item()
+    ref = {k: p.grad.numpy() for k, p in module.named_parameters()}
+    assert {model.torch_keys[k] for k in grads} == set(ref)
+    errors = {k: worst(g, ref[model.torch_keys[k]]) for k, g in grads.items()}
+    assert max(errors.values()) < 1e-10, errors
+    return model
+
+
+RECURRENT = {
+    "rnn_tanh": lambda **kw: nn.RNN(3, 4, batch_first=True, **kw),
+    "rnn_relu": lambda **kw: nn.RNN(3, 4, nonlinearity="relu", batch_first=True, **kw),
+    "lstm": lambda **kw: nn.LSTM(3, 4, batch_first=True, **kw),
+    "gru": lambda **kw: nn.GRU(3, 4, batch_first=True, **kw),
+}
+
+
+@pytest.mark.parametrize("kind", list(RECURRENT))
+@pytest.mark.parametrize("num_layers, bias, last", [(1, True, True), (2, True, False), (2, False, True)])
+def test_recurrent_child_matches_pytorch(tmp_path, kind, num_layers, bias, last):
+    torch.manual_seed(0)
+    module = _SeqModel([RECURRENT[kind](num_layers=num_layers, bias=bias)], nn.Linear(4, 2), last)
+    model = _check_recurrent(tmp_path, module, (5, 3), return_sequences=not last)
+    names = ["rec0"] if num_layers == 1 else ["rec0_l0", "rec0_l1"]
+    assert [n.name for n in model.nodes] == [*names, "head"]
+    assert [n.op.return_sequences for n in model.nodes[:-1]] == [True] * (num_layers - 1) + [not last]
+    assert model.output_shape == ((2,) if last else (5, 2))
+    top = names[-1]
+    assert model.torch_keys[f"{top}.weight_hh"] == f"rec0.weight_hh_l{num_layers - 1}"
+    assert (f"{top}.bias_ih" in model.torch_keys) == bias
+
+
+def test_stacked_recurrent_children_pass_every_step_to_the_next(tmp_path):
+    torch.manual_seed(1)
+    module = _SeqModel([nn.LSTM(3, 5, batch_first=True), nn.GRU(5, 4, batch_first=True),
+                        nn.RNN(4, 3, batch_first=True)], nn.Linear(3, 1))
+    model = _check_recurrent(tmp_path, module, (6, 3), batch=1)
+    assert [n.op.return_sequences for n in model.nodes[:-1]] == [True, True, False]
+
+
+def test_a_bare_recurrent_module_gives_its_last_step(tmp_path):
+    torch.manual_seed(2)
+    model = _check_recurrent(tmp_path, nn.GRU(3, 4, num_layers=2, batch_first=True), (7, 3))
+    assert model.torch_keys == {f"gru1_l{k}.{w}": f"{w}_l{k}" for k in (0, 1)
+                                for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+def test_frozen_recurrent_weights_get_no_gradient():
+    lstm = nn.LSTM(2, 3, batch_first=True)
+    lstm.weight_hh_l0.requires_grad_(False)
+    model = symgrad.from_torch(_SeqModel([lstm], nn.Linear(3, 1)), input_shape=(4, 2))
+    assert "rec0.weight_hh" not in [p.name for p in model.trainable_params]
+
+
+@pytest.mark.parametrize("child, words", [
+    (nn.LSTM(3, 4), "LSTM(batch_first=False) is not supported: only batch_first=True, one direction, proj_size=0 and "
+                    "dropout=0"),
+    (nn.GRU(3, 4, batch_first=True, bidirectional=True), "GRU(bidirectional=True) is not supported"),
+    (nn.LSTM(3, 4, batch_first=True, proj_size=2), "LSTM(proj_size=2) is not supported"),
+    (nn.RNN(3, 4, num_layers=2, dropout=0.25, batch_first=True), "RNN(dropout=0.25) is not supported"),
+])
+def test_unsupported_recurrent_settings_name_the_child(child, words):
+    with pytest.raises(SpecError) as err:
+        symgrad.from_torch(_SeqModel([child], nn.Linear(4, 1)), input_shape=(5, 3))
+    assert err.value.key == "module[rec0]"
+    assert words in err.value.message
+
+
+def test_recurrent_conversion_arguments_are_checked():
+    with pytest.raises(SpecError, match=r"needs input_shape, .* or \(T, F\) for sequences"):
+        symgrad.from_torch(_SeqModel([nn.GRU(3, 4, batch_first=True)], nn.Linear(4, 1)))
+    with pytest.raises(SpecError, match="return_sequences applies to a module with a recurrent child"):
+        symgrad.from_torch(nn.Sequential(nn.Linear(2, 2)), return_sequences=True)
+    with pytest.raises(SpecError, match="activation Tanh must follow a Linear or a convolution"):
+        symgrad.from_torch(nn.Sequential(nn.GRU(3, 4, batch_first=True), nn.Tanh()), input_shape=(5, 3))

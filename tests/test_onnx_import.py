@@ -147,10 +147,10 @@ def test_pytorch_export_matches_pytorch(tmp_path):
 
 
 def test_float_attributes_read_as_the_decimal_written():
-    from symgrad.onnx_import import _attributes
+    from symgrad.onnx_ops import attributes
 
     node = helper.make_node("LeakyRelu", ["z"], ["y"], alpha=0.1)  # stored as float32 0.100000001...
-    assert _attributes(node) == {"alpha": 0.1}
+    assert attributes(node) == {"alpha": 0.1}
 
 
 def _fails(tmp_path, model, capsys, *args):
@@ -170,14 +170,17 @@ def test_unsupported_operator_names_operator_and_node(tmp_path, capsys):
 
 @pytest.mark.parametrize("nodes, message", [
     ([helper.make_node("Relu", ["x"], ["y"], name="r")], "Relu node 'r': an activation must follow a Gemm or a MatMul"),
-    ([helper.make_node("MatMul", ["x", "w"], ["z"], name="mm"), helper.make_node("Add", ["z", "x"], ["y"], name="res")],
-     "Add node 'res': an Add of two computed tensors (a residual connection) is not supported"),
+    ([helper.make_node("MatMul", ["x", "w"], ["z"], name="mm"), helper.make_node("Add", ["z", "x"], ["s"], name="res"),
+      helper.make_node("Relu", ["s"], ["y"], name="after")],
+     "Relu node 'after': an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it follows layer "
+     "'add1' (add)"),
     ([helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transA=1)], "Gemm node 'g': transA=1 is not supported"),
     ([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["y"], name="s", axis=0)],
      "Softmax node 's': axis=0 is not supported"),
     ([helper.make_node("MatMul", ["x", "x"], ["y"], name="xx")], "MatMul node 'xx': its second input 'x' is computed"),
     ([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Relu", ["x"], ["y"], name="skip")],
-     "Relu node 'skip': reads 'x', not 'z'"),
+     "Relu node 'skip': an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it follows the "
+     "graph's input"),
 ])
 def test_graphs_outside_the_supported_subset_are_refused(tmp_path, capsys, nodes, message):
     err = _fails(tmp_path, _graph(nodes, {"w": np.ones((3, 3))}, 3, 3), capsys)
@@ -259,3 +262,355 @@ def test_params_file_is_never_unpickled(tmp_path):
     (tmp_path / "w.npz").write_bytes(buf.getvalue())
     with pytest.raises(SpecError, match="key 'params_file'.*w.npz: cannot read parameters"):
         symgrad.load(path)
+
+
+# graph networks: convolutions, pooling, flatten, residual adds, concats
+
+
+def _shaped(nodes, consts, in_shape, opset=17):
+    """A float64 model from nodes reading 'x' of shape (batch, *in_shape) and writing 'y' (batch, outputs)."""
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float64), name=k) for k, v in consts.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["batch", *in_shape])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", "outputs"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _conv_op(at, x, w, b=None):
+    d = w.dim() - 2
+    pads = at.get("pads", [0] * 2 * d)
+    flat = [p for k in reversed(range(d)) for p in (pads[k], pads[d + k])]  # F.pad: the last axis first
+    conv = F.conv1d if d == 1 else F.conv2d
+    return conv(F.pad(x, flat), w, b, stride=at.get("strides", 1), dilation=at.get("dilations", 1))
+
+
+def _pool_op(kind):
+    def run(at, x):
+        d, k = x.dim() - 2, at["kernel_shape"]
+        s, p = at.get("strides", [1] * d), at.get("pads", [0] * 2 * d)[:d]
+        if kind == "max":
+            return (F.max_pool1d if d == 1 else F.max_pool2d)(x, k, s, p)
+        return (F.avg_pool1d if d == 1 else F.avg_pool2d)(x, k, s, p, count_include_pad=bool(at.get("count_include_pad", 0)))
+    return run
+
+
+# op_type -> torch float64 function of (attributes, *inputs): the oracle runs the ONNX graph itself
+TORCH_OPS = {
+    "Conv": _conv_op, "MaxPool": _pool_op("max"), "AveragePool": _pool_op("avg"),
+    "Flatten": lambda at, x: x.flatten(1), "Add": lambda at, a, b: a + b, "Mul": lambda at, a, b: a * b,
+    "Div": lambda at, a, b: a / b, "Erf": lambda at, a: torch.erf(a), "MatMul": lambda at, a, b: a @ b,
+    "Gemm": lambda at, a, b, c=None: at.get("alpha", 1.0) * a @ (b.T if at.get("transB", 0) else b)
+    + (0 if c is None else at.get("beta", 1.0) * c),
+    "Concat": lambda at, *xs: torch.cat(xs, at["axis"]), "Softmax": lambda at, a: torch.softmax(a, at.get("axis", -1)),
+    "Relu": lambda at, a: F.relu(a), "Sigmoid": lambda at, a: torch.sigmoid(a), "Tanh": lambda at, a: torch.tanh(a),
+    "Softplus": lambda at, a: F.softplus(a), "LeakyRelu": lambda at, a: F.leaky_relu(a, at.get("alpha", 0.01)),
+    "Elu": lambda at, a: F.elu(a, at.get("alpha", 1.0)), "Gelu": lambda at, a: F.gelu(a),
+    "Identity": lambda at, a: a,
+}
+
+
+def _onnx_in_torch(model, x, leaves):
+    """The ONNX graph's output computed by PyTorch float64, with the initializers as the given leaf tensors."""
+    vals = {**leaves, "x": torch.tensor(x)}
+    for n in model.graph.node:
+        at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == "Constant":
+            vals[n.output[0]] = torch.tensor(numpy_helper.to_array(at["value"]).astype(np.float64))
+            continue
+        vals[n.output[0]] = TORCH_OPS[n.op_type](at, *[vals[i] for i in n.input if i])
+    return vals[model.graph.output[0].name]
+
+
+def _worst(a, b):
+    """The largest difference relative to the largest entry of b."""
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-300))
+
+
+def _check_graph(tmp_path, model, run_torch=None, batch=3, seed=0):
+    """Import, generate NumPy, compare forward, loss and every gradient with PyTorch float64 to 1e-10 relative.
+
+    run_torch(x, leaves) gives the oracle's output from leaves {initializer name: tensor}; by default the ONNX graph
+    itself run by PyTorch. Each symgrad parameter is matched to the initializer holding the same numbers (a MatMul's
+    transposed).
+    """
+    net, mod = _import(tmp_path, model)
+    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    params = net.init_params()
+    match = {}
+    for p, v in params.items():
+        same = [(k, tr) for k, a in inits.items() for tr in (False, True)[:1 + (a.ndim == 2)]
+                if (a.T if tr else a).shape == v.shape and np.array_equal(a.T if tr else a, v)]
+        assert len(same) == 1, (p, same)
+        match[p] = same[0]
+    rng = np.random.default_rng(seed)
+    chain = net.kind != "graph"
+    x = rng.normal(size=(batch, *((net.n_inputs,) if chain else net.input_shape)))
+    t = rng.normal(size=(batch, *((net.n_outputs,) if chain else net.output_shape)))
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in inits.items()}
+    y = (run_torch or (lambda x, leaves: _onnx_in_torch(model, x, leaves)))(x, leaves)
+    loss = F.mse_loss(y, torch.tensor(t))
+    loss.backward()
+    assert _worst(mod.forward(params, x), y.detach().numpy()) < 1e-10
+    E, grads = mod.loss_and_gradients(params, x, t)
+    assert abs(E - loss.item()) < 1e-10 * abs(loss.item())
+    assert set(grads) == set(params)
+    ref = {p: leaves[k].grad.numpy().T if tr else leaves[k].grad.numpy() for p, (k, tr) in match.items()}
+    errors = {p: _worst(g, ref[p]) for p, g in grads.items()}
+    assert max(errors.values()) < 1e-10, errors
+    return net
+
+
+def _const(name, value):
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=np.float64)))
+
+
+def test_conv2d_relu_maxpool_flatten_gemm(tmp_path):
+    w1, b1, w2, b2 = _weights(5, (3, 2, 3, 3), (3,), (4, 12), (4,))
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", strides=[2, 1], pads=[1, 0, 1, 0],
+                              dilations=[1, 2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["z"], transB=1),
+             helper.make_node("Tanh", ["z"], ["y"])]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, (2, 5, 7)))
+    assert symgrad.from_onnx(tmp_path / "m.onnx", name="net").describe() == net.describe()
+    assert [n.kind for n in net.nodes] == ["conv2d", "maxpool2d", "flatten", "dense"]
+    assert [n.name for n in net.nodes] == ["conv1", "maxpool1", "flatten1", "linear1"]
+    assert net.param_names == ("conv1.weight", "conv1.bias", "linear1.weight", "linear1.bias")
+    text = (tmp_path / "net.toml").read_text()
+    assert "input_shape = [2, 5, 7]" in text and 'kind = "conv2d"' in text and "stride = [2, 1]" in text
+
+
+def test_conv1d_same_padding_avgpool_matmul_add(tmp_path):
+    """Asymmetric pads that are PyTorch's padding="same" split, average pooling counting its padding, no conv bias."""
+    w1, w2, b2 = _weights(6, (3, 2, 4), (6, 5), (5,))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 2]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("AveragePool", ["s"], ["p"], kernel_shape=[3], strides=[3], pads=[1, 1], count_include_pad=1),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "w2"], ["m"]),
+             helper.make_node("Add", ["m", "b2"], ["z"]),
+             helper.make_node("Softplus", ["z"], ["y"])]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "w2": w2, "b2": b2}, (2, 5)))
+    assert net.nodes[0].op.padding == "same" and net.nodes[0].op.bias == "none"
+    assert net.nodes[1].kind == "avgpool1d"
+
+
+def test_residual_add(tmp_path):
+    """Two dense blocks with skip connections on a flat input: add layers reading the input and earlier layers."""
+    w1, b1, w2, b2, w3 = _weights(7, (5, 4), (5,), (4, 5), (4,), (4, 2))
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["g"], transB=1),
+             helper.make_node("Add", ["x", "g"], ["r1"], name="skip1"),
+             helper.make_node("Add", ["r1", "x"], ["r2"], name="skip2"),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"])]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "w3": w3}, (4,)))
+    assert [(n.name, n.inputs) for n in net.nodes] == [
+        ("linear1", ("x",)), ("linear2", ("linear1",)), ("add1", ("x", "linear2")), ("add2", ("add1", "x")),
+        ("linear3", ("add2",))]
+
+
+def test_concat_of_two_branches_with_softmax_output(tmp_path):
+    w1, b1, w2, w3, b3 = _weights(8, (2, 1, 3, 3), (2,), (3, 1, 1, 1), (4, 20), (4,))
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Elu", ["c1"], ["a1"], alpha=0.5),
+             helper.make_node("Conv", ["x", "w2"], ["c2"]),
+             helper.make_node("Concat", ["a1", "c2"], ["cat"], axis=1),
+             helper.make_node("AveragePool", ["cat"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["z"], transB=1),
+             helper.make_node("Softmax", ["z"], ["y"], axis=1)]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "w3": w3, "b3": b3}, (1, 4, 5)))
+    assert net.node("concat1").inputs == ("conv1", "conv2")
+    assert net.node("conv2").inputs == ("x",)
+    assert net.nodes[-1].activation.kind == "softmax"
+
+
+def _gelu_subgraph(z, y):
+    """The nodes PyTorch's exporter writes for the exact GELU before opset 20."""
+    return [_const("sqrt2", np.sqrt(2.0)), helper.make_node("Div", [z, "sqrt2"], ["g_div"]),
+            helper.make_node("Erf", ["g_div"], ["g_erf"]), _const("one", 1.0),
+            helper.make_node("Add", ["g_erf", "one"], ["g_add"]), helper.make_node("Mul", [z, "g_add"], ["g_mul"]),
+            _const("half", 0.5), helper.make_node("Mul", ["g_mul", "half"], [y], name="gelu_out")]
+
+
+ACTIVATIONS = {
+    "relu": [helper.make_node("Relu", ["c"], ["a"])],
+    "sigmoid": [helper.make_node("Sigmoid", ["c"], ["a"])],
+    "tanh": [helper.make_node("Tanh", ["c"], ["a"])],
+    "softplus": [helper.make_node("Softplus", ["c"], ["a"])],
+    "leaky_relu": [helper.make_node("LeakyRelu", ["c"], ["a"], alpha=0.25)],  # float32 holds these alphas exactly
+    "elu": [helper.make_node("Elu", ["c"], ["a"], alpha=0.75)],
+    "gelu": [helper.make_node("Gelu", ["c"], ["a"])],  # the operator of opset 20
+    "silu": [helper.make_node("Sigmoid", ["c"], ["sg"]), helper.make_node("Mul", ["sg", "c"], ["a"])],
+    "gelu_erf": _gelu_subgraph("c", "a"),
+}
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_each_activation_after_a_convolution(tmp_path, act):
+    w1, w2, b2 = _weights(9, (2, 2, 2), (3, 8), (3,))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]), *ACTIVATIONS[act],
+             helper.make_node("Flatten", ["a"], ["f"]), helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1)]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "w2": w2, "b2": b2}, (2, 5), opset=20))
+    assert net.nodes[0].activation.name == act.removesuffix("_erf")
+
+
+def test_fused_activations_after_dense_layers_keep_a_chain(tmp_path):
+    """SiLU and GELU subgraphs after Gemm layers of a flat input still give a dense Network."""
+    w1, w2 = _weights(10, (4, 3), (2, 4))
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["c"], transB=1), *ACTIVATIONS["silu"],
+             helper.make_node("Gemm", ["a", "w2"], ["c2"], transB=1), *_gelu_subgraph("c2", "y")]
+    net = _check_graph(tmp_path, _graph(nodes, {"w1": w1, "w2": w2}, 3, 2))
+    assert net.kind != "graph" and [d.activation.name for d in net.layers] == ["silu", "gelu"]
+    assert "inputs = 3" in (tmp_path / "net.toml").read_text()
+
+
+def _conv_then(*nodes, conv=None, in_shape=(2, 6, 6), opset=20):
+    """A conv2d on x (weight 'w', 3 out channels, 2x2 kernel) followed by ``nodes`` that end in 'y'."""
+    first = conv or helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
+    return _shaped([first, *nodes], {"w": np.ones((3, in_shape[0], 2, 2)), "w2": np.ones((3, 3, 2, 2))}, in_shape, opset)
+
+
+@pytest.mark.parametrize("model, message", [
+    (_conv_then(conv=helper.make_node("Conv", ["x", "w"], ["y"], name="grouped", group=2), in_shape=(6, 4, 4)),
+     "Conv node 'grouped': group=2 is not supported: only group=1"),
+    (_conv_then(conv=helper.make_node("Conv", ["x", "w"], ["y"], name="lopsided", pads=[0, 1, 1, 0])),
+     "Conv node 'lopsided': pads=[0, 1, 1, 0] is not supported: symgrad pads both ends of an axis equally, or as "
+     "padding \"same\""),
+    (_conv_then(conv=helper.make_node("Conv", ["x", "w"], ["y"], name="strided", pads=[0, 0, 1, 1], strides=[2, 2])),
+     "Conv node 'strided': pads=[0, 0, 1, 1] is not supported"),
+    (_conv_then(helper.make_node("MaxPool", ["c"], ["y"], name="ceil", kernel_shape=[2, 2], ceil_mode=1)),
+     "MaxPool node 'ceil': ceil_mode=1 is not supported (symgrad's pooling: ceil_mode=0)"),
+    (_conv_then(helper.make_node("MaxPool", ["c"], ["y"], name="dil", kernel_shape=[2, 2], dilations=[2, 2])),
+     "MaxPool node 'dil': dilations=[2, 2] is not supported"),
+    (_conv_then(helper.make_node("MaxPool", ["c"], ["y"], name="odd", kernel_shape=[3, 3], pads=[1, 0, 0, 0])),
+     "MaxPool node 'odd': pads=[1, 0, 0, 0] is not supported: symgrad pads both ends of an axis equally"),
+    (_conv_then(helper.make_node("AveragePool", ["c"], ["y"], name="avg", kernel_shape=[2, 2], pads=[1, 1, 1, 1])),
+     "AveragePool node 'avg': count_include_pad=0 with padding is not supported"),
+    (_conv_then(helper.make_node("AveragePool", ["c"], ["y"], name="wide", kernel_shape=[2, 2], pads=[2, 2, 2, 2],
+                                 count_include_pad=1)),
+     "AveragePool node 'wide': layer 'avgpool1': padding [2, 2] is more than half the kernel 2x2"),
+    (_conv_then(helper.make_node("Flatten", ["c"], ["y"], name="flat2", axis=2)),
+     "Flatten node 'flat2': axis=2 is not supported: only axis=1"),
+    (_conv_then(helper.make_node("Conv", ["x", "w"], ["c2"]), helper.make_node("Concat", ["c", "c2"], ["y"], name="cat",
+                                                                               axis=2)),
+     "Concat node 'cat': axis=2 is not supported: only axis=1"),
+    (_conv_then(helper.make_node("Conv", ["c", "w2"], ["c2"]), helper.make_node("Add", ["c", "c2"], ["y"], name="res")),
+     "Add node 'res': layer 'add1': add needs inputs of one shape, got 3x5x5, 3x4x4"),
+    (_conv_then(helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Add", ["c", "r"], ["y"], name="both")),
+     "Relu node '(unnamed)': its input 'c' is also read by Add node 'both': symgrad applies an activation inside the "
+     "layer"),
+    (_conv_then(helper.make_node("Reshape", ["c", "w"], ["y"], name="reshape")),
+     "Reshape node 'reshape': operator Reshape is not supported (supported: Gemm, MatMul, Add, Conv, MaxPool"),
+    (_conv_then(helper.make_node("Gelu", ["c"], ["y"], name="tanh_gelu", approximate="tanh")),
+     "Gelu node 'tanh_gelu': only approximate='none'"),
+    (_conv_then(helper.make_node("Gemm", ["c", "w"], ["y"], name="unflat")),
+     "Gemm node 'unflat': it reads a value with more than one axis per sample: a Flatten must come first"),
+    (_conv_then(helper.make_node("Softmax", ["c"], ["y"], name="sm")),
+     "Softmax node 'sm': Softmax of a value with more than one axis per sample is not supported"),
+    (_conv_then(helper.make_node("Conv", ["x", "w"], ["unused"], name="dead"), helper.make_node("Relu", ["c"], ["y"])),
+     "Conv node 'dead': its output does not reach the graph's output"),
+])
+def test_graph_nodes_outside_the_supported_subset_are_refused(tmp_path, capsys, model, message):
+    err = _fails(tmp_path, model, capsys)
+    assert f"m.onnx: key 'graph.node': {message}" in err, err
+
+
+def test_softmax_inside_a_graph_must_be_the_output_activation(tmp_path, capsys):
+    (w,) = _weights(11, (3, 3))
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["z"], transB=1), helper.make_node("Softmax", ["z"], ["s"], name="sm"),
+             helper.make_node("Add", ["s", "x"], ["y"])]
+    err = _fails(tmp_path, _shaped(nodes, {"w": w}, (3,)), capsys)
+    assert "Softmax node 'sm': in a graph network softmax is only the output's activation" in err
+
+
+def test_onnx_file_size_limit(tmp_path, capsys, monkeypatch):
+    model = _graph([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": np.ones((3, 2))}, 3, 2)
+    size = len(model.SerializeToString())
+    monkeypatch.setenv("SYMGRAD_MAX_ONNX_BYTES", str(size - 1))
+    err = _fails(tmp_path, model, capsys)
+    assert (f"m.onnx: the ONNX model file's size in bytes is {size}, more than the limit of {size - 1} (set the "
+            "environment variable SYMGRAD_MAX_ONNX_BYTES to raise it)") in err
+    monkeypatch.setenv("SYMGRAD_MAX_ONNX_BYTES", str(size))
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "net.toml")]) == 0
+    with pytest.raises(SpecError, match="cannot read the ONNX model: a directory"):
+        symgrad.from_onnx(tmp_path)
+
+
+def test_a_failed_rename_leaves_the_previous_pair(tmp_path, capsys, monkeypatch):
+    """The .npz is renamed in first, the spec last; when the spec's rename fails the old .npz comes back."""
+    import os
+
+    import symgrad.render
+
+    model = _graph([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": np.ones((3, 2))}, 3, 2)
+    onnx.save(model, tmp_path / "m.onnx")
+    (tmp_path / "net.toml").write_text("old spec")
+    (tmp_path / "net.npz").write_bytes(b"old weights")
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("net.toml"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(symgrad.render.os, "replace", failing)
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "net.toml")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert (tmp_path / "net.toml").read_text() == "old spec"
+    assert (tmp_path / "net.npz").read_bytes() == b"old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "net.npz", "net.toml"]
+    (tmp_path / "net.toml").unlink()
+    (tmp_path / "net.npz").unlink()
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "net.toml")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # the new .npz is taken away again
+
+
+def _export(module, x, opset=None):
+    """The ONNX model PyTorch's TorchScript exporter writes (skips the test where it cannot run here)."""
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, x, buf, dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}}, **({"opset_version": opset} if opset else {}))
+    except Exception as exc:  # the exporter may need onnxscript, missing here; any other failure is the test's
+        if not isinstance(exc, ImportError) and "onnxscript" not in str(exc):
+            raise
+        pytest.skip(f"torch.onnx.export (TorchScript exporter) does not work here: {type(exc).__name__}: {exc}")
+    return onnx.load_from_string(buf.getvalue())
+
+
+class _Block(torch.nn.Module):
+    """conv -> SiLU -> avg pool; a residual branch; a concat with a GELU branch; flatten -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.act = nn.SiLU()
+        self.res = nn.Conv2d(3, 3, 3, padding="same", bias=False)
+        self.side = nn.Conv2d(2, 2, 2, stride=2, dilation=1)
+        self.gelu = nn.GELU()
+        self.pool = nn.AvgPool2d(2, padding=1)
+        self.mpool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(5 * 2 * 2, 4)
+
+    def forward(self, x):
+        a = self.act(self.conv(x))
+        a = self.mpool(a + torch.tanh(self.res(a)))
+        b = self.gelu(self.side(x))
+        return self.fc(torch.flatten(self.pool(torch.cat([a, b], 1)), 1))
+
+
+@pytest.mark.parametrize("opset", [17, 20])  # GELU as the erf subgraph, and as the Gelu operator
+def test_pytorch_export_of_a_graph_matches_pytorch(tmp_path, opset):
+    torch.manual_seed(1)
+    module = _Block()
+    model = _export(module, torch.zeros(1, 2, 6, 6), opset)
+    module = module.double()
+    net = _check_graph(tmp_path, model, lambda x, leaves: torch.func.functional_call(module, leaves, (torch.tensor(x),)))
+    assert {n.kind for n in net.nodes} == {"conv2d", "add", "maxpool2d", "concat", "avgpool2d", "flatten", "dense"}
+    assert [n.activation.name for n in net.nodes if n.kind == "conv2d"] == ["silu", "tanh", "gelu"]

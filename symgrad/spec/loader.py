@@ -2,9 +2,7 @@
 
 import difflib
 import math
-import os
 import re
-import stat
 import tomllib
 import zipfile
 from dataclasses import replace
@@ -14,7 +12,7 @@ import numpy as np
 
 from symgrad.checks import finite_array
 from symgrad.errors import ExpressionError, SpecError
-from symgrad.limits import check, limit
+from symgrad.limits import read_bounded
 from symgrad.ops.dense import Dense
 from symgrad.ops.layers import TENSOR_LAYERS, get_layer
 from symgrad.ops.losses import get_loss
@@ -380,22 +378,7 @@ def as_model(spec):
 
 def _read_spec(path):
     """The text of a spec file: a regular file of at most SYMGRAD_MAX_SPEC_BYTES, UTF-8, a leading BOM dropped."""
-    bound = limit("SYMGRAD_MAX_SPEC_BYTES")
-    try:
-        st = os.stat(path)  # before opening: opening a FIFO would block, reading /dev/zero would never end
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise SpecError(f"cannot read the spec: {kind}", file=path)
-        check("SYMGRAD_MAX_SPEC_BYTES", st.st_size, "the spec file's size in bytes", file=path)
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise SpecError("cannot read the spec: not a regular file", file=path)
-            data = f.read(bound + 1)
-    except FileNotFoundError:
-        raise SpecError("file not found", file=path) from None
-    except OSError as exc:
-        raise SpecError(f"cannot read file: {exc.strerror or exc}", file=path) from None
-    check("SYMGRAD_MAX_SPEC_BYTES", len(data), "the spec file's size in bytes", file=path)
+    data = read_bounded(path, "SYMGRAD_MAX_SPEC_BYTES", "spec")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
