@@ -5,8 +5,8 @@ each element of its output becomes a named step, so the reverse-mode derivation 
 :func:`~symgrad.core.derivation.derive_scalar`, the neuron-level report and ``Derivation.gradient``
 work for small graph networks as for dense chains. An element of layer ``L`` at index ``[c, i, j]``
 is ``net_L_c_i_j`` before its activation and ``out_L_c_i_j`` after it (0-based, as the inputs
-``x_c_i_j``); a flat dense layer's elements are its neurons (``net_o1``, ``out_o1``). Flatten and
-concat make no steps: their outputs are their inputs' symbols, rearranged.
+``x_c_i_j``); a flat dense layer's elements are its neurons (``net_o1``, ``out_o1``). Flatten, and
+concat without an activation, make no steps: their outputs are their inputs' symbols, rearranged.
 
 Max pooling's local derivative is stated, not left to SymPy: SymPy differentiates ``Max`` into
 Heaviside functions, which are 1/2 at ties, while PyTorch (and the generated code) send the whole
@@ -102,9 +102,10 @@ def _node_steps(node, k, z, labels, locals_, rule, last):
             outs.append(o)
         return steps, _array(outs, node.shape), logs
     nets = []
-    for j, (e, lab) in enumerate(zip(flat, labels)):
+    for j, (e, lab, idx) in enumerate(zip(flat, labels, np.ndindex(*node.shape))):
         n = derived(f"net_{lab}", "net", lab)
-        steps.append(Step(n, e, "net", k, j, meaning=f"net input of {what}"))
+        local = locals_.get(idx, {})  # a max pooling's first-max indicator, as without an activation
+        steps.append(Step(n, e, "net", k, j, local=local, meaning=f"net input of {what}", rule=rule if local else ""))
         nets.append(n)
     outs = [derived(f"out_{lab}", "out", lab) for lab in labels]
     if act.is_layer:  # softmax and the like over the whole (flat) output

@@ -3,7 +3,8 @@
 Max pooling routes each window's delta to the entry its maximum came from (on ties the first in the
 window, as PyTorch), and sums where windows overlap. Average pooling spreads a window's delta evenly,
 ``dE/dx = sum over windows containing x of d / |window|``, padding counted as zeros (PyTorch's default
-``count_include_pad=True``); ``ceil_mode`` is not offered (PyTorch's default, floor).
+``count_include_pad=True``); ``ceil_mode`` is not offered (PyTorch's default, floor). A pooling layer
+takes an activation, applied to the pooled values (``relu(maxpool(x))``).
 """
 
 import itertools
@@ -18,6 +19,7 @@ class Pool(TensorOp):
     """A pooling layer over ``kernel_size`` windows, ``stride`` (default kernel_size) apart, with ``padding``."""
 
     dims = 2
+    has_activation = True
     keys = {"kernel_size": None, "stride": None, "padding": 0}
     fill = 0.0
 

@@ -3,7 +3,10 @@
 Their rules are the simplest of all and the ones graphs turn on: flatten's delta is the output delta
 reshaped back; an ``add`` hands its delta unchanged to every input (so a fork — a value read by two
 layers — receives the sum of its branches' deltas: the residual rule); a ``concat`` hands each input
-its own slice of the delta.
+its own slice of the delta. ``add`` and ``concat`` take an activation (``relu(a + b)``, the residual
+block); the delta they hand on is then dE/d(sum) = dE/d(out) * f'(sum). ``flatten`` and ``transpose``
+take none: they only rearrange their input (in C a flatten is its input's memory), and an elementwise
+activation commutes with them, so it belongs on the layer they read.
 """
 
 import numpy as np
@@ -39,6 +42,7 @@ class Merge(TensorOp):
     """A layer of two or more inputs (``inputs = ["a", "b"]``)."""
 
     merges = True
+    has_activation = True
     fresh_grads = False
 
 

@@ -16,8 +16,10 @@ place, everything about its kind:
   (:class:`symgrad.backends.c.graph.Context`); ``view`` and ``passes_delta`` say when no C is needed;
 * ``rule``: the backward rule in words, for reports and generated docstrings.
 
-An activation (``activation = "tanh"`` on a dense or convolution layer) is applied by the graph
-backend after the op, elementwise, as for dense chains; ``numpy_backward`` receives dE/d(op output).
+An activation (``activation = "tanh"`` on a dense, convolution, pooling, add or concat layer: the kinds
+whose ``has_activation`` is True) is applied by the graph backend after the op, elementwise, as for
+dense chains; ``numpy_backward`` and ``c_backward`` receive dE/d(op output), the activation's derivative
+already applied, and so does every input of an op that ``passes_delta``.
 """
 
 from dataclasses import dataclass, field
@@ -116,7 +118,7 @@ class TensorOp:
 
     fresh_grads = True  # numpy_backward's input gradients are new arrays (not views of d)
     view = False  # C: the output is the input's memory (no forward code)
-    passes_delta = False  # C: every input's delta is the output's delta itself (no backward code)
+    passes_delta = False  # C: every input's delta is dE/d(op output) itself (no backward code)
 
     def c_forward(self, node, ins, ps, out, cx):
         """C lines writing ``out`` (batch, *node.shape) from the input buffers ``ins`` and parameter pointers
