@@ -4,8 +4,9 @@ Mirrors :mod:`symgrad.backends.numpy.graph`. Buffers, batch-major in the work ar
 output of layer k (1-based; ``A0`` is x; a flatten's output is its input's buffer), ``Z{k}`` its op's
 output where the activation's derivative or the loss needs the net input; backward, ``G{k}`` = dE/dA{k}
 (the first branch writes it, a fork's later branches write ``G{k}_{consumer}_{pos}`` and are added),
-``D{k}`` = dE/dZ{k} where G{k} is not this layer's own (an add or flatten hands its delta on unchanged,
-without a copy). Scratch of a fixed size (im2col columns, a transposed weight matrix) comes first.
+``D{k}`` = dE/dZ{k} where G{k} is not this layer's own (an add or flatten hands dE/dZ, its activation's
+derivative already applied, on unchanged, without a copy; a flatten, being a view, takes no activation).
+Scratch of a fixed size (im2col columns, a transposed weight matrix) comes first.
 """
 
 import re

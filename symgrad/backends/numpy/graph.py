@@ -1,7 +1,8 @@
 """NumPy source for a graph network: each layer's op prints its own lines, the activations and loss are printed here.
 
 Names: ``a0`` is the input x (batch, *input_shape); layer k (1-based) computes ``z{k}`` with its op and
-``a{k}`` = f(z{k}) (the same array where the activation runs in place); its parameters are ``W{k}``,
+``a{k}`` = f(z{k}) (the same array where the activation runs in place: an op that takes an activation
+returns a new array, never a view of its input, so this writes no other layer's value); its parameters are ``W{k}``,
 ``b{k}``. Backward, in reverse layer order: ``g{k}`` = dE/da{k} (a fork's branches summed), ``d{k}`` =
 dE/dz{k}, ``gW{k}``/``gb{k}`` the parameter gradients. The kernels the ops call are copied into the
 module from :mod:`~symgrad.backends.numpy.kernels`.
