@@ -6,7 +6,8 @@ ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid")
 
 
 def random_graph(rng, dims=None, batch_norm=False):
-    """A spec dict: a few shaped layers (conv/pool with random options), optional forks joined by add or concat, a dense output."""
+    """A spec dict: a few shaped layers (conv/pool with random options), optional forks joined by add or concat, a dense
+    output; every layer but the flatten with a random activation (identity included)."""
     d = dims or int(rng.integers(1, 3))
     c = int(rng.integers(1, 4))
     size = [int(rng.integers(5, 10)) for _ in range(d)]
@@ -42,7 +43,8 @@ def random_graph(rng, dims=None, batch_norm=False):
         if min(out) < 1:
             return None, None
         kind = ("max" if rng.random() < 0.5 else "avg") + f"pool{d}d"
-        return {"kind": kind, "name": name, "input": src, "kernel_size": k, "stride": s, "padding": p}, [shape[0]] + out
+        return {"kind": kind, "name": name, "input": src, "kernel_size": k, "stride": s, "padding": p,
+                "activation": str(rng.choice(ACTIVATIONS))}, [shape[0]] + out
 
     n = 0
     for _ in range(int(rng.integers(1, 4))):
@@ -57,7 +59,8 @@ def random_graph(rng, dims=None, batch_norm=False):
             layers.append(layer)
             shapes[layer["name"]] = shape
             merge = "add" if rng.random() < 0.6 else "concat"
-            layers.append({"kind": merge, "name": f"m{n}", "inputs": [prev, layer["name"]]})
+            layers.append({"kind": merge, "name": f"m{n}", "inputs": [prev, layer["name"]],
+                           "activation": str(rng.choice(ACTIVATIONS))})  # relu(a + b): the residual block
             shapes[f"m{n}"] = shape if merge == "add" else [2 * shape[0]] + shape[1:]
             prev = f"m{n}"
             continue

@@ -365,10 +365,15 @@ def test_sanitizers_report_nothing(tmp_path):
     assert "runtime error" not in run.stderr and "ERROR" not in run.stderr
 
 
+ACTS = ("tanh", "relu", "identity", "sigmoid")
+
+
 def random_graph(seed):
     """A random 2-D graph: convolutions and pools on random earlier values, adds and concats of matching
-    ones (forks everywhere), every value left unread flattened into one concat, a dense output."""
+    ones (forks everywhere), pools, adds and concats with random activations, every value left unread flattened
+    into one concat, a dense output."""
     rng = np.random.default_rng(seed)
+    acts = np.random.default_rng(seed + 100)  # activations of pools and merges, drawn apart: the same graphs as before
     shapes, layers, read = {"x": (2, 7, 6)}, [], set()
 
     def add(layer):
@@ -396,14 +401,13 @@ def random_graph(seed):
                  "activation": "tanh"})
         elif choice == 2:
             add({"kind": ["maxpool2d", "avgpool2d"][rng.integers(2)], "name": name, "input": src, "kernel_size": 2,
-                 "stride": int(rng.integers(1, 3)), "padding": int(rng.integers(0, 2))})
+                 "stride": int(rng.integers(1, 3)), "padding": int(rng.integers(0, 2)),
+                 "activation": ACTS[acts.integers(len(ACTS))]})
         else:
             same = [s for s in shapes if shapes[s][1:] == (h, w)]
             other = same[rng.integers(len(same))]
-            if shapes[other] == shapes[src]:
-                add({"kind": "add", "name": name, "inputs": [src, other]})
-            else:
-                add({"kind": "concat", "name": name, "inputs": [src, other]})
+            kind = "add" if shapes[other] == shapes[src] else "concat"
+            add({"kind": kind, "name": name, "inputs": [src, other], "activation": ACTS[acts.integers(len(ACTS))]})
     loose = [s for s in shapes if s not in read and s != "x"]
     for s in loose:
         add({"kind": "flatten", "name": f"flat_{s}", "input": s})
@@ -413,10 +417,44 @@ def random_graph(seed):
     return {"input_shape": [2, 7, 6], "layers": layers, "loss": {"kind": "mse"}}
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_graphs_match_pytorch(tmp_path, monkeypatch, seed):
     monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("symgrad.ops.conv.CONV_GEMM_MIN_WORK", 100 * seed)  # seed 0: every conv as GEMM
     m, pkg = package(tmp_path, random_graph(seed), f"rand{seed}")
     for B in (1, 3):
+        compare(m, pkg, B, seed=B)
+
+
+# The residual block relu(stem + conv(relu(conv(stem)))), an add of one value twice under tanh, pools and a concat
+# with activations (their deltas pass f'); then a flat net whose output layer is an add under sigmoid.
+RESNET_2D = {
+    "input_shape": [2, 6, 5],
+    "layers": [
+        {"kind": "conv2d", "name": "stem", "out_channels": 3, "kernel_size": 3, "padding": "same", "activation": "relu"},
+        {"kind": "conv2d", "name": "c1", "out_channels": 3, "kernel_size": 3, "padding": "same", "activation": "relu"},
+        {"kind": "conv2d", "name": "c2", "out_channels": 3, "kernel_size": 3, "padding": "same"},
+        {"kind": "add", "name": "block", "inputs": ["stem", "c2"], "activation": "relu"},
+        {"kind": "add", "name": "twice", "inputs": ["block", "block"], "activation": "tanh"},
+        {"kind": "maxpool2d", "name": "mp", "kernel_size": 2, "stride": 1, "activation": "sigmoid"},
+        {"kind": "avgpool2d", "name": "ap", "input": "block", "kernel_size": 2, "stride": 1, "activation": "tanh"},
+        {"kind": "concat", "name": "cat", "inputs": ["mp", "ap"], "activation": "relu"},
+        {"kind": "flatten", "name": "flat"},
+        {"name": "out", "units": 3, "activation": "softmax"},
+    ],
+    "loss": {"kind": "softmax_cross_entropy"},
+}
+ADD_OUT = {
+    "input_shape": [4],
+    "layers": [{"name": "d1", "units": 3, "activation": "tanh"}, {"name": "d2", "input": "x", "units": 3},
+               {"kind": "add", "name": "out", "inputs": ["d1", "d2"], "activation": "sigmoid"}],
+    "loss": {"kind": "mse"},
+}
+
+
+@pytest.mark.parametrize("spec", [RESNET_2D, ADD_OUT], ids=["resnet", "add_out"])
+def test_activations_on_adds_pools_and_concats_match_pytorch(tmp_path, monkeypatch, spec):
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "cache"))
+    m, pkg = package(tmp_path, spec, "act")
+    for B in (1, 4):
         compare(m, pkg, B, seed=B)

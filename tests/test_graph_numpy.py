@@ -55,6 +55,65 @@ def test_random_graph_matches_pytorch(seed, build):
     _close(single, mod.forward(params, x[:1])[0])
 
 
+def test_random_graphs_put_activations_on_merges_and_pools():
+    """The drawn graphs above include add, concat, max and average pooling layers under an activation."""
+    kinds = {layer["kind"][:3] for seed in range(25) for layer in random_graph(np.random.default_rng(1000 + seed))["layers"]
+             if layer.get("activation", "identity") != "identity" and layer.get("kind", "dense") != "dense"}
+    assert {"add", "con", "max", "avg"} <= kinds, kinds
+
+
+# relu(x + conv(relu(conv(x)))), the residual block reading the input itself; pools, an add of one value twice and a
+# concat under activations; and a flat net whose output layer is an add under sigmoid
+RESIDUAL_BLOCKS = [
+    {"input_shape": [2, 7], "loss": "half_sse", "layers": [
+        {"kind": "conv1d", "name": "c1", "out_channels": 2, "kernel_size": 3, "padding": "same", "activation": "relu"},
+        {"kind": "conv1d", "name": "c2", "out_channels": 2, "kernel_size": 3, "padding": "same"},
+        {"kind": "add", "name": "block", "inputs": ["x", "c2"], "activation": "relu"},
+        {"kind": "add", "name": "twice", "inputs": ["block", "block"], "activation": "tanh"},
+        {"kind": "maxpool1d", "name": "mp", "kernel_size": 3, "stride": 1, "padding": 1, "activation": "sigmoid"},
+        {"kind": "avgpool1d", "name": "ap", "input": "block", "kernel_size": 3, "stride": 1, "padding": 1,
+         "activation": "tanh"},
+        {"kind": "concat", "name": "cat", "inputs": ["mp", "ap", "c1"], "activation": "relu"},
+        {"kind": "flatten", "name": "f"},
+        {"name": "out", "units": 2}]},
+    {"input_shape": [4], "loss": "mse", "layers": [
+        {"name": "d1", "units": 3, "activation": "tanh"}, {"name": "d2", "input": "x", "units": 3},
+        {"kind": "add", "name": "out", "inputs": ["d1", "d2"], "activation": "sigmoid"}]},
+]
+
+
+@pytest.mark.parametrize("spec", RESIDUAL_BLOCKS, ids=["resblock", "add_out"])
+def test_activations_on_adds_pools_and_concats_match_pytorch(spec, build):
+    model = from_dict({"name": "act", **spec})
+    mod = build(model)
+    rng = np.random.default_rng(5)
+    params = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    kept = {k: v.copy() for k, v in params.items()}
+    for batch in (1, 4):
+        x, t = _data(model, rng, batch)
+        x0 = x.copy()
+        E, y, ref = reference(model, params, x, t)
+        got, grads = mod.loss_and_gradients(params, x, t)
+        assert abs(got - E) <= 1e-10 * max(1.0, abs(E))
+        _close(mod.forward(params, x), y)
+        for name, g in grads.items():
+            _close(g, ref[name])
+        assert np.array_equal(x, x0) and all(np.array_equal(params[k], kept[k]) for k in params)  # nothing written
+
+
+@pytest.mark.parametrize("layers, key, words", [
+    ([{"kind": "flatten", "name": "f", "activation": "relu"}], "layers[0].activation", "flatten takes no activation"),
+    ([{"kind": "maxpool1d", "name": "p", "kernel_size": 2, "activation": "softmax"}, {"kind": "flatten", "name": "f"}],
+     "layers[0].activation", "only allowed on the output layer"),
+    ([{"kind": "add", "name": "s", "inputs": ["x", "x"], "activation": "nope"}], "layers[0].activation", "nope"),
+])
+def test_activation_keys_are_checked(layers, key, words):
+    with pytest.raises(SpecError) as exc:
+        from_dict({"name": "bad", "input_shape": [2, 4], "loss": "mse", "layers": layers})
+    assert exc.value.key == key, str(exc.value)
+    assert words in str(exc.value)
+
+
 def test_residual_fork_sums_branch_deltas(build):
     """x -> a (dense) -> b (dense) and add(a, b): a's delta is its own branch's plus the one through b."""
     spec = {"name": "res", "inputs": 3, "loss": "half_sse", "layers": [

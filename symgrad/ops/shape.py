@@ -13,11 +13,15 @@ import numpy as np
 
 from symgrad.ops.tensor import TensorOp, show
 
+REARRANGES = (" (it only rearranges its input; an elementwise activation on the layer it reads gives the same "
+              "values)")
+
 
 class Flatten(TensorOp):
     """(C, ...) -> (C*...) in PyTorch's (row-major) order."""
 
     kind = "flatten"
+    why_no_activation = REARRANGES
     fresh_grads = False
     view = True  # row-major (batch, C, ...) is already (batch, C*...)
     passes_delta = True
@@ -123,6 +127,7 @@ class Transpose(TensorOp):
     """(A, B) -> (B, A): a conv1d output (channels, length) read as a sequence (steps, features), and back."""
 
     kind = "transpose"
+    why_no_activation = REARRANGES
     fresh_grads = False
     rule = "transpose's delta is the output delta transposed back"
 

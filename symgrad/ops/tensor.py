@@ -56,6 +56,7 @@ class TensorOp:
     kind = ""
     keys = {}  # spec key -> default, besides kind, name, input/inputs and (if has_activation) activation
     has_activation = False
+    why_no_activation = ""  # the reason an error gives, where has_activation is False
     merges = False  # takes ``inputs = [...]`` (two or more) instead of ``input``
     rule = ""  # the backward rule in words
     kernels = ()  # names of the NumPy kernels its code calls
@@ -64,6 +65,8 @@ class TensorOp:
         self.name = name
         allowed = self.allowed()
         for key in args:
+            if key not in allowed and key in ("activation", "activation_params"):
+                raise SpecError(f"layer {name!r}: {self.kind} takes no activation{self.why_no_activation}", key)
             if key not in allowed:
                 raise SpecError(f"layer {name!r}: {self.kind} has no argument {key!r} "
                                 f"(its arguments: {', '.join(sorted(allowed))})", key)

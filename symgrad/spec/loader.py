@@ -165,7 +165,8 @@ def _load_graph(data, source):
             layer = _load_layer(ld, p)
         elif kind in TENSOR_LAYERS:
             cls = TENSOR_LAYERS[kind]
-            _check_keys(ld, set(cls.allowed()) | {"kind", "name"}, p)
+            _check_keys(ld, set(cls.allowed()) | {"kind", "name", "activation", "activation_params"}, p)  # the op says
+            # why a kind takes no activation
             args = {key: v for key, v in ld.items() if key not in ("kind", "name")}
             try:
                 layer = cls(_typed(ld, "name", str, p, required=True), **args)
