@@ -193,6 +193,72 @@ def test_small_residual_graph_gets_the_neuron_level_report_with_torch_numbers():
         assert values["delta_a_" + "_".join(map(str, idx))] == pytest.approx(z.grad[(0,) + idx].item(), abs=1e-15)
 
 
+RES_RELU = """
+name = "res_relu"
+description = "a residual block: relu(x + W2 relu(W1 x + b1) + b2), then a dense output"
+input_shape = [3]
+[[layers]]
+name = "h"
+units = 3
+activation = "relu"
+weight = [[0.5, -0.4, 0.3], [-0.6, 0.2, 0.1], [0.3, 0.7, -0.5]]
+bias_value = [0.1, -0.2, 0.05]
+[[layers]]
+name = "f"
+units = 3
+weight = [[0.4, -0.3, 0.2], [-0.5, 0.6, 0.1], [0.2, 0.1, -0.7]]
+bias_value = [0.0, 0.1, -0.1]
+[[layers]]
+kind = "add"
+name = "block"
+inputs = ["x", "f"]
+activation = "relu"
+[[layers]]
+name = "o"
+units = 1
+weight = [[0.8, -0.6, 0.5]]
+bias_value = [0.2]
+[loss]
+kind = "half_sse"
+[sample]
+x = [0.9, -0.8, 0.3]
+t = [0.5]
+"""
+
+
+def _labels(model, node):
+    """The report's element names of a layer: its neurons (a flat dense layer), else name_c_i."""
+    built = getattr(node.op, "built", None)
+    if built is not None and len(node.shape) == 1:
+        return list(model.outputs) if node is model.nodes[-1] else list(built.neurons)
+    return [node.name + "_" + "_".join(map(str, idx)) for idx in np.ndindex(*node.shape)]
+
+
+def test_residual_block_relu_of_the_sum_report_numbers():
+    """relu(x + f): the add's net input, output and delta, neuron by neuron, equal PyTorch's; where the sum is negative
+    the relu cuts the delta (delta_block_1 = 0), so f2's weights get no gradient."""
+    model = _load(RES_RELU)
+    rep = build(model)
+    values = {s.name: v for s, v in rep.values.items() if isinstance(s, sp.Symbol)}
+    E, grads, inner = torch_run(model, model.init_params(), model.sample.x, model.sample.t)
+    assert values["E_total"] == pytest.approx(E, rel=1e-13) and values["E_total"] == pytest.approx(0.42614912, rel=1e-12)
+    for name, (pname, idx) in model.scalar_owner().items():
+        assert values[f"dE_d{name}"] == pytest.approx(grads[pname].reshape(-1)[idx], rel=1e-12, abs=1e-15), name
+    for node in model.nodes:
+        z, a = inner[node.name]
+        for j, label in enumerate(_labels(model, node)):
+            assert values[f"net_{label}"] == pytest.approx(z[0, j].item(), rel=1e-13, abs=1e-15), label
+            assert values[f"out_{label}"] == pytest.approx(a[0, j].item(), rel=1e-13, abs=1e-15), label
+            assert values[f"delta_{label}"] == pytest.approx(z.grad[0, j].item(), rel=1e-13, abs=1e-15), label
+    assert values["net_block_1"] == pytest.approx(-1.18) and values["delta_block_1"] == 0 < values["dE_dout_block_1"] ** 2
+    assert values["net_block_0"] == pytest.approx(0.9 + values["out_f1"]) and values["out_block_2"] == pytest.approx(0.392)
+    assert all(values[f"dE_df_w2_{i}"] == 0 for i in (1, 2, 3))
+    text = report(model, "md").replace("\\_", "_")
+    assert "| block | add |  | x, f | 3 and 3 → 3 | 0 | relu |" in text
+    assert "— an add hands its delta unchanged to every input" in text  # the add's own rule, not w·a
+    assert "derivative of ReLU" in text and "WRONG" not in text
+
+
 def test_derivation_gives_per_parameter_gradients_of_small_graphs():
     d = symgrad.derive(EX / "conv_tiny.toml")
     assert d.small and d.scalar is not None
@@ -385,7 +451,87 @@ def _load(text):
     return symgrad.load(path)
 
 
-@pytest.mark.parametrize("spec", [LENET, RESIDUAL], ids=["lenet", "residual"])
+# the same graph with activations on the add, the pools and the concat
+RESIDUAL_ACT = RESIDUAL.replace('inputs = ["c1", "c2"]', 'inputs = ["c1", "c2"]\nactivation = "relu"').replace(
+    'kernel_size = 2\n', 'kernel_size = 2\nactivation = "tanh"\n').replace(
+    'inputs = ["mp", "ap"]', 'inputs = ["mp", "ap"]\nactivation = "sigmoid"').replace('"resid"', '"resid_act"')
+
+
+SMALL_ACT = """
+name = "small_act"
+input_shape = [1, 6]
+[[layers]]
+kind = "conv1d"
+name = "a"
+out_channels = 2
+kernel_size = 2
+activation = "relu"
+[[layers]]
+kind = "conv1d"
+name = "b"
+out_channels = 2
+kernel_size = 1
+[[layers]]
+kind = "add"
+name = "res"
+inputs = ["a", "b"]
+activation = "relu"
+[[layers]]
+kind = "maxpool1d"
+name = "mp"
+kernel_size = 2
+stride = 1
+activation = "tanh"
+[[layers]]
+kind = "avgpool1d"
+name = "ap"
+input = "res"
+kernel_size = 2
+stride = 1
+activation = "sigmoid"
+[[layers]]
+kind = "concat"
+name = "cat"
+inputs = ["mp", "ap"]
+activation = "relu"
+[[layers]]
+kind = "flatten"
+name = "flat"
+[[layers]]
+name = "o"
+units = 2
+[loss]
+kind = "mse"
+[sample]
+seed = 2
+"""
+
+
+def test_small_graph_with_activations_on_adds_pools_and_concats_report_numbers():
+    """SMALL_ACT neuron by neuron: every layer's net input, output and delta equal PyTorch's (max pooling keeps its
+    first-max rule under the activation)."""
+    model = _load(SMALL_ACT)
+    rep = build(model)
+    assert "Backward pass" in [s.title for s in rep.sections]
+    step = next(s for s in derive(model).scalar.program.steps if s.sym.name == "net_mp_1_2")
+    assert sorted(v.name for v in step.local) == ["out_res_1_2", "out_res_1_3"]  # the first-max indicator, not Heaviside
+    values = {s.name: v for s, v in rep.values.items() if isinstance(s, sp.Symbol)}
+    E, grads, inner = torch_run(model, model.init_params(), model.sample.x, model.sample.t)
+    assert values["E_total"] == pytest.approx(E, rel=1e-13)
+    for name, (pname, idx) in model.scalar_owner().items():
+        assert values[f"dE_d{name}"] == pytest.approx(grads[pname].reshape(-1)[idx], rel=1e-11, abs=1e-15), name
+    for node in model.nodes:
+        if node.kind == "flatten":
+            continue
+        z, a = inner[node.name]
+        for label, idx in zip(_labels(model, node), np.ndindex(*node.shape)):
+            assert values[f"out_{label}"] == pytest.approx(a[(0,) + idx].item(), rel=1e-13, abs=1e-15), label
+            if node.activation is not None:  # a net input of its own (a convolution, or under an activation)
+                assert values[f"net_{label}"] == pytest.approx(z[(0,) + idx].item(), rel=1e-13, abs=1e-15), label
+                assert values[f"delta_{label}"] == pytest.approx(z.grad[(0,) + idx].item(), rel=1e-11, abs=1e-15), label
+
+
+@pytest.mark.parametrize("spec", [LENET, RESIDUAL, RESIDUAL_ACT], ids=["lenet", "residual", "residual_act"])
 def test_layer_level_report_numbers_equal_torch(spec):
     model = _load(spec)
     rep = GraphReport(model, model.init_params(), None, 9, 0)

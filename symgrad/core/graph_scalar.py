@@ -105,7 +105,8 @@ def _node_steps(node, k, z, labels, locals_, rule, last):
     for j, (e, lab, idx) in enumerate(zip(flat, labels, np.ndindex(*node.shape))):
         n = derived(f"net_{lab}", "net", lab)
         local = locals_.get(idx, {})  # a max pooling's first-max indicator, as without an activation
-        steps.append(Step(n, e, "net", k, j, local=local, meaning=f"net input of {what}", rule=rule if local else ""))
+        steps.append(Step(n, e, "net", k, j, local=local, meaning=f"net input of {what}",
+                          rule="" if node.params else rule))  # a weighted sum keeps the dense layer's wording
         nets.append(n)
     outs = [derived(f"out_{lab}", "out", lab) for lab in labels]
     if act.is_layer:  # softmax and the like over the whole (flat) output

@@ -88,7 +88,7 @@ class GraphNetwork(_ModelBase):
             check("SYMGRAD_MAX_PARAMS", math.prod(shape), f"the output size of layer {op.name!r}", key)
             n_params += sum(p.size for p in params)
             check("SYMGRAD_MAX_PARAMS", n_params, f"the parameter count up to layer {op.name!r}", key)
-            node = Node(op.name, op, sources, in_shapes, tuple(shape), params, self._activation(op, key))
+            node = Node(op.name, op, sources, in_shapes, tuple(shape), params, self._activation(op, key, params))
             by_name[op.name] = node
             self.nodes.append(node)
             self.params += params
@@ -116,10 +116,13 @@ class GraphNetwork(_ModelBase):
                 raise SpecError(f"layer {op.name!r} reads {s!r}: {why}", f"{key}.{what}")
         return sources
 
-    def _activation(self, op, key):
+    def _activation(self, op, key, params):
+        """The layer's Activation; None where it takes none, or is parameter-free (pooling, add, concat) and has the
+        identity: its output is then the op's own, with no separate net input."""
         if isinstance(op, DenseOp):
             return op.activation
-        if not op.has_activation:
+        if not op.has_activation or not params and op.args.get("activation", "identity") == "identity" \
+                and op.args.get("activation_params") is None:
             return None
         try:
             return get_activation(op.args.get("activation", "identity"), op.args.get("activation_params"))
