@@ -1,9 +1,10 @@
 """The ONNX operators symgrad reads: one handler per ``op_type`` in ``OPS``, each adding its node to a :class:`Graph`.
 
 Gemm, MatMul and Conv open a layer with weights, an Add of a constant right after a MatMul is its bias,
-an activation right after a dense or convolution layer is its activation, MaxPool, AveragePool, Flatten
-and Concat are their layers, an Add of two computed tensors is an ``add`` layer (a residual
-connection), Softmax is a softmax layer, Identity passes its input on. A new operator is one more entry.
+an activation right after a dense, convolution, pooling, add or concat layer is its activation (so
+``Relu(Add(a, b))`` is one add layer, the residual block), MaxPool, AveragePool, Flatten and Concat are
+their layers, an Add of two computed tensors is an ``add`` layer (a residual connection), Softmax is a
+softmax layer, Identity passes its input on. A new operator is one more entry.
 """
 
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from symgrad.errors import SpecError, printable
 FUSED = "symgrad"  # the domain of the nodes PATTERNS make
 PREFIX = {"dense": "linear", "conv1d": "conv", "conv2d": "conv", "maxpool1d": "maxpool", "maxpool2d": "maxpool",
           "avgpool1d": "avgpool", "avgpool2d": "avgpool"}  # layer kind -> the stem of its default names
-ACTIVATED = ("dense", "conv1d", "conv2d")  # layer kinds that take an activation
+ACTIVATED = ("dense", "conv1d", "conv2d", "add", "concat", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")  # layer
+# kinds that take an activation (a flatten takes none)
 
 
 def node_name(node):
@@ -161,16 +163,17 @@ def _add(g, node):
 
 
 def _activation(name, params=()):
-    """A handler that sets the activation of the dense or convolution layer it reads; params: (ONNX attribute,
-    symgrad parameter, default)."""
+    """A handler that sets the activation of the layer it reads (dense, convolution, pooling, add or concat); params:
+    (ONNX attribute, symgrad parameter, default)."""
     def handler(g, node):
         source = g.data(node)
         layer = None if source == "x" else g.table(source)
         if layer is None or layer["kind"] not in ACTIVATED or "activation" in layer:
             after = "the graph's input" if layer is None else f"layer {layer['name']!r} ({layer['kind']}" + \
                 (f", activation {layer['activation']})" if "activation" in layer else ")")
-            raise g.error(node, f"an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it "
-                                f"follows {after} (symgrad's add, concat, pooling and flatten layers take none)")
+            raise g.error(node, f"an activation must follow a Gemm or a MatMul (with its bias Add), a Conv, an Add of "
+                                f"two computed values, a Concat, a MaxPool or an AveragePool that has none; it follows "
+                                f"{after} (symgrad's flatten layers take none)")
         g.only_reader(node, node.input[0], "an activation")
         at = attributes(node)
         layer["activation"] = name

@@ -171,16 +171,16 @@ def test_unsupported_operator_names_operator_and_node(tmp_path, capsys):
 @pytest.mark.parametrize("nodes, message", [
     ([helper.make_node("Relu", ["x"], ["y"], name="r")], "Relu node 'r': an activation must follow a Gemm or a MatMul"),
     ([helper.make_node("MatMul", ["x", "w"], ["z"], name="mm"), helper.make_node("Add", ["z", "x"], ["s"], name="res"),
-      helper.make_node("Relu", ["s"], ["y"], name="after")],
-     "Relu node 'after': an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it follows layer "
-     "'add1' (add)"),
+      helper.make_node("Relu", ["s"], ["r"]), helper.make_node("Tanh", ["r"], ["y"], name="after")],
+     "Tanh node 'after': an activation must follow a Gemm or a MatMul (with its bias Add), a Conv, an Add of two computed "
+     "values, a Concat, a MaxPool or an AveragePool that has none; it follows layer 'add1' (add, activation relu)"),
     ([helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transA=1)], "Gemm node 'g': transA=1 is not supported"),
     ([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["y"], name="s", axis=0)],
      "Softmax node 's': axis=0 is not supported"),
     ([helper.make_node("MatMul", ["x", "x"], ["y"], name="xx")], "MatMul node 'xx': its second input 'x' is computed"),
     ([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Relu", ["x"], ["y"], name="skip")],
-     "Relu node 'skip': an activation must follow a Gemm or a MatMul (with its bias Add) or a Conv; it follows the "
-     "graph's input"),
+     "Relu node 'skip': an activation must follow a Gemm or a MatMul (with its bias Add), a Conv, an Add of two "
+     "computed values, a Concat, a MaxPool or an AveragePool that has none; it follows the graph's input"),
 ])
 def test_graphs_outside_the_supported_subset_are_refused(tmp_path, capsys, nodes, message):
     err = _fails(tmp_path, _graph(nodes, {"w": np.ones((3, 3))}, 3, 3), capsys)
@@ -427,6 +427,34 @@ def test_concat_of_two_branches_with_softmax_output(tmp_path):
     assert net.nodes[-1].activation.kind == "softmax"
 
 
+def test_activations_after_add_concat_and_pools_are_fused(tmp_path):
+    """Relu(Add(x, conv(relu(conv(x))))), the residual block, and activations after MaxPool, AveragePool and Concat: each
+    becomes its layer's activation."""
+    w1, b1, w2, w3, b3 = _weights(12, (2, 2, 3, 3), (2,), (2, 2, 3, 3), (3, 16), (3,))
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["x", "c2"], ["s"], name="skip"),
+             helper.make_node("Relu", ["s"], ["block"]),
+             helper.make_node("MaxPool", ["block"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Tanh", ["mp"], ["mpa"]),
+             helper.make_node("AveragePool", ["block"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              count_include_pad=1),
+             helper.make_node("LeakyRelu", ["ap"], ["apa"], alpha=0.2),
+             helper.make_node("Concat", ["mpa", "apa"], ["cat"], axis=1),
+             helper.make_node("Sigmoid", ["cat"], ["cata"]),
+             helper.make_node("Flatten", ["cata"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], transB=1)]
+    net = _check_graph(tmp_path, _shaped(nodes, {"w1": w1, "b1": b1, "w2": w2, "w3": w3, "b3": b3}, (2, 4, 4)))
+    acts = {n.name: n.activation and n.activation.name for n in net.nodes}
+    assert acts == {"conv1": "relu", "conv2": "identity", "add1": "relu", "maxpool1": "tanh", "avgpool1": "leaky_relu",
+                    "concat1": "sigmoid", "flatten1": None, "linear1": "identity"}
+    assert net.node("add1").inputs == ("x", "conv2")
+    text = (tmp_path / "net.toml").read_text()
+    assert 'kind = "add"\nname = "add1"\ninputs = ["x", "conv2"]\nactivation = "relu"' in text
+    assert "activation_params = { negative_slope = 0.2 }" in text
+
+
 def _gelu_subgraph(z, y):
     """The nodes PyTorch's exporter writes for the exact GELU before opset 20."""
     return [_const("sqrt2", np.sqrt(2.0)), helper.make_node("Div", [z, "sqrt2"], ["g_div"]),
@@ -614,3 +642,33 @@ def test_pytorch_export_of_a_graph_matches_pytorch(tmp_path, opset):
     net = _check_graph(tmp_path, model, lambda x, leaves: torch.func.functional_call(module, leaves, (torch.tensor(x),)))
     assert {n.kind for n in net.nodes} == {"conv2d", "add", "maxpool2d", "concat", "avgpool2d", "flatten", "dense"}
     assert [n.activation.name for n in net.nodes if n.kind == "conv2d"] == ["silu", "tanh", "gelu"]
+
+
+class _ResNetBlock(torch.nn.Module):
+    """A ResNet basic block relu(x + conv(relu(conv(x)))), then relu(maxpool) and sigmoid(avgpool) branches joined by a
+    concat under tanh, flatten -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(3, 3, 3, padding=1)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.mpool = nn.MaxPool2d(2)
+        self.apool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(6 * 3 * 2, 2)
+
+    def forward(self, x):
+        out = torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+        a, b = torch.relu(self.mpool(out)), torch.sigmoid(self.apool(out))
+        return self.fc(torch.flatten(torch.tanh(torch.cat([a, b], 1)), 1))
+
+
+def test_pytorch_export_of_a_resnet_block_matches_pytorch(tmp_path):
+    torch.manual_seed(2)
+    module = _ResNetBlock()
+    model = _export(module, torch.zeros(1, 3, 6, 5))
+    module = module.double()
+    net = _check_graph(tmp_path, model, lambda x, leaves: torch.func.functional_call(module, leaves, (torch.tensor(x),)))
+    assert [(n.kind, n.activation and n.activation.name) for n in net.nodes] == [
+        ("conv2d", "relu"), ("conv2d", "identity"), ("add", "relu"), ("maxpool2d", "relu"), ("avgpool2d", "sigmoid"),
+        ("concat", "tanh"), ("flatten", None), ("dense", "identity")]
