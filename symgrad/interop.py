@@ -5,7 +5,11 @@ becomes a Dense layer with its weights, an activation module right after it beco
 activation, ``nn.Softmax`` becomes a parameter-free :class:`~symgrad.ops.softmax.Softmax` layer, and
 ``nn.Identity``, ``nn.Dropout`` and ``nn.Flatten()`` are skipped (they are the identity on a batch of
 rows in eval mode). With convolutions, pooling or recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``)
-the module becomes a GraphNetwork. The network keeps ``torch_keys``: {symgrad parameter name: state_dict key}.
+the module becomes a GraphNetwork, with a ``transpose`` layer inserted where a Conv1d (or 1-D pooling) child's
+(channels, length) output meets a recurrent child reading (steps, features), or the reverse: the
+``x.transpose(1, 2)`` such a forward must do. A forward that is not one chain of values (a residual block,
+a fork and join of branches) is refused, as the children's order cannot say it; torch.fx traces it to tell.
+The network keeps ``torch_keys``: {symgrad parameter name: state_dict key}.
 """
 
 from collections import OrderedDict
@@ -145,10 +149,12 @@ def from_torch(module, loss="mse", input_shape=None, name=None, return_sequences
     another one passes every step, and the last one passes its last step ``out[:, -1]`` (= h_n of the top
     layer), or with ``return_sequences=True`` every step (a Linear after it then applies to each step).
     ``num_layers = n`` becomes n stacked layers ``<name>_l0 .. <name>_l<n-1>`` (one layer keeps ``<name>``).
+    Between a Conv1d/pooling child and a recurrent one a ``transpose`` layer (``transpose1``, ...) is inserted.
     """
     nn = _torch().nn
     if not isinstance(module, nn.Module):
         raise SpecError(f"expected a torch.nn.Module, got {type(module).__name__}", "module")
+    _check_chain(module)
     if isinstance(module, tuple(_recurrent_kinds())) or any(isinstance(c, _shaped_kinds()) for _, c in _children(module)):
         return _graph_from_torch(module, loss, input_shape, name, return_sequences)
     if return_sequences:
@@ -188,6 +194,36 @@ def from_torch(module, loss="mse", input_shape=None, name=None, return_sequences
     return net
 
 
+def _check_chain(module):
+    """Refuse a forward that is not one chain of values (a residual connection, a fork, a join): the children's order
+    cannot say what it computes. A forward torch.fx cannot trace is taken to run its children in order."""
+    torch = _torch()
+    if type(module) is torch.nn.Sequential or isinstance(module, tuple(_recurrent_kinds())):
+        return
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception:  # data-dependent control flow and the like: nothing to check against
+        return
+    recurrent = tuple(_recurrent_kinds())
+    modules = dict(module.named_modules())
+    for node in graph.nodes:
+        if node.op in ("output", "get_attr"):
+            continue
+        read = []  # every computed value among the arguments, as often as it occurs (x + x joins x with itself)
+        torch.fx.node.map_arg((node.args, node.kwargs), lambda a: read.append(a.name) if a.op != "get_attr" else None)
+        readers = [u.name for u in node.users]
+        tuple_out = node.op == "call_module" and isinstance(modules.get(node.target), recurrent)  # (out, state)
+        what = f"{node.name!r} joins {' and '.join(map(repr, read))}" if len(read) > 1 else \
+            f"the value {node.name!r} is read by {' and '.join(map(repr, readers))}" if len(readers) > 1 and not tuple_out \
+            else None
+        if what:
+            raise SpecError(f"{type(module).__name__}.forward is not a chain of its children: {what} (a residual "
+                            "connection or a fork and join of branches). from_torch reads the children in order, which "
+                            "cannot say that; write the network as a spec with an add or concat layer (they take an "
+                            "activation, as relu(a + b)), or export it with torch.onnx.export and read it with "
+                            "symgrad.from_onnx", "module")
+
+
 def _check_recurrent(child, key):
     """Refuse what symgrad's recurrent layers do not offer: batch_first=False, two directions, proj_size, dropout."""
     refused = [("batch_first=False", not child.batch_first), ("bidirectional=True", child.bidirectional),
@@ -224,7 +260,7 @@ def _graph_from_torch(module, loss, input_shape, name, return_sequences=False):
     required)."""
     from symgrad.ops.conv import Conv1d, Conv2d
     from symgrad.ops.pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
-    from symgrad.ops.shape import Flatten
+    from symgrad.ops.shape import Flatten, Transpose
     from symgrad.spec.graph import GraphNetwork
 
     nn = _torch().nn
@@ -237,14 +273,24 @@ def _graph_from_torch(module, loss, input_shape, name, return_sequences=False):
     last_recurrent = max((i for i, (_, c) in enumerate(children) if type(c) in recurrent), default=-1)
     if return_sequences and last_recurrent < 0:
         raise SpecError("return_sequences applies to a module with a recurrent child (RNN, LSTM, GRU)", "return_sequences")
-    layers, keys, taken, count = [], {}, set(), 0
-    prev = None
+    layers, keys, taken, count, turns = [], {}, set(), 0, 0
+    prev, axes = None, None  # axes: the last value's layout, "channels" (C, L) or "steps" (T, F), where it is one
+    channels = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d)
     for i, (path, child) in enumerate(children):
         key, kind = f"module[{path}]" if path else "module", type(child)
         count += 1
         lname = _layer_name(path, kind.__name__.lower(), count, taken)
         if kind in (nn.Identity, nn.Dropout):
             continue
+        if axes == "channels" and kind in recurrent or axes == "steps" and kind in channels:
+            turns += 1
+            layers.append(Transpose(_layer_name("", "transpose", turns, taken)))  # forward's x.transpose(1, 2)
+        if kind in channels:
+            axes = "channels"
+        elif kind in recurrent:
+            axes = "steps" if return_sequences or i < last_recurrent else None
+        elif kind in (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten):
+            axes = None
         if kind in (nn.Conv1d, nn.Conv2d):
             if child.groups != 1 or child.padding_mode != "zeros":
                 raise SpecError(f"{kind.__name__} with groups={child.groups}, padding_mode={child.padding_mode!r} is not "
@@ -284,8 +330,8 @@ def _graph_from_torch(module, loss, input_shape, name, return_sequences=False):
             act = _activation(child, key)
             if act is None:
                 raise SpecError(f"{kind.__name__} is not supported (supported: {SUPPORTED})", key)
-            if prev is None or type(prev) not in (nn.Linear, nn.Conv1d, nn.Conv2d):
-                raise SpecError(f"activation {kind.__name__} must follow a Linear or a convolution", key)
+            if prev is None or type(prev) not in (nn.Linear, nn.Conv1d, nn.Conv2d, *pools):
+                raise SpecError(f"activation {kind.__name__} must follow a Linear, a convolution or a pooling", key)
             target = layers[-1]
             if isinstance(target, Dense):
                 target.activation, target.activation_params = act

@@ -328,5 +328,62 @@ def test_recurrent_conversion_arguments_are_checked():
         symgrad.from_torch(_SeqModel([nn.GRU(3, 4, batch_first=True)], nn.Linear(4, 1)))
     with pytest.raises(SpecError, match="return_sequences applies to a module with a recurrent child"):
         symgrad.from_torch(nn.Sequential(nn.Linear(2, 2)), return_sequences=True)
-    with pytest.raises(SpecError, match="activation Tanh must follow a Linear or a convolution"):
+    with pytest.raises(SpecError, match="activation Tanh must follow a Linear, a convolution or a pooling"):
         symgrad.from_torch(nn.Sequential(nn.GRU(3, 4, batch_first=True), nn.Tanh()), input_shape=(5, 3))
+
+
+class _ConvSeq(nn.Module):
+    """Conv1d children on (batch, C, L), then recurrent children on (batch, T, F): forward transposes between them."""
+
+    def __init__(self, convs, recs, head):
+        super().__init__()
+        self.convs, self.recs = nn.Sequential(*convs), recs
+        for k, rec in enumerate(recs):  # registration order is the order forward runs them
+            self.add_module(f"rec{k}", rec)
+        self.head = head
+
+    def forward(self, x):
+        x = self.convs(x).transpose(1, 2)
+        for rec in self.recs:
+            x, _ = rec(x)
+        return self.head(x[:, -1])
+
+
+@pytest.mark.parametrize("kind", ["rnn_relu", "lstm", "gru"])
+def test_a_conv1d_child_before_a_recurrent_child_gets_a_transpose(tmp_path, kind):
+    """conv1d -> relu -> maxpool1d -> tanh, then recurrent layers read (length, channels): a transpose layer is inserted."""
+    torch.manual_seed(3)
+    convs = [nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2, stride=1), nn.Tanh()]
+    module = _ConvSeq(convs, [RECURRENT[kind](num_layers=2)], nn.Linear(4, 2))
+    model = _check_recurrent(tmp_path, module, (2, 7))
+    assert [(n.kind, n.shape) for n in model.nodes] == [
+        ("conv1d", (3, 7)), ("maxpool1d", (3, 6)), ("transpose", (6, 3)), (kind[:3] if kind != "lstm" else "lstm", (6, 4)),
+        (kind[:3] if kind != "lstm" else "lstm", (4,)), ("dense", (2,))]
+    assert model.nodes[2].name == "transpose1" and model.nodes[1].activation.name == "tanh"
+
+
+def test_a_module_whose_forward_is_a_residual_block_is_refused_clearly():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.relu, self.fc2 = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.relu(x + self.fc2(self.relu(self.fc1(x))))
+
+    class Join(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv1d(2, 2, 3, padding=1), nn.Linear(20, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.fc(torch.flatten(torch.cat([y, y], 1), 1))
+
+    for module, what, shape in ((Block(), "the value 'x' is read by 'fc1' and 'add'", None),
+                                (Join(), "'cat' joins 'conv' and 'conv'", (2, 5))):
+        with pytest.raises(SpecError) as err:
+            symgrad.from_torch(module, input_shape=shape)
+        assert err.value.key == "module"
+        assert f"{type(module).__name__}.forward is not a chain of its children: {what} (a residual connection" in \
+            err.value.message and "symgrad.from_onnx" in err.value.message
