@@ -566,6 +566,16 @@ def test_layer_level_report_states_shapes_rules_and_forks():
     assert "3x6 and 3x6 → 3x6" in text and "3x3 and 3x3 → 6x3" in text  # the add and the concat's shapes
 
 
+def test_graph_diagram_names_the_activations_of_merges_and_pools_and_fits_long_labels():
+    from symgrad.report.graph_diagram import graph_diagram
+
+    model = _load(SMALL_ACT.replace('activation = "sigmoid"', 'activation = "leaky_relu"'))
+    svg, tikz = graph_diagram(model)
+    assert ">add, relu</text>" in svg and ">maxpool1d, tanh</text>" in svg and ">concat, relu</text>" in svg
+    assert re.search(r'textLength="120" lengthAdjust="spacingAndGlyphs">avgpool1d, leaky_relu</text>', svg)
+    assert svg.count("textLength") == 1 and r"add, relu\\ 2x5" in tikz
+
+
 def test_graph_diagram_draws_the_fork_and_the_merges():
     from symgrad.report.graph_diagram import graph_diagram
 

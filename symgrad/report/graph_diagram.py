@@ -11,6 +11,7 @@ from symgrad.ops.tensor import show
 
 DX, DY, W, H, TOP = 160, 80, 128, 54, 30
 GAP = DX - W  # the free space between columns
+FITS = 18  # characters of a label that fit in a box at 12px; longer ones ("avgpool2d, leaky_relu") are squeezed in
 
 
 def boxes(model):
@@ -69,7 +70,8 @@ def _svg(items, paths, pos, w, h):
         out.append(f'<rect x="{x}" y="{y}" width="{W}" height="{H}" rx="6" fill="#f3f6fb" stroke="#333"/>')
         for k, text in enumerate(lines):
             weight = ' font-weight="bold"' if k == 0 else ""
-            out.append(f'<text x="{x + W / 2:g}" y="{y + 16 + 15 * k}" text-anchor="middle"{weight}>'
+            fit = f' textLength="{W - 8}" lengthAdjust="spacingAndGlyphs"' if len(text) > FITS else ""
+            out.append(f'<text x="{x + W / 2:g}" y="{y + 16 + 15 * k}" text-anchor="middle"{weight}{fit}>'
                        f'{escape(text)}</text>')
     out.append("</svg>")
     return "\n".join(out)
