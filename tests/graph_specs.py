@@ -84,13 +84,42 @@ def random_graph(rng, dims=None, batch_norm=False):
     return {"name": "g", "input_shape": [c] + size, "layers": layers, "loss": loss}
 
 
+NET_ACTIVATIONS = [("gelu", None), ("elu", {"alpha": 0.7}), ("silu", None), ("softplus", None),
+                   ("leaky_relu", {"negative_slope": 0.2})]
+
+
+def net_activations_spec(act, params):
+    """A residual 1-D graph with ``act`` (whose derivative may need the net input) on its add, pools and concat."""
+    on = {"activation": act, **({"activation_params": params} if params else {})}
+    return {"input_shape": [2, 6], "loss": "mse", "layers": [
+        {"kind": "conv1d", "name": "c", "out_channels": 2, "kernel_size": 3, "padding": "same", **on},
+        {"kind": "add", "name": "s", "inputs": ["x", "c"], **on},
+        {"kind": "maxpool1d", "name": "mp", "kernel_size": 2, **on},
+        {"kind": "avgpool1d", "name": "ap", "input": "s", "kernel_size": 2, **on},
+        {"kind": "concat", "name": "cat", "inputs": ["mp", "ap"], **on},
+        {"kind": "flatten", "name": "f"},
+        {"name": "out", "units": 2}]}
+
+
+def torch_activation(act):
+    """PyTorch's function for a node's Activation (None: the identity), its parameters applied."""
+    import torch
+    import torch.nn.functional as F
+
+    if act is None:
+        return lambda z: z
+    p = act.params
+    return {"identity": lambda z: z, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+            "softmax": lambda z: torch.softmax(z, -1), "gelu": F.gelu, "silu": F.silu, "softplus": F.softplus,
+            "elu": lambda z: F.elu(z, float(p.get("alpha", 1.0))),
+            "leaky_relu": lambda z: F.leaky_relu(z, float(p.get("negative_slope", 0.01)))}[act.name]
+
+
 def torch_loss(model, params, x, t):
     """(E, output) of a GraphNetwork in PyTorch float64, from its nodes (an independent forward)."""
     import torch
     import torch.nn.functional as F
 
-    acts = {"identity": lambda z: z, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-            "softmax": lambda z: torch.softmax(z, -1)}
     vals = {"x": x}
     for n in model.nodes:
         ins = [vals[s] for s in n.inputs]
@@ -112,7 +141,7 @@ def torch_loss(model, params, x, t):
             z = torch.cat(ins, 1)
         else:
             z = ins[0] @ P[0].T + (P[1] if len(P) > 1 else 0)
-        vals[n.name] = acts[n.activation.name if n.activation is not None else "identity"](z)
+        vals[n.name] = torch_activation(n.activation)(z)
     y = vals[model.nodes[-1].name]
     name = model.loss.name
     if name == "mse":

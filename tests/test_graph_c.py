@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from graph_specs import NET_ACTIVATIONS, net_activations_spec, torch_activation
 
 from symgrad.api import generate, import_generated
 from symgrad.backends.c.codegen import c_sources
@@ -115,10 +116,6 @@ def built(tmp_path_factory):
     return out
 
 
-ACT = {"identity": lambda z: z, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-       "softmax": lambda z: torch.softmax(z, -1)}
-
-
 def torch_forward(m, params, x, net=False):
     """The network in PyTorch (functional), layer by layer: its output, or (net) the last layer's net input."""
     vals = {"x": x}
@@ -141,7 +138,7 @@ def torch_forward(m, params, x, net=False):
             z = torch.cat(ins, 1)
         else:
             z = ins[0] @ P[0].T + (P[1] if len(P) > 1 else 0)
-        vals[n.name] = ACT[n.activation.name if n.activation is not None else "identity"](z)
+        vals[n.name] = torch_activation(n.activation)(z)
     return z if net else vals[m.nodes[-1].name]
 
 
@@ -458,3 +455,11 @@ def test_activations_on_adds_pools_and_concats_match_pytorch(tmp_path, monkeypat
     m, pkg = package(tmp_path, spec, "act")
     for B in (1, 4):
         compare(m, pkg, B, seed=B)
+
+
+@pytest.mark.parametrize("act, params", NET_ACTIVATIONS[:2] + NET_ACTIVATIONS[4:], ids=["gelu", "elu", "leaky_relu"])
+def test_net_input_activations_on_adds_pools_and_concats_match_pytorch(tmp_path, monkeypatch, act, params):
+    """gelu and elu keep Z buffers (their derivatives need the net input), leaky_relu takes a parameter."""
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "cache"))
+    m, pkg = package(tmp_path, net_activations_spec(act, params), "acts")
+    compare(m, pkg, 3, seed=3)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from graph_specs import random_graph, reference
+from graph_specs import NET_ACTIVATIONS, net_activations_spec, random_graph, reference
 
 from symgrad.errors import SpecError
 from symgrad.spec import from_dict
@@ -99,6 +99,20 @@ def test_activations_on_adds_pools_and_concats_match_pytorch(spec, build):
         for name, g in grads.items():
             _close(g, ref[name])
         assert np.array_equal(x, x0) and all(np.array_equal(params[k], kept[k]) for k in params)  # nothing written
+
+
+@pytest.mark.parametrize("act, params", NET_ACTIVATIONS, ids=[a for a, _ in NET_ACTIVATIONS])
+def test_any_activation_on_adds_pools_and_concats_matches_pytorch(act, params, build):
+    model = from_dict({"name": "acts", **net_activations_spec(act, params)})
+    mod = build(model)
+    rng = np.random.default_rng(7)
+    params_ = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    x, t = _data(model, rng, 3)
+    E, y, ref = reference(model, params_, x, t)
+    got, grads = mod.loss_and_gradients(params_, x, t)
+    assert abs(got - E) <= 1e-10 * max(1.0, abs(E))
+    for name, g in grads.items():
+        _close(g, ref[name])
 
 
 @pytest.mark.parametrize("layers, key, words", [
