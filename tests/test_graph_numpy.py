@@ -13,6 +13,8 @@ import pytest
 from graph_specs import NET_ACTIVATIONS, net_activations_spec, random_graph, reference
 
 from symgrad.errors import SpecError
+from symgrad.ops.layers import TENSOR_LAYERS
+from symgrad.ops.tensor import Node
 from symgrad.spec import from_dict
 
 torch = pytest.importorskip("torch")
@@ -99,6 +101,26 @@ def test_activations_on_adds_pools_and_concats_match_pytorch(spec, build):
         for name, g in grads.items():
             _close(g, ref[name])
         assert np.array_equal(x, x0) and all(np.array_equal(params[k], kept[k]) for k in params)  # nothing written
+
+
+@pytest.mark.parametrize("kind", [k for k, c in TENSOR_LAYERS.items() if c.has_activation])
+def test_ops_that_take_an_activation_write_new_arrays(kind):
+    """The activation runs in place on the op's output, so that output never shares memory with its input (a window of
+    one entry, an add or concat of x with itself included)."""
+    from symgrad.backends.numpy import kernels
+
+    cls = TENSOR_LAYERS[kind]
+    shape = (2, 5) if kind.endswith("1d") else (2, 3, 4)
+    args = {"inputs": ["x", "x"]} if cls.merges else {"kernel_size": 1, **({"out_channels": 2} if "conv" in kind else {})}
+    op = cls("l", **args)
+    ins = (shape, shape) if cls.merges else (shape,)
+    out_shape, params = op.build("layers[0]", ins, "xavier", set())
+    node = Node("l", op, ("x",) * len(ins), ins, out_shape, params)
+    x = np.random.default_rng(0).normal(size=(3,) + shape)
+    ns = {"np": np, "a": x, **{f"p{j}": np.ones(p.shape) for j, p in enumerate(params)},
+          **{k: getattr(kernels, k) for k in dir(kernels) if k.startswith("_") and not k.startswith("__")}}
+    exec("\n".join(op.numpy_forward(node, ["a"] * len(ins), [f"p{j}" for j in range(len(params))], "z")), ns)
+    assert ns["z"].shape == (3,) + out_shape and not np.shares_memory(ns["z"], x)
 
 
 @pytest.mark.parametrize("act, params", NET_ACTIVATIONS, ids=[a for a, _ in NET_ACTIVATIONS])

@@ -120,7 +120,7 @@ class TensorOp:
         raise NotImplementedError
 
     fresh_grads = True  # numpy_backward's input gradients are new arrays (not views of d)
-    view = False  # C: the output is the input's memory (no forward code)
+    view = False  # C: the output is the input's memory (no forward code); such an op takes no activation
     passes_delta = False  # C: every input's delta is dE/d(op output) itself (no backward code)
 
     def c_forward(self, node, ins, ps, out, cx):
