@@ -114,6 +114,26 @@ class TensorOp:
         """
         raise NotImplementedError
 
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """Lines assigning ``rout`` = R{out}, the output's derivative along a direction: ``rins[i]`` = R{input i}
+        and ``vps[j]`` = the direction of parameter j (None entries are zero), with the forward's values (``out``_...).
+
+        Values the R-backward needs are assigned to names starting with ``rout`` + "_".
+        """
+        raise NotImplementedError
+
+    def numpy_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps):
+        """Lines assigning ``dins[i]`` = dE/d(input i), ``rdins[i]`` = R{dE/d(input i)} and ``rdps[j]`` = R{dE/d(param j)}
+        from ``d`` = dE/d(out) and ``rd`` = R{d} (None entries are not needed).
+
+        This default serves parameter-free ops that are linear in their inputs once the forward is fixed (max
+        pooling routes by the forward's argmax): R of the backward is the backward applied to R{d}.
+        """
+        return (self.numpy_backward(node, ins, ps, out, d, dins, [None] * len(ps))
+                + self.numpy_backward(node, ins, ps, out, rd, rdins, [None] * len(ps)))
+
+    second_kernels = ()  # names of the NumPy kernels its R-passes call
+
     fresh_grads = True  # numpy_backward's input gradients are new arrays (not views of d)
     view = False  # C: the output is the input's memory (no forward code)
     passes_delta = False  # C: every input's delta is the output's delta itself (no backward code)
