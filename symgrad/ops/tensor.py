@@ -14,6 +14,9 @@ place, everything about its kind:
 * ``c_forward`` / ``c_backward``: lines of C calling the static kernels of templates/c/symgrad_conv.h
   (and symgrad_gemm.h) through a context that records each kernel and scratch buffer they use
   (:class:`symgrad.backends.c.graph.Context`); ``view`` and ``passes_delta`` say when no C is needed;
+* ``numpy_jvp`` / ``numpy_rbackward``: lines for the second-order functions (``--second-order``), Pearlmutter's
+  R-operator op by op: R of the output from R of the inputs and the direction on the parameters, and R of the
+  input deltas and parameter gradients from R of the output delta (``second_kernels`` names their kernels);
 * ``rule``: the backward rule in words, for reports and generated docstrings.
 
 An activation (``activation = "tanh"`` on a dense or convolution layer) is applied by the graph

@@ -9,12 +9,12 @@ first-order backward on R{d} from the loss curvature; the Jacobian is reverse mo
 forward mode (one R-forward per input), whichever runs fewer, over the batch copied once per seed.
 """
 
-import sympy as sp
+import re
 
 from symgrad.backends.numpy.graph import _input_names, _param_names, _plain
 from symgrad.backends.numpy.kernels import closure
 from symgrad.backends.numpy.second import live
-from symgrad.core.derivation import _simplest
+from symgrad.core.second import output_rdelta
 from symgrad.errors import SpecError
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
@@ -29,19 +29,12 @@ class GraphSecondCode:
         self.nodes = der.nodes
         self.L = len(self.nodes)
         self.index = {"x": 0, **{n.name: k + 1 for k, n in enumerate(self.nodes)}}
-        last = self.nodes[-1]
-        act = last.activation
-        loss = der.model.loss
-        if der.output == "elementwise":
-            fprime = 1 if act is None else act.derivative_in_out().subs(OUT, Y)
-            self.rdelta = _simplest(sp.diff(der.delta_out, Y) * fprime + sp.diff(der.delta_out, NET))
-        elif der.output == "fused":
-            self.rdelta = _simplest(sp.diff(der.delta_out, Y))
-        else:
-            if not hasattr(act, "numpy_rvjp"):
-                raise SpecError(f"second-order functions need array code for the output layer {act.kind!r}", "--second-order")
-            self.rdelta = loss.second_derivative()
-        self.curvature = loss.second_derivative()
+        act = self.nodes[-1].activation
+        if der.output == "vjp" and not hasattr(act, "numpy_rvjp"):
+            raise SpecError(f"second-order functions need array code for the output layer {act.kind!r}", "--second-order")
+        fprime = None if der.output != "elementwise" else 1 if act is None else act.derivative_in_out().subs(OUT, Y)
+        self.rdelta = output_rdelta(der.output, der.delta_out, fprime, der.model.loss)
+        self.curvature = der.model.loss.second_derivative()
 
     # -- names
 
@@ -215,7 +208,8 @@ class GraphSecondCode:
     def curvature_output(self, done):
         """rd{L} for Gauss-Newton: H_loss R{y} = sc * l''(y, t) * R{y}, sent back through the output activation."""
         L = self.L
-        lines = [f"rg{L} = sc * ({self._elem(self.curvature, L)}) * r{L}"]
+        c = self.curvature
+        lines = [f"rg{L} = sc * r{L}" if c == 1 else f"rg{L} = sc * ({self._elem(c, L)}) * r{L}"]
         return lines + self.seeded_output(done, f"rg{L}", f"rd{L}")
 
     def kernels(self):
@@ -266,7 +260,37 @@ def graph_second(der, pr):
         gn, ggrads = code.backward("gn", done)
         ggrads.sort(key=lambda g: order[g[0]])
         bodies["gauss_newton_vp"] = fwd + unpack_v + rfwd + code.scale() + out + gn + _result(ggrads)
-    return {name: live(body) for name, body in bodies.items()}, code.kernels()
+    return {name: _inline(live(body)) for name, body in bodies.items()}, code.kernels()
+
+
+_ALIAS = re.compile(r"(\w+) = (\w+)$")
+_CHANGED = re.compile(r"(\w+)(\[[^=]*\])? *[-+*/]= |(\w+)\[[^=]*\] = ")
+_TARGETS = re.compile(r"([\w, ]+?) = ")
+
+
+def _inline(lines):
+    """The lines with each plain alias ``a = b`` removed and ``b`` read in place of ``a`` (names assigned once and
+    never changed in place: a fork of one branch, a layer without activation, a delta handed on unchanged)."""
+    changed, count = set(), {}
+    for line in lines:
+        m = _CHANGED.match(line)
+        if m:
+            changed.add(m.group(1) or m.group(3))
+        m = _TARGETS.match(line)
+        if m:
+            for name in m.group(1).split(","):
+                count[name.strip()] = count.get(name.strip(), 0) + 1
+    subst, out = {}, []
+    for line in lines:
+        code, sep, comment = line.partition("  # ")
+        code = re.sub(r"\b\w+\b", lambda w: subst.get(w.group(0), w.group(0)), code)
+        m = _ALIAS.match(code)
+        if (m and m.group(1) != "result" and count.get(m.group(1)) == 1 and count.get(m.group(2), 0) <= 1
+                and not {m.group(1), m.group(2)} & changed):
+            subst[m.group(1)] = m.group(2)
+            continue
+        out.append(code + sep + comment)
+    return out
 
 
 def _result(grads):

@@ -4,7 +4,9 @@ Each function is plain NumPy (no Python loop over the batch or the output positi
 strided view of the padded input, a convolution is one matrix product of the kernel with that view
 laid out as columns (im2col), and the backward passes add each kernel offset's share back with one
 slice per offset (col2im). Shapes follow PyTorch: x (B, C, *spatial), weight (O, C, *kernel).
-The module is imported and linted like any other; the code printer copies a function's source
+The second-order kernels (``_conv_jvp``, ``_conv_rbackward``, ``_maxpool_jvp``) are the R-operator of these: a
+convolution is bilinear, so its R-passes are the same products with the direction V in W's place or R{x}'s
+columns in x's. The module is imported and linted like any other; the code printer copies a function's source
 (:func:`source`) into a generated module when the module's lines call it. The recurrent layers' kernels
 live in :mod:`symgrad.backends.numpy.recurrent` and are copied the same way.
 """

@@ -10,6 +10,7 @@ for the GRU, whose n gate splits into input and recurrent parts), from which the
 the input's delta are again one matrix product each. ``bptt`` > 0 cuts the carried delta at every
 multiple of ``bptt`` steps (the state detached there). Sigmoid gates are computed as (1 + tanh(v / 2)) / 2
 (no overflow), their rows of the weights halved once (exact) so one tanh call covers every gate of a step.
+The second-order kernels (``_*_jvp``, ``_*_rbackward``) run the R-operator through time on the stored gate values.
 """
 
 import numpy as np
