@@ -167,9 +167,10 @@ def _loss_at(model, y, t):
     name = model.loss.name
     if name == "mse":
         return ((y - t) ** 2).mean()
-    if name == "half_sse":
-        return ((y - t) ** 2).sum() / 2
-    return -(t * torch.log(y)).sum() / y.shape[0]  # softmax_cross_entropy
+    if name in ELEMENT_LOSSES:
+        return element_loss(model.loss, y, t)
+    assert name == "softmax_cross_entropy", name
+    return -(t * torch.log(y)).sum() / y.shape[0]
 
 
 def data(model, rng, batch):
@@ -345,3 +346,99 @@ def test_second_order_graph_files_are_deterministic_and_first_order_unchanged(tm
 
     plain = (tmp_path / "plain" / f"{model.name}.py").read_text()
     assert plain == (Path(__file__).resolve().parent.parent / "generated" / f"{model.name}.py").read_text()
+
+
+EXTRA_ACTS = {"leaky_relu": lambda v: torch.nn.functional.leaky_relu(v, 0.01), "elu": torch.nn.functional.elu,
+              "softplus": lambda v: torch.nn.functional.softplus(v, threshold=1e9), "silu": torch.nn.functional.silu,
+              "gelu": torch.nn.functional.gelu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda v: v}
+ELEMENT_LOSSES = {"bce": lambda y, t: -(t * torch.log(y) + (1 - t) * torch.log(1 - y)), "sse": lambda y, t: (y - t) ** 2,
+                  "half_sse": lambda y, t: (y - t) ** 2 / 2}
+
+
+def element_loss(loss, y, t):
+    """The loss of a batch from its per-element terms, averaged over the outputs and the batch as ``loss`` says."""
+    per = ELEMENT_LOSSES[loss.name](y, t).sum(dim=-1)
+    if loss.average_outputs:
+        per = per / y.shape[-1]
+    return per.mean() if loss.reduction == "mean" else per.sum()
+
+
+def small_loss(model, P, x, t):
+    """(E, y) of a conv2d -> avgpool2d -> flatten -> dense graph with any activation and these losses, in PyTorch."""
+    import torch.nn.functional as F
+
+    a = x
+    for n in model.nodes:
+        p = [P[q.name] for q in n.params]
+        if n.kind == "conv2d":
+            a = F.conv2d(a, p[0], p[1] if len(p) > 1 else None, padding=[q[0] for q in n.op.pad])
+        elif n.kind == "avgpool2d":
+            a = F.avg_pool2d(a, n.op.k, n.op.s)
+        elif n.kind == "flatten":
+            a = a.reshape(a.shape[0], -1)
+        else:
+            a = a @ p[0].T + (p[1] if len(p) > 1 else 0)
+        if n.activation is not None:
+            a = EXTRA_ACTS[n.activation.name](a)
+    return element_loss(model.loss, a, t), a
+
+
+@pytest.mark.parametrize("act", ["leaky_relu", "elu", "softplus", "silu", "gelu"])
+def test_every_activation_in_a_conv_graph(tmp_path, act):
+    loss = {"elu": "bce", "gelu": "sse"}.get(act, "half_sse")
+    spec = {"name": f"act_{act}", "input_shape": [2, 4, 4], "loss": loss, "layers": [
+        {"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2, "padding": 1, "activation": act},
+        {"kind": "avgpool2d", "name": "p", "kernel_size": 2},
+        {"kind": "flatten", "name": "f"},
+        {"name": "h", "units": 3, "activation": act},
+        {"name": "out", "units": 2, "activation": "sigmoid" if loss == "bce" else "tanh"}]}
+    model = from_dict(spec)
+    mod = build2(tmp_path, model)
+    rng = np.random.default_rng(5)
+    params = {k: rng.normal(scale=0.8, size=v.shape) for k, v in mod.init_params().items()}
+    for batch in (1, 3):
+        x = rng.normal(size=(batch,) + model.input_shape)
+        t = rng.uniform(0.05, 0.95, size=(batch,) + model.output_shape)
+        check(mod, model, params, x, t, loss=small_loss)
+
+
+def test_frozen_layers_and_a_bias_only_direction(tmp_path):
+    """A frozen lower convolution (no R below the first trainable layer), a conv whose only trainable parameter is its
+    bias (R{z} = v_b), a frozen dense bias; the Hessian also against central differences of the module's gradients."""
+    spec = {"name": "frozen", "input_shape": [1, 5, 5], "loss": "half_sse", "layers": [
+        {"kind": "conv2d", "name": "c1", "out_channels": 2, "kernel_size": 2, "activation": "tanh",
+         "freeze": ["weight", "bias"]},
+        {"kind": "conv2d", "name": "c2", "out_channels": 2, "kernel_size": 2, "activation": "softplus",
+         "freeze": ["weight"]},
+        {"kind": "avgpool2d", "name": "p", "kernel_size": 3},
+        {"kind": "flatten", "name": "f"},
+        {"name": "out", "units": 2, "activation": "sigmoid", "freeze": ["bias"]}]}
+    model = from_dict(spec)
+    mod = build2(tmp_path, model)
+    assert mod.TRAINABLE == ("c2.bias", "out.weight")
+    rng = np.random.default_rng(2)
+    params = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    x = rng.normal(size=(3,) + model.input_shape)
+    t = rng.uniform(size=(3, 2))
+    check(mod, model, params, x, t, loss=small_loss)
+    H, h, flat = mod.hessian(params, x, t), 1e-5, flatten(mod, params)
+    for i in range(flat.size):
+        cols = []
+        for sign in (1, -1):
+            moved = flat.copy()
+            moved[i] += sign * h
+            cols.append(flatten(mod, mod.gradients({**params, **unflatten(mod, moved)}, x, t)))
+        np.testing.assert_allclose(H[:, i], (cols[0] - cols[1]) / (2 * h), rtol=1e-6, atol=1e-9)
+
+
+def test_float32_graph_module_agrees_with_float64(tmp_path):
+    model, rng = random_recurrent(1)  # an lstm
+    symgrad.generate(model, "numpy", tmp_path / "a", dtype="float32", second_order=True)
+    symgrad.generate(model, "numpy", tmp_path / "b", second_order=True)
+    lo, hi = symgrad.import_generated(model.name, tmp_path / "a"), symgrad.import_generated(model.name, tmp_path / "b")
+    params = {k: rng.normal(scale=0.5, size=v.shape) for k, v in hi.init_params().items()}
+    x, t = data(model, rng, 3)
+    H32, H64 = lo.hessian(params, x, t), hi.hessian(params, x, t)
+    assert H32.dtype == np.float32
+    close(H32, H64, 1e-4, "float32 hessian")
+    assert lo.jacobian(params, x).dtype == np.float32
