@@ -103,7 +103,7 @@ class Reference:
     def __init__(self, model, mod, params, loss):
         self.model, self.mod, self.loss_fn = model, mod, loss
         self.fixed = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
-        self.theta = torch.cat([self.fixed[n].reshape(-1) for n, _ in mod.HESSIAN_ORDER])
+        self.theta = torch.cat([self.fixed[n].reshape(-1) for n, _ in mod.HESSIAN_ORDER] + [torch.zeros(0).double()])
 
     def params(self, theta):
         p, k = dict(self.fixed), 0
@@ -165,8 +165,6 @@ def check(mod, model, params, x, t, loss=torch_loss, hessian=True, rel=1e-10):
 
 def _loss_at(model, y, t):
     name = model.loss.name
-    if name == "mse":
-        return ((y - t) ** 2).mean()
     if name in ELEMENT_LOSSES:
         return element_loss(model.loss, y, t)
     assert name == "softmax_cross_entropy", name
@@ -350,9 +348,10 @@ def test_second_order_graph_files_are_deterministic_and_first_order_unchanged(tm
 
 EXTRA_ACTS = {"leaky_relu": lambda v: torch.nn.functional.leaky_relu(v, 0.01), "elu": torch.nn.functional.elu,
               "softplus": lambda v: torch.nn.functional.softplus(v, threshold=1e9), "silu": torch.nn.functional.silu,
-              "gelu": torch.nn.functional.gelu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda v: v}
+              "gelu": torch.nn.functional.gelu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda v: v,
+              "softmax": lambda v: torch.softmax(v, -1)}
 ELEMENT_LOSSES = {"bce": lambda y, t: -(t * torch.log(y) + (1 - t) * torch.log(1 - y)), "sse": lambda y, t: (y - t) ** 2,
-                  "half_sse": lambda y, t: (y - t) ** 2 / 2}
+                  "mse": lambda y, t: (y - t) ** 2, "half_sse": lambda y, t: (y - t) ** 2 / 2}
 
 
 def element_loss(loss, y, t):
@@ -442,3 +441,35 @@ def test_float32_graph_module_agrees_with_float64(tmp_path):
     assert H32.dtype == np.float32
     close(H32, H64, 1e-4, "float32 hessian")
     assert lo.jacobian(params, x).dtype == np.float32
+
+
+@pytest.mark.parametrize("loss", ["half_sse", "mse"])
+def test_softmax_output_under_a_squared_error(tmp_path, loss):
+    """A softmax output under a loss other than cross-entropy: R{delta} has the dh/dy term cross-entropy cancels."""
+    spec = {"name": f"smx_{loss}", "input_shape": [1, 4, 4], "loss": loss, "layers": [
+        {"kind": "conv2d", "name": "c", "out_channels": 2, "kernel_size": 2, "activation": "elu"},
+        {"kind": "avgpool2d", "name": "p", "kernel_size": 2, "stride": 1},
+        {"kind": "flatten", "name": "f"}, {"name": "out", "units": 3, "activation": "softmax"}]}
+    model = from_dict(spec)
+    mod = build2(tmp_path, model)
+    rng = np.random.default_rng(4)
+    params = {k: rng.normal(size=v.shape) for k, v in mod.init_params().items()}
+    for batch in (1, 3):
+        x, t = data(model, rng, batch)
+        check(mod, model, params, x, t, loss=small_loss)
+
+
+def test_a_graph_with_nothing_to_train(tmp_path):
+    spec = {"name": "none", "input_shape": [1, 3, 3], "loss": "half_sse", "layers": [
+        {"kind": "conv2d", "name": "c", "out_channels": 1, "kernel_size": 2, "activation": "tanh",
+         "freeze": ["weight", "bias"]},
+        {"kind": "flatten", "name": "f"}, {"name": "out", "units": 2, "freeze": ["weight", "bias"]}]}
+    model = from_dict(spec)
+    mod = build2(tmp_path, model)
+    rng = np.random.default_rng(0)
+    x, t = data(model, rng, 2)
+    p = mod.init_params()
+    assert mod.hvp(p, x, t, {}) == {} and mod.hessian(p, x, t).shape == (0, 0)
+    ref = Reference(model, mod, p, small_loss)
+    X, T = torch.tensor(x), torch.tensor(t)
+    close(mod.input_gradients(p, x, t), torch.func.grad(lambda xx: ref.loss(ref.theta, xx, T))(X).numpy())
