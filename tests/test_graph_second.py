@@ -333,17 +333,25 @@ def test_gate_second_derivatives_are_sympys():
 
 
 def test_second_order_graph_files_are_deterministic_and_first_order_unchanged(tmp_path):
-    model = load("examples/conv_tiny.toml")
-    texts = []
-    for k in range(2):
-        symgrad.generate(model, "numpy", tmp_path / f"s{k}", second_order=True)
-        texts.append((tmp_path / f"s{k}" / f"{model.name}.py").read_text())
-    assert texts[0] == texts[1] and "def hvp(" in texts[0]
-    symgrad.generate(model, "numpy", tmp_path / "plain")
+    """The same second-order modules under any hash seed; without the flag, the checked-in file."""
+    import subprocess
+    import sys
     from pathlib import Path
 
+    root = Path(__file__).resolve().parent.parent
+    outs = []
+    for seed in ("0", "4242"):
+        out = tmp_path / f"h{seed}"
+        code = ("import symgrad\nfor e in ('conv_tiny', 'lstm_sine'):\n"
+                f"    symgrad.generate(symgrad.load(f'examples/{{e}}.toml'), 'numpy', {str(out)!r}, second_order=True)")
+        subprocess.run([sys.executable, "-c", code], cwd=root, env=dict(os.environ, PYTHONHASHSEED=seed), check=True,
+                       capture_output=True)
+        outs.append({name: (out / f"{name}.py").read_bytes() for name in ("conv_tiny", "lstm_sine")})
+    assert outs[0] == outs[1] and all(b"def hvp(" in text for text in outs[0].values())
+    model = load("examples/conv_tiny.toml")
+    symgrad.generate(model, "numpy", tmp_path / "plain")
     plain = (tmp_path / "plain" / f"{model.name}.py").read_text()
-    assert plain == (Path(__file__).resolve().parent.parent / "generated" / f"{model.name}.py").read_text()
+    assert plain == (root / "generated" / f"{model.name}.py").read_text()
 
 
 EXTRA_ACTS = {"leaky_relu": lambda v: torch.nn.functional.leaky_relu(v, 0.01), "elu": torch.nn.functional.elu,
