@@ -30,8 +30,9 @@ class GraphSecondCode:
         self.L = len(self.nodes)
         self.index = {"x": 0, **{n.name: k + 1 for k, n in enumerate(self.nodes)}}
         act = self.nodes[-1].activation
-        if der.output == "vjp" and not hasattr(act, "numpy_rvjp"):
-            raise SpecError(f"second-order functions need array code for the output layer {act.kind!r}", "--second-order")
+        if act is not None and act.is_layer and not all(hasattr(act, f"numpy_{m}") for m in ("jvp", "vjp", "rvjp")):
+            raise SpecError(f"second-order functions need the array R-passes (numpy_jvp, numpy_vjp, numpy_rvjp) of the "
+                            f"output layer {act.kind!r}", "--second-order")
         fprime = None if der.output != "elementwise" else 1 if act is None else act.derivative_in_out().subs(OUT, Y)
         self.rdelta = output_rdelta(der.output, der.delta_out, fprime, der.model.loss)
         self.curvature = der.model.loss.second_derivative()
