@@ -153,6 +153,7 @@ class Recurrent(TensorOp):
         return (f"_{self.kind}_jvp", f"_{self.kind}_rbackward")
 
     def _directions(self, vps):
+        """The kernel arguments of the directions on W_ih, W_hh, b_ih, b_hh (None: no direction)."""
         return ", ".join(str(v) for v in list(vps) + [None] * (4 - len(vps)))
 
     def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):

@@ -35,6 +35,7 @@ class Flatten(TensorOp):
         return [f"{dins[0]} = {d}.reshape({ins[0]}.shape)  # {node.name}: flatten backward"]
 
     def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{out} = R{x} flattened (linear)."""
         return [f"{rout} = {rins[0]}.reshape({rins[0]}.shape[0], -1)  # {node.name}: R of flatten"]
 
 
@@ -77,6 +78,7 @@ class Add(Merge):
         return [f"{di} = {d}  # {node.name}: add passes its delta on" for di in dins if di is not None]
 
     def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{a + b + ...} = R{a} + R{b} + ... (inputs with no R left out)."""
         return [f"{rout} = {' + '.join(r for r in rins if r is not None)}  # {node.name}: R of add"]
 
 
@@ -105,6 +107,7 @@ class Concat(Merge):
                 for di, lo, hi in zip(dins, self.bounds, self.bounds[1:]) if di is not None]
 
     def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{concat(a, b, ...)} = concat(R{a}, R{b}, ...), zeros for an input with no R."""
         parts = [r if r is not None else f"np.zeros_like({x})" for r, x in zip(rins, ins)]
         return [f"{rout} = np.concatenate(({', '.join(parts)},), axis=1)  # {node.name}: R of concat"]
 
@@ -151,4 +154,5 @@ class Transpose(TensorOp):
         return [f"{dins[0]} = {d}.swapaxes(1, 2)  # {node.name}: transpose backward"]
 
     def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{x^T} = R{x}^T (linear)."""
         return [f"{rout} = {rins[0]}.swapaxes(1, 2)  # {node.name}: R of transpose"]
