@@ -335,7 +335,8 @@ def test_gate_second_derivatives_are_sympys():
 
 
 def test_second_order_graph_files_are_deterministic_and_first_order_unchanged(tmp_path):
-    """The same second-order modules under any hash seed; without the flag, the checked-in file."""
+    """The same second-order modules under any hash seed, ruff-clean; without the flag, the checked-in file."""
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -350,6 +351,10 @@ def test_second_order_graph_files_are_deterministic_and_first_order_unchanged(tm
                        capture_output=True)
         outs.append({name: (out / f"{name}.py").read_bytes() for name in ("conv_tiny", "lstm_sine")})
     assert outs[0] == outs[1] and all(b"def hvp(" in text for text in outs[0].values())
+    if shutil.which("ruff"):
+        res = subprocess.run(["ruff", "check", "--no-cache", "--isolated", str(tmp_path / "h0")], capture_output=True,
+                             text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
     model = load("examples/conv_tiny.toml")
     symgrad.generate(model, "numpy", tmp_path / "plain")
     plain = (tmp_path / "plain" / f"{model.name}.py").read_text()

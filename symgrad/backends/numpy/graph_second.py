@@ -261,7 +261,28 @@ def graph_second(der, pr):
         gn, ggrads = code.backward("gn", done)
         ggrads.sort(key=lambda g: order[g[0]])
         bodies["gauss_newton_vp"] = fwd + unpack_v + rfwd + code.scale() + out + gn + _result(ggrads)
-    return {name: _inline(live(body)) for name, body in bodies.items()}, code.kernels()
+    return {name: _inline(_unpacked(body)) for name, body in bodies.items()}, code.kernels()
+
+
+def _unpacked(lines):
+    """``live`` lines whose tuple assignments name ``_`` for every value nobody reads (a line none of whose values is
+    read is dropped, and then what only it read)."""
+    while True:
+        lines = live(lines)
+        out = []
+        for i, line in enumerate(lines):
+            m = _TARGETS.match(line)
+            if m is None or "," not in m.group(1):
+                out.append(line)
+                continue
+            later = "\n".join(lines[i + 1:])
+            names = [n.strip() for n in m.group(1).split(",")]
+            names = [n if n != "_" and re.search(rf"\b{n}\b", later) else "_" for n in names]
+            if any(n != "_" for n in names):
+                out.append(", ".join(names) + line[m.end(1):])
+        if out == lines:
+            return lines
+        lines = out
 
 
 _ALIAS = re.compile(r"(\w+) = (\w+)$")
