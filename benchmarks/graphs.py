@@ -48,34 +48,40 @@ def data(model, batch):
     return x, np.eye(model.n_outputs)[rng.integers(model.n_outputs, size=batch)]
 
 
-def torch_impl(model, params, x, t, threads=None):
-    """One autograd gradient call of the same graph in PyTorch float64 (F.conv*, F.*pool*, cross-entropy)."""
+def torch_loss(model, tp, tx, tt):
+    """The graph's cross-entropy loss in PyTorch (F.conv*, F.*pool*; tp: name -> tensor, tt: class indices)."""
     import torch
     import torch.nn.functional as F
 
-    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    tx, tt = torch.tensor(x), torch.tensor(t.argmax(axis=1))
     pool = {"maxpool1d": F.max_pool1d, "maxpool2d": F.max_pool2d, "avgpool1d": F.avg_pool1d, "avgpool2d": F.avg_pool2d}
     acts = {"relu": torch.relu, "tanh": torch.tanh}
+    vals = {"x": tx}
+    for n in model.nodes:
+        a, op, P = vals[n.inputs[0]], n.op, [tp[p.name] for p in n.params]
+        if op.kind.startswith("conv"):
+            conv = F.conv1d if op.kind == "conv1d" else F.conv2d
+            a = F.pad(a, [v for lo, hi in reversed(op.pad) for v in (lo, hi)])
+            z = conv(a, P[0], P[1] if len(P) > 1 else None, stride=op.s, dilation=op.dl)
+        elif op.kind in pool:
+            z = pool[op.kind](a, op.k, op.s, [p[0] for p in op.pad])
+        elif op.kind == "flatten":
+            z = a.reshape(a.shape[0], -1)
+        else:
+            z = a @ P[0].T + P[1]
+        name = n.activation.name if n.activation is not None else "identity"
+        vals[n.name] = acts[name](z) if name in acts else z  # softmax: cross_entropy takes the logits
+    return F.cross_entropy(vals[model.nodes[-1].name], tt)
+
+
+def torch_impl(model, params, x, t, threads=None):
+    """One autograd gradient call of the same graph in PyTorch float64 (F.conv*, F.*pool*, cross-entropy)."""
+    import torch
+
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tx, tt = torch.tensor(x), torch.tensor(t.argmax(axis=1))
 
     def run():
-        vals = {"x": tx}
-        for n in model.nodes:
-            a, op, P = vals[n.inputs[0]], n.op, [tp[p.name] for p in n.params]
-            if op.kind.startswith("conv"):
-                conv = F.conv1d if op.kind == "conv1d" else F.conv2d
-                a = F.pad(a, [v for lo, hi in reversed(op.pad) for v in (lo, hi)])
-                z = conv(a, P[0], P[1] if len(P) > 1 else None, stride=op.s, dilation=op.dl)
-            elif op.kind in pool:
-                z = pool[op.kind](a, op.k, op.s, [p[0] for p in op.pad])
-            elif op.kind == "flatten":
-                z = a.reshape(a.shape[0], -1)
-            else:
-                z = a @ P[0].T + P[1]
-            name = n.activation.name if n.activation is not None else "identity"
-            vals[n.name] = acts[name](z) if name in acts else z  # softmax: cross_entropy takes the logits
-        E = F.cross_entropy(vals[model.nodes[-1].name], tt)
-        return torch.autograd.grad(E, list(tp.values()))
+        return torch.autograd.grad(torch_loss(model, tp, tx, tt), list(tp.values()))
 
     if threads is None:
         return run

@@ -789,11 +789,15 @@ def main(argv=None):
             rows.append(row)
         hvp_rows = []
         if args.hvp if args.hvp is not None else not (args.quick or args.configs):
-            from second_order import HVP_CONFIGS, bench_hvp, hvp_lines
+            from second_order import GRAPH_HVP_CONFIGS, HVP_CONFIGS, bench_graph_hvp, bench_hvp, hvp_lines
             for label, sizes, batch in HVP_CONFIGS:
                 print(f"... hvp {label}, b={batch}", file=sys.stderr, flush=True)
                 settle(args.settle if args.settle is not None else (0 if args.quick else 30))
                 hvp_rows.append(bench_hvp(label, sizes, batch, min(rounds, 15), peers, tmp))
+            for label, batch in GRAPH_HVP_CONFIGS:
+                print(f"... hvp {label}, b={batch}", file=sys.stderr, flush=True)
+                settle(args.settle if args.settle is not None else (0 if args.quick else 30))
+                hvp_rows.append(bench_graph_hvp(label, batch, min(rounds, 15), peers, tmp))
     sym_time = None if args.quick else symbolic_gradients_time()
     report(rows, sym_time, peers, args.out, hvp_lines(hvp_rows, peers) if hvp_rows else ())
     if not (args.quick or args.no_graphs or args.configs):

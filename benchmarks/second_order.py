@@ -1,5 +1,6 @@
 """Hessian-vector products: symgrad's generated hvp (NumPy and C) beside one gradient call of the same module
-and torch.func's hvp (jvp over grad, float64), interleaved round by round as run.py does.
+and torch.func's hvp (jvp over grad, float64), interleaved round by round as run.py does; dense networks, and
+LeNet-5 (examples/lenet5.toml) for graph networks (NumPy: the C backend has no graph second order).
 
 Imported by run.py, which appends the table to its report; ``python benchmarks/second_order.py`` runs it alone.
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from symgrad.api import generate, import_generated  # noqa: E402
 
 HVP_CONFIGS = [("8-16-16-4", (8, 16, 16, 4), 64), ("784-128-64-10", (784, 128, 64, 10), 64)]
+GRAPH_HVP_CONFIGS = [("LeNet-5", 64)]  # graph networks: NumPy only
 COLUMNS = ["NumPy hvp", "NumPy gradient", "C hvp (Python)", "C gradient (Python)", "torch.func hvp", "torch gradient"]
 
 
@@ -49,7 +51,7 @@ def torch_hvp(model, params, x, t):
 
 
 def bench_hvp(label, sizes, batch, rounds, peers, workdir):
-    from run import calibrate, inputs, model_for  # run.py's helpers (this module is imported from there)
+    from run import inputs, model_for  # run.py's helpers (this module is imported from there)
 
     name = "h_" + "_".join(map(str, sizes))
     model = model_for(sizes, "half_sse", name)
@@ -79,6 +81,46 @@ def bench_hvp(label, sizes, batch, rounds, peers, workdir):
         notes.append(f"symgrad C hvp skipped: {type(exc).__name__}: {exc}")
     if ref is not None:
         agree["torch.func hvp"] = max(float(np.max(np.abs(ref[k] - mine[k]))) for k in mine)
+    samples = _interleaved(impls, rounds)
+    return {"label": f"{label}, b={batch}", "samples": samples, "notes": notes, "agree": agree,
+            "times": {k: statistics.median(s) for k, s in samples.items()}}
+
+
+def bench_graph_hvp(label, batch, rounds, peers, workdir):
+    """A graph network's row (LeNet-5, examples/lenet5.toml): NumPy hvp and gradient, torch.func hvp and gradient."""
+    import graphs  # benchmarks/graphs.py: the model, its data and its PyTorch loss
+
+    model = graphs.model_for("lenet5")
+    generate(model, "numpy", workdir, second_order=True)
+    npm = import_generated(model.name, workdir)
+    params = npm.init_params()
+    x, t = graphs.data(model, batch)
+    rng = np.random.default_rng(1)
+    v = {k: rng.normal(size=params[k].shape) for k in npm.TRAINABLE}
+    mine = npm.hvp(params, x, t, v)
+    impls = {"NumPy hvp": lambda: npm.hvp(params, x, t, v), "NumPy gradient": lambda: npm.loss_and_gradients(params, x, t)}
+    agree = {}
+    if "torch" in peers:
+        import torch
+
+        tp = {k: torch.tensor(val) for k, val in params.items()}
+        tv = {k: torch.tensor(val) for k, val in v.items()}
+        tx, tt = torch.tensor(x), torch.tensor(t.argmax(axis=1))
+        grad = torch.func.grad(lambda p: graphs.torch_loss(model, p, tx, tt))
+        impls["torch.func hvp"] = lambda: torch.func.jvp(grad, (tp,), (tv,))[1]
+        impls["torch gradient"] = lambda: grad(tp)
+        ref = impls["torch.func hvp"]()
+        agree["torch.func hvp"] = max(float(np.max(np.abs(ref[k].numpy() - mine[k]))) for k in mine)
+    times = _interleaved(impls, rounds)
+    return {"label": f"{label}, b={batch}", "samples": times, "notes": ["C hvp: graph networks get second-order "
+            "functions from the NumPy backend only"], "agree": agree,
+            "times": {k: statistics.median(s) for k, s in times.items()}}
+
+
+def _interleaved(impls, rounds):
+    """{name: [microseconds per call, one per round]}, the implementations in a shuffled order each round."""
+    from run import calibrate
+
     plan = {k: calibrate(fn)[0] for k, fn in impls.items()}
     samples = {k: [] for k in impls}
     order = list(impls)
@@ -91,8 +133,7 @@ def bench_hvp(label, sizes, batch, rounds, peers, workdir):
             for _ in range(n):
                 fn()
             samples[k].append((time.perf_counter() - start) / n * 1e6)
-    return {"label": f"{label}, b={batch}", "samples": samples, "notes": notes, "agree": agree,
-            "times": {k: statistics.median(s) for k, s in samples.items()}}
+    return samples
 
 
 def _ratio(r, a, b):
@@ -132,6 +173,7 @@ def main(rounds=15):
         pass
     with tempfile.TemporaryDirectory() as tmp:
         rows = [bench_hvp(label, sizes, batch, rounds, peers, tmp) for label, sizes, batch in HVP_CONFIGS]
+        rows += [bench_graph_hvp(label, batch, rounds, peers, tmp) for label, batch in GRAPH_HVP_CONFIGS]
     print("\n".join(hvp_lines(rows, peers)))
 
 

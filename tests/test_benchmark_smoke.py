@@ -27,3 +27,13 @@ def test_hvp_benchmark_rows_and_table(tmp_path):
     assert all(v < 1e-12 for v in row["agree"].values())
     text = "\n".join(hvp_lines([row], set()))
     assert "| 2-3-2, b=4 |" in text and "JAX is not installed" in text
+
+
+def test_graph_hvp_benchmark_row(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from second_order import bench_graph_hvp, hvp_lines
+
+    row = bench_graph_hvp("LeNet-5", 2, 1, set(), tmp_path)
+    assert set(row["times"]) == {"NumPy hvp", "NumPy gradient"}
+    text = "\n".join(hvp_lines([row], set()))
+    assert "| LeNet-5, b=2 |" in text and "NumPy backend only" in text

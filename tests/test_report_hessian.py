@@ -57,3 +57,34 @@ def test_command_line(tmp_path):
 def test_large_networks_are_refused():
     with pytest.raises(SpecError, match="hessian"):
         build(load("examples/mnist_mlp.toml"), hessian=True)
+
+
+def test_small_graph_hessian_against_pytorch():
+    """conv_tiny: every entry of the report's Hessian equals torch.func.hessian's (ties routed to the first maximum)."""
+    F = torch.nn.functional
+    model = load("examples/conv_tiny.toml")
+    x = torch.tensor(model.sample.x, dtype=torch.float64).reshape(1, 1, 4, 4)
+    t = torch.tensor(model.sample.t, dtype=torch.float64)
+    values = [torch.tensor(np.asarray(p.value, dtype=float)) for p in model.params]
+    sizes = [v.numel() for v in values]
+
+    def E(theta):
+        k, c, v, d = (chunk.reshape(val.shape) for chunk, val in zip(torch.split(theta, sizes), values))
+        a = F.max_pool2d(torch.relu(F.conv2d(x, k, c)), 2, 1).flatten(1)
+        return ((t - torch.sigmoid(a @ v.T + d)) ** 2 / 2).sum()
+
+    theta = torch.cat([v.flatten() for v in values])
+    H = torch.func.hessian(E)(theta).numpy()
+    rep = build(model, hessian=True)
+    sec = next(s for s in rep.sections if s.title == "The Hessian")
+    checks = next(b for b in sec.blocks if type(b).__name__ == "Table")
+    upper = [H[i, j] for i in range(len(H)) for j in range(i, len(H))]
+    np.testing.assert_allclose([float(r[1]) for r in checks.rows], upper, rtol=1e-10, atol=1e-15)
+    note = [b for b in sec.blocks if type(b).__name__ == "Text" and "disagree" in str(b.frags)]
+    assert note, "the ties of conv_tiny's pooling window make some central differences straddle a jump"
+
+
+@pytest.mark.parametrize("example", ["elman_toy", "lenet5"])
+def test_models_the_neuron_level_hessian_does_not_cover_are_refused(example):
+    with pytest.raises(SpecError, match="--second-order"):
+        build(load(f"examples/{example}.toml"), hessian=True)

@@ -11,6 +11,8 @@ Layer level — Pearlmutter's R-operator ``R{.} = d/d eps (.)(theta + eps v)`` o
 ``R{delta} = R{g} f'(z) + g f''(z) R{z}`` (an op's ``rvjp``), ``R{dE/dW} = R{delta}^T a + delta^T R{a}``,
 ``R{g} = R{delta} W + delta V``. :class:`LayerSecond` holds the elementwise expressions that needs:
 f'' of each activation and the output delta's derivative along its net input, all from ``sympy.diff``.
+Graph networks take the same output rule (:func:`output_rdelta`) and each shaped layer's R-passes from its op
+(``numpy_jvp``, ``numpy_rbackward`` in :mod:`symgrad.ops.tensor`).
 """
 
 from dataclasses import dataclass
@@ -109,17 +111,22 @@ class LayerSecond:
     convex: bool
 
 
+def output_rdelta(output, delta_out, fprime, loss):
+    """R{delta} at the output per unit of R{net} (elementwise: d delta/dy f'(net) + d delta/d net), of R{y} (fused:
+    dh/dy), or l''(y) (an output op's vjp); ``fprime`` is f'(net) of the output activation in y (and net)."""
+    if output == "elementwise":
+        return _simplest(sp.diff(delta_out, Y) * fprime + sp.diff(delta_out, NET))
+    if output == "fused":
+        return _simplest(sp.diff(delta_out, Y))
+    return loss.second_derivative()
+
+
 def derive_second(lder):
     """The LayerSecond of a LayerDerivation."""
     prog = lder.program
     loss = prog.model.loss
     last = prog.layers[-1]
     second = [s.op.second_derivative_in_out() if s.elementwise else None for s in prog.layers]
-    if lder.output == "elementwise":
-        fprime = last.op.derivative_in_out().subs(OUT, Y)
-        rdelta = _simplest(sp.diff(lder.delta_out, Y) * fprime + sp.diff(lder.delta_out, NET))
-    elif lder.output == "fused":
-        rdelta = _simplest(sp.diff(lder.delta_out, Y))
-    else:
-        rdelta = loss.second_derivative()
+    fprime = last.op.derivative_in_out().subs(OUT, Y) if lder.output == "elementwise" else None
+    rdelta = output_rdelta(lder.output, lder.delta_out, fprime, loss)
     return LayerSecond(lder, second, rdelta, loss.second_derivative(), loss.convex)

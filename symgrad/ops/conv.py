@@ -130,6 +130,21 @@ class Conv(TensorOp):
         return [f"{dx}, {dw}, {db} = _conv_backward({d}, {out}_cols, {ps[0]}, {shape}, {self._args()}, "
                 f"{dins[0] is not None}, {need_b})  # {node.name}"]
 
+    second_kernels = ("_conv_jvp", "_conv_rbackward")
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{z} = conv(R{x}, W) + conv(x, V) + V_b (bilinear in x and W)."""
+        vw, vb = vps[0], vps[1] if len(vps) > 1 else None
+        return [f"{rout}, {rout}_cols = _conv_jvp({out}, {rins[0]}, {out}_cols, {ps[0]}, {vw}, {vb}, {self._args()})"
+                f"  # {node.name}: R{{z}}"]
+
+    def numpy_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps):
+        """dx, R{dx} = col2im(W^T R{d} + V^T d), R{dW} = R{d} cols^T + d R{cols}^T, R{db} = sum R{d}."""
+        need_b = len(rdps) > 1 and rdps[1] is not None
+        names = [dins[0] or "_", rdins[0] or "_", rdps[0] or "_", (rdps[1] if need_b else None) or "_"]
+        rcols = f"{rout}_cols" if rins[0] is not None else None
+        return [f"{', '.join(names)} = _conv_rbackward({d}, {rd}, {out}_cols, {rcols}, {ps[0]}, {vps[0]}, "
+                f"{ins[0]}.shape, {self._args()}, {dins[0] is not None}, {rdps[0] is not None}, {need_b})  # {node.name}"]
 
     # -- C: loops for small layers, im2col and one GEMM per sample for large ones (sizes.CONV_GEMM_MIN_WORK)
 

@@ -190,6 +190,39 @@ class DenseOp:
             lines.append(f"{dins[0]} = {d}.dot({ps[0]})  # {node.name}: dE/d(input)")
         return lines
 
+    second_kernels = ()
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{z} = R{a} W^T + a V^T + v_b (bilinear in a and W)."""
+        terms = [f"{rins[0]}.dot({ps[0]}.T)"] if rins[0] is not None else []
+        if vps[0] is not None:
+            terms.append(f"{ins[0]}.dot({vps[0]}.T)")
+        vb = vps[1] if len(vps) > 1 else None
+        if not terms:
+            terms.append(f"np.zeros_like({out})")
+        return [f"{rout} = {' + '.join(terms + ([vb] if vb else []))}  # {node.name}: R{{z}}"]
+
+    def numpy_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps):
+        """dx = d W, R{dx} = R{d} W + d V, R{dW} = R{d}^T a + d^T R{a}, R{db} = sum R{d}."""
+        units, fan_in = self.built.units, node.in_shapes[0][-1]
+        lead = len(node.shape) > 1
+
+        def flat(v, n):
+            return f"{v}.reshape(-1, {n})" if lead else v
+
+        lines = []
+        if rdps[0] is not None:
+            extra = f" + {flat(d, units)}.T.dot({flat(rins[0], fan_in)})" if rins[0] is not None else ""
+            lines.append(f"{rdps[0]} = {flat(rd, units)}.T.dot({flat(ins[0], fan_in)}){extra}  # {node.name}: R{{dE/dW}}")
+        if len(rdps) > 1 and rdps[1] is not None:
+            lines.append(f"{rdps[1]} = np.asarray({rd}.sum())" if self.shared else f"{rdps[1]} = {flat(rd, units)}.sum(axis=0)")
+        if dins[0] is not None:
+            lines.append(f"{dins[0]} = {d}.dot({ps[0]})  # {node.name}: dE/d(input)")
+        if rdins[0] is not None:
+            extra = f" + {d}.dot({vps[0]})" if vps[0] is not None else ""
+            lines.append(f"{rdins[0]} = {rd}.dot({ps[0]}){extra}  # {node.name}: R{{dE/d(input)}}")
+        return lines
+
     def _c_rows(self, node):
         """The rows of the layer's input matrix: the batch times any leading axes."""
         lead = int(np.prod(node.shape[:-1]))

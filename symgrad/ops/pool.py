@@ -97,6 +97,12 @@ class MaxPool(Pool):
             return []
         return [f"{dins[0]} = _maxpool_backward({d}, {out}_arg, {ins[0]}.shape, {self._args()})  # {node.name}"]
 
+    second_kernels = ("_maxpool_jvp",)
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{z} = R{x} at each window's maximum (the forward's argmax fixes the routing)."""
+        return [f"{rout} = _maxpool_jvp({rins[0]}, {out}_arg, {self._args()})  # {node.name}: R at the forward's maxima"]
+
 
 class AvgPool(Pool):
     kernels = ("_avgpool", "_avgpool_backward")
@@ -114,6 +120,10 @@ class AvgPool(Pool):
         if dins[0] is None:
             return []
         return [f"{dins[0]} = _avgpool_backward({d}, {ins[0]}.shape, {self._args()})  # {node.name}"]
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{z} = the window means of R{x} (average pooling is linear)."""
+        return [f"{rout} = _avgpool({rins[0]}, {self._args()})  # {node.name}: R of average pooling (linear)"]
 
 
 class MaxPool1d(MaxPool):

@@ -151,6 +151,37 @@ class Recurrent(TensorOp):
     def kernels(self):
         return (f"_{self.kind}", f"_{self.kind}_backward")
 
+    @property
+    def second_kernels(self):
+        return (f"_{self.kind}_jvp", f"_{self.kind}_rbackward")
+
+    def _directions(self, vps):
+        """The kernel arguments of the directions on W_ih, W_hh, b_ih, b_hh (None: no direction)."""
+        return ", ".join(str(v) for v in list(vps) + [None] * (4 - len(vps)))
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{h} through time: every step's R of its gates from R{x_t}, R{h_{t-1}} and the direction on the weights."""
+        h = out if self.return_sequences else f"{out}_h"
+        head = rout if self.return_sequences else f"{rout}_h"
+        cache = f"{out}_s, " if self.cached else ""
+        lines = [f"{head}, {rout}_s = _{self.kind}_jvp({ins[0]}, {rins[0]}, {h}, {cache}{ps[0]}, {ps[1]}, "
+                 f"{self._directions(vps)}, {self.truncate}{self._flags()})  # {node.name}: R through time"]
+        if not self.return_sequences:
+            lines.append(f"{rout} = {rout}_h[:, -1]")
+        return lines
+
+    def numpy_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps):
+        """dE/dx and the R of every gradient, backward through time beside the first-order deltas."""
+        h = out if self.return_sequences else f"{out}_h"
+        rh = rout if self.return_sequences else f"{rout}_h"
+        names = [dins[0] or "_", rdins[0] or "_"] + [p or "_" for p in rdps] + ["_"] * (4 - len(rdps))
+        need_b = len(rdps) > 2 and any(p is not None for p in rdps[2:])
+        cache = f"{out}_s, " if self.cached else ""
+        vps = list(vps) + [None] * (4 - len(vps))
+        return [f"{', '.join(names)} = _{self.kind}_rbackward({d}, {rd}, {h}, {cache}{rh}, {rout}_s, {ins[0]}, {rins[0]}, "
+                f"{ps[0]}, {ps[1]}, {vps[0]}, {vps[1]}, {self.truncate}, {dins[0] is not None}, {need_b}{self._flags()})"
+                f"  # {node.name}: R through time"]
+
 
 class RNN(Recurrent):
     """Elman RNN: h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu."""

@@ -41,6 +41,10 @@ class Flatten(TensorOp):
             return []
         return [f"{dins[0]} = {d}.reshape({ins[0]}.shape)  # {node.name}: flatten backward"]
 
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{out} = R{x} flattened (linear)."""
+        return [f"{rout} = {rins[0]}.reshape({rins[0]}.shape[0], -1)  # {node.name}: R of flatten"]
+
 
 class Merge(TensorOp):
     """A layer of two or more inputs (``inputs = ["a", "b"]``)."""
@@ -81,6 +85,10 @@ class Add(Merge):
     def numpy_backward(self, node, ins, ps, out, d, dins, dps):
         return [f"{di} = {d}  # {node.name}: add passes its delta on" for di in dins if di is not None]
 
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{a + b + ...} = R{a} + R{b} + ... (inputs with no R left out)."""
+        return [f"{rout} = {' + '.join(r for r in rins if r is not None)}  # {node.name}: R of add"]
+
 
 class Concat(Merge):
     """Inputs joined along the first per-sample axis (channels, or features of flat inputs)."""
@@ -105,6 +113,11 @@ class Concat(Merge):
     def numpy_backward(self, node, ins, ps, out, d, dins, dps):
         return [f"{di} = {d}[:, {lo}:{hi}]  # {node.name}: concat backward"
                 for di, lo, hi in zip(dins, self.bounds, self.bounds[1:]) if di is not None]
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{concat(a, b, ...)} = concat(R{a}, R{b}, ...), zeros for an input with no R."""
+        parts = [r if r is not None else f"np.zeros_like({x})" for r, x in zip(rins, ins)]
+        return [f"{rout} = np.concatenate(({', '.join(parts)},), axis=1)  # {node.name}: R of concat"]
 
     def _c_slices(self, node):
         """(per-sample offset, per-sample size) of each input's slice of the output."""
@@ -148,3 +161,7 @@ class Transpose(TensorOp):
         if dins[0] is None:
             return []
         return [f"{dins[0]} = {d}.swapaxes(1, 2)  # {node.name}: transpose backward"]
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """R{x^T} = R{x}^T (linear)."""
+        return [f"{rout} = {rins[0]}.swapaxes(1, 2)  # {node.name}: R of transpose"]

@@ -14,6 +14,9 @@ place, everything about its kind:
 * ``c_forward`` / ``c_backward``: lines of C calling the static kernels of templates/c/symgrad_conv.h
   (and symgrad_gemm.h) through a context that records each kernel and scratch buffer they use
   (:class:`symgrad.backends.c.graph.Context`); ``view`` and ``passes_delta`` say when no C is needed;
+* ``numpy_jvp`` / ``numpy_rbackward``: lines for the second-order functions (``--second-order``), Pearlmutter's
+  R-operator op by op: R of the output from R of the inputs and the direction on the parameters, and R of the
+  input deltas and parameter gradients from R of the output delta (``second_kernels`` names their kernels);
 * ``rule``: the backward rule in words, for reports and generated docstrings.
 
 An activation (``activation = "tanh"`` on a dense, convolution, pooling, add or concat layer: the kinds
@@ -118,6 +121,26 @@ class TensorOp:
         views of ``d`` (ops whose ``fresh_grads`` is False): the caller never writes into them.
         """
         raise NotImplementedError
+
+    def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
+        """Lines assigning ``rout`` = R{out}, the output's derivative along a direction: ``rins[i]`` = R{input i}
+        and ``vps[j]`` = the direction of parameter j (None entries are zero), with the forward's values (``out``_...).
+
+        Values the R-backward needs are assigned to names starting with ``rout`` + "_".
+        """
+        raise NotImplementedError
+
+    def numpy_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps):
+        """Lines assigning ``dins[i]`` = dE/d(input i), ``rdins[i]`` = R{dE/d(input i)} and ``rdps[j]`` = R{dE/d(param j)}
+        from ``d`` = dE/d(out) and ``rd`` = R{d} (None entries are not needed).
+
+        This default serves parameter-free ops that are linear in their inputs once the forward is fixed (max
+        pooling routes by the forward's argmax): R of the backward is the backward applied to R{d}.
+        """
+        return (self.numpy_backward(node, ins, ps, out, d, dins, [None] * len(ps))
+                + self.numpy_backward(node, ins, ps, out, rd, rdins, [None] * len(ps)))
+
+    second_kernels = ()  # names of the NumPy kernels its R-passes call
 
     fresh_grads = True  # numpy_backward's input gradients are new arrays (not views of d)
     view = False  # C: the output is the input's memory (no forward code); such an op takes no activation

@@ -11,6 +11,7 @@ import numpy as np
 from symgrad.errors import SpecError
 from symgrad.report.blocks import Text
 from symgrad.report.graph import graph_report
+from symgrad.report.hessian import hessian_refusal
 from symgrad.report.layers import LayerReport
 from symgrad.report.recurrent import RecurrentReport, covers
 from symgrad.report.scalar import ScalarReport
@@ -27,16 +28,16 @@ def build(model, params=None, digits=9, steps=0, values=None, hessian=False):
     init = _param_values(model, values)
     n = sum(p.size for p in model.params)
     if covers(model):
+        if hessian:
+            raise SpecError(hessian_refusal(model), "--hessian")
         rep = RecurrentReport(model, init, digits).build()
     elif model.kind == "graph":
-        rep = graph_report(model, init, params, digits, steps)
+        rep = graph_report(model, init, params, digits, steps, hessian)
     elif model.kind == "expression" or n <= SMALL_LIMIT:
         rep = ScalarReport(model, init, params, digits, steps, hessian).build()
     else:
         if hessian:
-            raise SpecError(f"--hessian derives second derivatives neuron by neuron: it needs a model of at most "
-                            f"{SMALL_LIMIT} parameters (this one has {n}); the generated hvp and hessian cover larger "
-                            "models", "--hessian")
+            raise SpecError(hessian_refusal(model), "--hessian")
         free = [lay.name for lay in model.layers if getattr(lay, "is_layer", False)]
         if free:
             raise SpecError(f"the layer-level report (networks over {SMALL_LIMIT} parameters) covers dense layers; "

@@ -23,6 +23,7 @@ from symgrad.ops.tensor import show
 from symgrad.report.blocks import Diagram, Math, Partial, Section, Subst, Table, Text, sym
 from symgrad.report.graph_diagram import graph_diagram
 from symgrad.report.graph_rules import rules_section
+from symgrad.report.hessian import hessian_refusal, hessian_sections
 from symgrad.report.numbers import fmt, rel
 from symgrad.report.scalar import ScalarReport
 from symgrad.report.sections import checks_section, make_report, params_training_section, training_section
@@ -32,10 +33,15 @@ from symgrad.train.generated import numpy_module_object
 E = sym("E")
 
 
-def graph_report(model, init, params, digits, steps):
-    """The report of a GraphNetwork: neuron-level when small, layer-level otherwise."""
+def graph_report(model, init, params, digits, steps, hessian=False):
+    """The report of a GraphNetwork: neuron-level when small (with ``hessian``, its second derivatives), layer-level
+    otherwise."""
     small = derive(model).small and sum(p.size for p in model.params) <= SMALL_LIMIT
-    return (GraphScalarReport if small else GraphReport)(model, init, params, digits, steps).build()
+    if small:
+        return GraphScalarReport(model, init, params, digits, steps, hessian).build()
+    if hessian:
+        raise SpecError(hessian_refusal(model), "--hessian")
+    return GraphReport(model, init, params, digits, steps).build()
 
 
 def layers_table(model):
@@ -77,6 +83,8 @@ class GraphScalarReport(ScalarReport):
                 rules_section(m), self._update_section(), self._summary_section(), checks_section(m, self._lookup)]
         if self.steps:
             secs.append(training_section(self.steps, self._loss_at, self._grad_at, self._flat(), m.train.learning_rate))
+        if self.hessian:
+            secs += hessian_sections(self)
         return make_report(m, secs, derive(m).graph.rewrites, self.values, self.digits)
 
     def _summary_section(self):

@@ -13,6 +13,7 @@ from symgrad.core.derivation import _num as value
 from symgrad.core.derive import derive
 from symgrad.report.blocks import Math, Partial, Section, Subst, Table, Text
 from symgrad.report.numbers import rel
+from symgrad.sizes import SMALL_LIMIT
 
 TABLE_LIMIT = 12  # the matrix is printed as a table up to this many parameters
 
@@ -123,6 +124,13 @@ class HessianSections:
             for j in range(i, n):
                 rows.append([second(E, a, self.params[j]), float(H[i, j]), float(fd[i, j]), rel(H[i, j], fd[i, j])])
         sec.blocks.append(Table(["entry", "value", "finite difference", "relative error"], rows))
+        off = [r[0] for r in rows if r[3] > 1e-4]
+        if off:
+            sec.blocks.append(Text([f"{len(off)} of the {len(rows)} entries disagree with their finite difference (the "
+                                    "first: ", off[0], "). The gradient is not smooth there: a max-pooling tie or a ReLU "
+                                    "at 0 makes it jump when a parameter moves, and a central difference across the jump "
+                                    "measures the jump divided by 2h. The Hessian shown is the derivative on the side the "
+                                    "gradient takes (PyTorch's convention), where it is smooth."]))
         eig = np.linalg.eigvalsh(H)
         kind = ("positive definite" if eig[0] > 0 else "positive semi-definite" if eig[0] == 0
                 else "indefinite" if eig[-1] > 0 else "negative semi-definite")
@@ -158,6 +166,16 @@ class HessianSections:
                                     + ": a damping above the size of that eigenvalue, or the Gauss-Newton matrix "
                                     "(optimizer gauss_newton), gives a descent direction."]))
         return sec
+
+
+def hessian_refusal(model):
+    """Why ``--hessian`` does not cover this model, and what does."""
+    n = sum(p.size for p in model.params)
+    what = (f"it derives them neuron by neuron, for models of at most {SMALL_LIMIT} parameters (this one has {n})"
+            if n > SMALL_LIMIT else "it covers dense networks, expression models and small graph networks, not "
+            "recurrent layers")
+    return (f"--hessian: {what}; the generated hvp and hessian (symgrad generate --second-order) give this model's "
+            "second derivatives")
 
 
 def hessian_sections(rep):

@@ -27,7 +27,7 @@ class CBackend(Backend):
 
     def _supported(self, derivation, options):
         """Refuse what the C backend does not generate: second order for graphs, recurrent and transpose layers."""
-        needs_second_order(derivation.model, options.get("second_order"))
+        needs_second_order(derivation.model, options.get("second_order"), graphs=False)
         _refuse_recurrent(derivation.model)
 
     def render(self, derivation, dtype="float64", **options):

@@ -12,6 +12,7 @@ import numpy as np
 from symgrad.backends.base import needs_second_order
 from symgrad.backends.numpy import kernels
 from symgrad.backends.numpy.graph import graph_bodies
+from symgrad.backends.numpy.graph_second import graph_second
 from symgrad.backends.numpy.helpers import ModulePrinter
 from symgrad.backends.numpy.network import network_bodies
 from symgrad.backends.numpy.scalar import expression_bodies, scalar_path
@@ -76,6 +77,8 @@ def numpy_module(model, dtype="float64", source=None, second_order=False):
     trainable = [p.name for p in model.params if p.trainable]
     needs = needs_second_order(model, second_order)
     bodies["second"] = _second(der, pr) if needs else None
+    if needs and model.kind == "graph":
+        bodies["kernels"] = bodies["second"].pop("kernels")
     helpers = pr.sources() + [kernels.source(k) for k in bodies.get("kernels", ())]
     return _render(model, dtype, source, bodies, init, needs_rng, trainable, helpers)
 
@@ -83,15 +86,20 @@ def numpy_module(model, dtype="float64", source=None, second_order=False):
 def _second(der, pr):
     """The template context of the second-order functions."""
     model = der.model
+    extra = {}
     if model.kind == "network":
         bodies = network_second(der.second, pr)
         method = "hvp: Pearlmutter's R-operator over the layer program (forward-over-reverse), exact."
+    elif model.kind == "graph":
+        bodies, extra["kernels"] = graph_second(der.graph, pr)
+        method = ("hvp: Pearlmutter's R-operator over the graph, each layer's R-forward and R-backward "
+                  "(forward-over-reverse), exact.")
     else:
         bodies = expression_second(model, der.scalar, pr)
         method = "Second partials: SymPy's derivatives of the model's expressions, summed over the batch."
     reads_t = {name: any(re.search(r"\bt\b", line) for line in body) for name, body in bodies.items()}
     return {"bodies": bodies, "reads_t": reads_t, "method": method, "limit": HESSIAN_LIMIT, "convex": model.loss.convex,
-            "n_trainable": sum(p.size for p in model.params if p.trainable)}
+            "n_trainable": sum(p.size for p in model.params if p.trainable), **extra}
 
 
 def _kept(forward, later):

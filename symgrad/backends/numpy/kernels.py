@@ -4,7 +4,9 @@ Each function is plain NumPy (no Python loop over the batch or the output positi
 strided view of the padded input, a convolution is one matrix product of the kernel with that view
 laid out as columns (im2col), and the backward passes add each kernel offset's share back with one
 slice per offset (col2im). Shapes follow PyTorch: x (B, C, *spatial), weight (O, C, *kernel).
-The module is imported and linted like any other; the code printer copies a function's source
+The second-order kernels (``_conv_jvp``, ``_conv_rbackward``, ``_maxpool_jvp``) are the R-operator of these: a
+convolution is bilinear, so its R-passes are the same products with the direction V in W's place or R{x}'s
+columns in x's. The module is imported and linted like any other; the code printer copies a function's source
 (:func:`source`) into a generated module when the module's lines call it. The recurrent layers' kernels
 live in :mod:`symgrad.backends.numpy.recurrent` and are copied the same way.
 """
@@ -75,6 +77,45 @@ def _col2im(dcols, x_shape, kernel, stride, padding, dilation):
     return np.ascontiguousarray(_crop(dxp, padding, (x_shape[1], x_shape[0]) + tuple(x_shape[2:])).swapaxes(0, 1))
 
 
+def _conv_jvp(z, rx, cols, w, v, vb, stride, padding, dilation):
+    """(R{z}, R{x}'s columns or None): R{z} = conv(R{x}, W) + conv(x, V) + V_b, conv(x, V) one product with x's columns."""
+    if rx is not None:
+        rz, rcols = _conv(rx, w, vb, stride, padding, dilation)
+    else:
+        rz, rcols = np.zeros_like(z), None
+        if vb is not None:
+            rz += vb.reshape((-1,) + (1,) * (z.ndim - 2))
+    if v is not None:
+        o = v.shape[0]
+        rz += v.reshape(o, -1).dot(cols).reshape(o, z.shape[0], -1).transpose(1, 0, 2).reshape(z.shape)
+    return rz, rcols
+
+
+def _conv_rbackward(d, rd, cols, rcols, w, v, x_shape, stride, padding, dilation, need_x, need_w, need_b):
+    """(dE/dx, R{dE/dx}, R{dE/dw}, R{dE/db}), each None unless needed: R{dw} = R{d} cols^T + d R{cols}^T,
+    R{dx} = col2im(W^T R{d} + V^T d); dx and R{dx} share one product with W^T and one col2im."""
+    o, n = w.shape[0], d.shape[0]
+    dt = d.reshape(n, o, -1).transpose(1, 0, 2).reshape(o, -1)  # (O, B*P)
+    rdt = rd.reshape(n, o, -1).transpose(1, 0, 2).reshape(o, -1)
+    rdw = rdb = None
+    if need_w:
+        rdw = rdt.dot(cols.T)
+        if rcols is not None:
+            rdw += dt.dot(rcols.T)
+        rdw = rdw.reshape(w.shape)
+    if need_b:
+        rdb = rdt.sum(axis=1)
+    if not need_x:
+        return None, None, rdw, rdb
+    both = w.reshape(o, -1).T.dot(np.concatenate((dt, rdt), axis=1))  # (C*K, 2*B*P): d's columns, then R{d}'s
+    if v is not None:
+        both[:, dt.shape[1]:] += v.reshape(o, -1).T.dot(dt)
+    kernel = w.shape[2:]
+    dcols = both.reshape((x_shape[1],) + kernel + (2 * n,) + d.shape[2:])
+    dxx = _col2im(dcols, (2 * n,) + tuple(x_shape[1:]), kernel, stride, padding, dilation)
+    return dxx[:n], dxx[n:], rdw, rdb
+
+
 def _maxpool(x, kernel, stride, padding):
     """(z, arg): each window's maximum and its flat offset in the window (the first maximum, as PyTorch)."""
     d = len(kernel)
@@ -87,6 +128,14 @@ def _maxpool(x, kernel, stride, padding):
 def _maxpool_backward(d, arg, x_shape, kernel, stride, padding):
     """dE/dx: each window's delta routed to the entry its maximum came from (summed where windows overlap)."""
     return _spread(d, x_shape, kernel, stride, padding, lambda j: np.where(arg == j, d, 0.0))
+
+
+def _maxpool_jvp(rx, arg, kernel, stride, padding):
+    """R{z}: each window's entry of R{x} at the forward's maximum (the routing is fixed by the forward)."""
+    d = len(kernel)
+    win = _windows(_pad(rx, padding), kernel, stride, (1,) * d)
+    flat = win.reshape(win.shape[:2 + d] + (-1,))
+    return np.take_along_axis(flat, arg[..., None], -1)[..., 0]
 
 
 def _avgpool(x, kernel, stride, padding):
@@ -134,7 +183,10 @@ NEEDS = {
     "_conv": ("_pad", "_windows"),
     "_conv_backward": ("_col2im",),
     "_col2im": ("_offsets", "_crop"),
+    "_conv_jvp": ("_conv",),
+    "_conv_rbackward": ("_col2im",),
     "_maxpool": ("_pad", "_windows"),
+    "_maxpool_jvp": ("_pad", "_windows"),
     "_avgpool": ("_pad", "_offsets"),
     "_maxpool_backward": ("_spread",),
     "_avgpool_backward": ("_spread",),
@@ -145,6 +197,14 @@ NEEDS = {
     "_rnn_backward": ("_delta_at", "_carries", "_rnn_grads"),
     "_lstm_backward": ("_delta_at", "_carries", "_rnn_grads"),
     "_gru_backward": ("_delta_at", "_carries", "_rnn_grads"),
+    "_rnn_jvp": ("_rinput", "_rrecurrent", "_carries"),
+    "_lstm_jvp": ("_rinput", "_rrecurrent", "_carries"),
+    "_gru_jvp": ("_rinput", "_rrecurrent", "_carries"),
+    "_rnn_rbackward": ("_delta_at", "_carries", "_rnn_rgrads"),
+    "_lstm_rbackward": ("_delta_at", "_carries", "_rnn_rgrads"),
+    "_gru_rbackward": ("_delta_at", "_carries", "_rnn_rgrads"),
+    "_rinput": ("_project",),
+    "_rnn_rgrads": ("_carries",),
 }
 
 
