@@ -206,12 +206,20 @@ def _check_chain(module):
         return
     recurrent = tuple(_recurrent_kinds())
     modules = dict(module.named_modules())
+    meta = set()  # sizes and what is computed from them only (x.view(x.size(0), -1) reads x's values once)
     for node in graph.nodes:
         if node.op in ("output", "get_attr"):
             continue
-        read = []  # every computed value among the arguments, as often as it occurs (x + x joins x with itself)
-        torch.fx.node.map_arg((node.args, node.kwargs), lambda a: read.append(a.name) if a.op != "get_attr" else None)
-        readers = [u.name for u in node.users]
+        args = []  # every value among the arguments, as often as it occurs (x + x joins x with itself)
+        torch.fx.node.map_arg((node.args, node.kwargs), lambda a: args.append(a) if a.op != "get_attr" else None)
+        if node.op == "call_method" and node.target in ("size", "dim", "numel") or node.op == "call_function" and (
+                node.target is getattr and node.args[1] in ("shape", "ndim", "dtype", "device")
+                or args and all(a in meta for a in args)):
+            meta.add(node)
+            continue
+        read = [a.name for a in args if a not in meta]
+        readers = [u.name for u in node.users if not (u.op == "call_method" and u.target in ("size", "dim", "numel")
+                                                      or u.op == "call_function" and u.target is getattr)]
         tuple_out = node.op == "call_module" and isinstance(modules.get(node.target), recurrent)  # (out, state)
         what = f"{node.name!r} joins {' and '.join(map(repr, read))}" if len(read) > 1 else \
             f"the value {node.name!r} is read by {' and '.join(map(repr, readers))}" if len(readers) > 1 and not tuple_out \

@@ -380,6 +380,16 @@ def test_a_module_whose_forward_is_a_residual_block_is_refused_clearly():
             y = self.conv(x)
             return self.fc(torch.flatten(torch.cat([y, y], 1), 1))
 
+    class Sizes(nn.Module):  # reading a value's size is not a fork
+        def __init__(self):
+            super().__init__()
+            self.conv, self.flat, self.fc = nn.Conv1d(2, 2, 3), nn.Flatten(), nn.Linear(6, 1)
+
+        def forward(self, x):
+            y = self.flat(self.conv(x))
+            return self.fc(y.view(x.size(0), -1).reshape(y.shape[0], -1))
+
+    assert [n.kind for n in symgrad.from_torch(Sizes(), input_shape=(2, 5)).nodes] == ["conv1d", "flatten", "dense"]
     for module, what, shape in ((Block(), "the value 'x' is read by 'fc1' and 'add'", None),
                                 (Join(), "'cat' joins 'conv' and 'conv'", (2, 5))):
         with pytest.raises(SpecError) as err:
