@@ -139,3 +139,12 @@ class Transpose(TensorOp):
         if dins[0] is None:
             return []
         return [f"{dins[0]} = {d}.swapaxes(1, 2)  # {node.name}: transpose backward"]
+
+    def c_forward(self, node, ins, ps, out, cx):
+        rows, cols = node.in_shapes[0]
+        return [f"/* {node.name}: transpose */", cx.call("symgrad_transpose", f"batch, {rows}, {cols}, {ins[0]}, {out}")]
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        rows, cols = node.shape
+        return [f"/* {node.name} backward: {self.rule} */",
+                cx.call("symgrad_transpose", f"batch, {rows}, {cols}, {d}, {dins[0]}")]
