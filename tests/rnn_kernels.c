@@ -24,7 +24,7 @@ void rnn_forward(int kind, int B, int T, int F, int H, const double *wih, const 
         symgrad_gru_forward(&L, x, h, NULL, gates, states, scratch);
 }
 
-/* The gradients after rnn_forward (gates and states are overwritten with deltas); work: 3 H values. */
+/* The gradients after rnn_forward (gates and states are overwritten with deltas); work: 3 H + (F + H) G H values. */
 void rnn_backward(int kind, int B, int T, int F, int H, int bptt, int seq, const double *wih, const double *whh,
                   const double *bih, const double *bhh, const double *x, const double *h, double *gates,
                   double *states, const double *states2, const double *dy, double *work, double *dx, double *dwih,

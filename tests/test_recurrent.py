@@ -342,7 +342,7 @@ def test_c_kernels_match_the_numpy_kernels(c_kernels, seed):
     got = [np.empty((B, T, F)), np.empty_like(wih), np.empty_like(whh)] + \
         ([np.empty(G * H), np.empty(G * H)] if bias else [None, None])
     c_kernels.rnn_backward(*sizes, ctypes.c_int(bptt), ctypes.c_int(seq), ptr(wih), ptr(whh), ptr(bih), ptr(bhh),
-                           ptr(x), ptr(ch), ptr(gates), ptr(states), ptr(states2), ptr(dy), ptr(np.empty(3 * H)),
+                           ptr(x), ptr(ch), ptr(gates), ptr(states), ptr(states2), ptr(dy), ptr(np.empty(3 * H + (F + H) * G * H)),
                            *[ptr(a) for a in got])
     for name, a, b in zip(("dx", "dW_ih", "dW_hh", "db_ih", "db_hh"), got, want):
         if b is not None:

@@ -185,7 +185,7 @@ class Recurrent(TensorOp):
         h, gates, states = self._c_buffers(out, cx)
         grads = ", ".join(v or "0" for v in [dins[0]] + list(dps) + [None] * (4 - len(dps)))
         cache = "".join(f", {s}" for s in states)
-        work = cx.scratch("RNN", 3 * self.H)
+        work = cx.scratch("RNN", 3 * self.H + (self.F + self.H) * len(self.gates) * self.H)
         if len(self.gates) == 1:
             call = f"&L{self._c_flag()}, {ins[0]}, {h}, {d}, {gates}, {work}, &g"
         else:

@@ -75,20 +75,29 @@ static void symgrad_rnn_vecmat(int k, int n, const real *restrict v, int vs, con
 }
 /* @end */
 
-/* @helper symgrad_rnn_prepare needs symgrad_rnn_layer */
+/* @helper symgrad_rnn_transpose */
+/* out (cols x rows) = the transpose of W (rows x cols), eight rows of W at a time: each stores whole lines of out. */
+static void symgrad_rnn_transpose(int rows, int cols, const real *restrict W, real *restrict out)
+{
+    for (int r0 = 0; r0 < rows; r0 += 8) {
+        const int r1 = r0 + 8 < rows ? r0 + 8 : rows;
+        for (int c = 0; c < cols; ++c) {
+            for (int r = r0; r < r1; ++r) {
+                out[(size_t)c * rows + r] = W[(size_t)r * cols + c];
+            }
+        }
+    }
+}
+/* @end */
+
+/* @helper symgrad_rnn_prepare needs symgrad_rnn_layer symgrad_rnn_transpose */
 /* wt ((F + H) x G*H) = [W_ih^T; W_hh^T], then the biases: bi = b_ih + b_hh (merged: RNN, LSTM) or b_ih, and
  * bh = b_hh (zeros without biases); returns the rest of the scratch, F + H + G*H values. */
 static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, real *restrict wt)
 {
     const int F = L->F, H = L->H, GH = G * H;
-    for (int r = 0; r < GH; ++r) {
-        for (int c = 0; c < F; ++c) {
-            wt[(size_t)c * GH + r] = L->wih[(size_t)r * F + c];
-        }
-        for (int c = 0; c < H; ++c) {
-            wt[(size_t)(F + c) * GH + r] = L->whh[(size_t)r * H + c];
-        }
-    }
+    symgrad_rnn_transpose(GH, F, L->wih, wt);
+    symgrad_rnn_transpose(GH, H, L->whh, wt + (size_t)F * GH);
     real *restrict bi = wt + (size_t)(F + H) * GH, *restrict bh = bi + GH;
     for (int r = 0; r < GH; ++r) {
         bi[r] = L->bih ? (merged ? L->bih[r] + L->bhh[r] : L->bih[r]) : 0;
@@ -149,38 +158,42 @@ static int symgrad_rnn_carries(const symgrad_rnn_layer *L, int t)
 }
 /* @end */
 
-/* @helper symgrad_rnn_grads_from needs symgrad_rnn_layer symgrad_rnn_vecmat */
-/* The gradients from the deltas of every step: dgi (B, T, G*H) of the input part, the recurrent part's rows
+/* @helper symgrad_rnn_grads_from needs symgrad_rnn_layer symgrad_rnn_vecmat symgrad_rnn_transpose */
+/* The gradients from the deltas of every step: dgi (B, T, G*H) of the input part, the recurrent part's columns
  * [0, split) from dgi and [split, G*H) from dgs (B, T, G*H - split): dW_ih = sum dgi x^T, dW_hh = sum_{t >= 1}
- * dgh_t h_{t-1}^T, db_ih = sum dgi, db_hh = sum dgh, dx = dgi W_ih. */
+ * dgh_t h_{t-1}^T, db_ih = sum dgi, db_hh = sum dgh, dx = dgi W_ih. The weight gradients are formed transposed in
+ * tmp ((F + H) x G*H), 32 steps of the deltas at a time, which stay in cache while every input column uses them. */
 static void symgrad_rnn_grads_from(const symgrad_rnn_layer *L, int GH, int split, const real *restrict dgi,
-    const real *restrict dgs, const real *restrict x, const real *restrict h, const symgrad_rnn_grads *g)
+    const real *restrict dgs, const real *restrict x, const real *restrict h, real *restrict tmp,
+    const symgrad_rnn_grads *g)
 {
     const int B = L->B, T = L->T, F = L->F, H = L->H, rest = GH - split;
     const int rows = B * T;
-    if (g->dwih) {
-        for (int r = 0; r < GH; ++r) {
-            real *restrict w = g->dwih + (size_t)r * F;
-            for (int c = 0; c < F; ++c) {
-                w[c] = 0;
+    real *restrict ti = tmp, *restrict th = tmp + (size_t)F * GH;
+    for (size_t i = 0; i < (size_t)(F + H) * GH; ++i) {
+        tmp[i] = 0;
+    }
+    for (int b = 0; b < B && (g->dwih || g->dwhh); ++b) {
+        for (int t0 = 0; t0 < T; t0 += 32) {
+            const int t1 = t0 + 32 < T ? t0 + 32 : T;
+            const size_t s = (size_t)b * T + t0;
+            for (int c = 0; c < F && g->dwih; ++c) {
+                symgrad_rnn_vecmat(t1 - t0, GH, x + s * F + c, F, dgi + s * GH, GH, ti + (size_t)c * GH);
             }
-            symgrad_rnn_vecmat(rows, F, dgi + r, GH, x, F, w);
+            const int first = t0 ? t0 : 1;  /* dW_hh: steps t >= 1 with h_{t-1} */
+            const size_t s1 = (size_t)b * T + first;
+            for (int c = 0; c < H && g->dwhh && t1 > first; ++c) {
+                symgrad_rnn_vecmat(t1 - first, split, h + (s1 - 1) * H + c, H, dgi + s1 * GH, GH, th + (size_t)c * GH);
+                symgrad_rnn_vecmat(t1 - first, rest, h + (s1 - 1) * H + c, H, dgs + s1 * rest, rest,
+                    th + (size_t)c * GH + split);
+            }
         }
     }
+    if (g->dwih) {
+        symgrad_rnn_transpose(F, GH, ti, g->dwih);
+    }
     if (g->dwhh) {
-        for (size_t i = 0; i < (size_t)GH * H; ++i) {
-            g->dwhh[i] = 0;
-        }
-        for (int b = 0; b < B && T > 1; ++b) {
-            const size_t s = (size_t)b * T;
-            const real *restrict hb = h + s * H;
-            for (int r = 0; r < split; ++r) {
-                symgrad_rnn_vecmat(T - 1, H, dgi + (s + 1) * GH + r, GH, hb, H, g->dwhh + (size_t)r * H);
-            }
-            for (int r = 0; r < rest; ++r) {
-                symgrad_rnn_vecmat(T - 1, H, dgs + (s + 1) * rest + r, rest, hb, H, g->dwhh + (size_t)(split + r) * H);
-            }
-        }
+        symgrad_rnn_transpose(H, GH, th, g->dwhh);
     }
     if (g->dbih) {
         for (int r = 0; r < GH; ++r) {
@@ -261,7 +274,8 @@ static void symgrad_rnn_forward(const symgrad_rnn_layer *L, int relu, const real
 /* @end */
 
 /* @helper symgrad_rnn_backward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
-/* Its gradients from dy; da (B, T, H) receives every step's delta dE/da_t = dE/dh_t f'(a_t); work: 2 H values. */
+/* Its gradients from dy; da (B, T, H) receives every step's delta dE/da_t = dE/dh_t f'(a_t); work: 2 H + (F + H) H
+ * values. */
 static void symgrad_rnn_backward(const symgrad_rnn_layer *L, int relu, const real *restrict x, const real *restrict h,
     const real *restrict dy, real *restrict da, real *restrict work, const symgrad_rnn_grads *g)
 {
@@ -297,7 +311,7 @@ static void symgrad_rnn_backward(const symgrad_rnn_layer *L, int relu, const rea
             }
         }
     }
-    symgrad_rnn_grads_from(L, H, H, da, da, x, h, g);
+    symgrad_rnn_grads_from(L, H, H, da, da, x, h, work + 2 * H, g);
 }
 /* @end */
 
@@ -346,8 +360,8 @@ static void symgrad_lstm_forward(const symgrad_rnn_layer *L, const real *restric
 /* @end */
 
 /* @helper symgrad_lstm_backward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
-/* Its gradients from dy, each step's gate deltas written over its gate values; work: 3 H values (dE/dh, the carried
- * dE/dh and the carried dE/dc). */
+/* Its gradients from dy, each step's gate deltas written over its gate values; work: 3 H + (F + H) 4H values (dE/dh,
+ * the carried dE/dh and dE/dc, the transposed weight gradients). */
 static void symgrad_lstm_backward(const symgrad_rnn_layer *L, const real *restrict x, const real *restrict h,
     real *restrict gates, const real *restrict c, const real *restrict tc, const real *restrict dy, real *restrict work,
     const symgrad_rnn_grads *g)
@@ -386,7 +400,7 @@ static void symgrad_lstm_backward(const symgrad_rnn_layer *L, const real *restri
             }
         }
     }
-    symgrad_rnn_grads_from(L, 4 * H, 4 * H, gates, gates, x, h, g);
+    symgrad_rnn_grads_from(L, 4 * H, 4 * H, gates, gates, x, h, work + 3 * H, g);
 }
 /* @end */
 
@@ -436,7 +450,8 @@ static void symgrad_gru_forward(const symgrad_rnn_layer *L, const real *restrict
 
 /* @helper symgrad_gru_backward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
 /* Its gradients from dy: each step's deltas of the input part (r, z, n) written over its gate values, the recurrent
- * part's delta of hn over hn (the recurrent part's r and z deltas are the input part's); work: 2 H values. */
+ * part's delta of hn over hn (the recurrent part's r and z deltas are the input part's); work: 2 H + (F + H) 3H
+ * values. */
 static void symgrad_gru_backward(const symgrad_rnn_layer *L, const real *restrict x, const real *restrict h,
     real *restrict gates, real *restrict hn, const real *restrict dy, real *restrict work, const symgrad_rnn_grads *g)
 {
@@ -475,6 +490,6 @@ static void symgrad_gru_backward(const symgrad_rnn_layer *L, const real *restric
             }
         }
     }
-    symgrad_rnn_grads_from(L, 3 * H, 2 * H, gates, hn, x, h, g);
+    symgrad_rnn_grads_from(L, 3 * H, 2 * H, gates, hn, x, h, work + 2 * H, g);
 }
 /* @end */
