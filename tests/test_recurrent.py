@@ -49,6 +49,8 @@ def torch_forward(model, params, x):
             z = F.conv1d(a, P["weight"], P.get("bias"), stride=op.s, padding=[p[0] for p in op.pad], dilation=op.dl)
         elif n.kind == "transpose":
             z = a.transpose(1, 2)
+        elif n.kind == "concat":
+            z = torch.cat([vals[s] for s in n.inputs], 1)
         else:
             raise AssertionError(n.kind)
         act = n.activation.name if n.activation is not None else "identity"
