@@ -164,10 +164,10 @@ class Recurrent(TensorOp):
 
     def _c_block(self, comment, node, ps, lines):
         b = f"{ps[2]}, .bhh = {ps[3]}" if len(ps) > 2 else "0, .bhh = 0"
-        layer = (f"const symgrad_rnn_layer L = {{.B = batch, .T = {self.T}, .F = {self.F}, .H = {self.H}, "
-                 f".bptt = {self.truncate}, .seq = {int(self.return_sequences)}, .wih = {ps[0]}, .whh = {ps[1]}, "
-                 f".bih = {b}}};")
-        return [f"{{  /* {node.name}{comment} */", "    " + layer, *("    " + s for s in lines), "}"]
+        layer = [f"const symgrad_rnn_layer L = {{.B = batch, .T = {self.T}, .F = {self.F}, .H = {self.H}, "
+                 f".bptt = {self.truncate}, .seq = {int(self.return_sequences)},",
+                 f"    .wih = {ps[0]}, .whh = {ps[1]}, .bih = {b}}};"]
+        return [f"{{  /* {node.name}{comment} */", *("    " + s for s in layer + lines), "}"]
 
     def _c_flag(self):
         return ""
