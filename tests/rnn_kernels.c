@@ -10,7 +10,7 @@ typedef double real;
 #include "symgrad_rnn.h"
 
 /* h (B, T, H); gates (B, T, G H); states and states2 (B, T, H): the LSTM's c and tanh(c), the GRU's hn (states);
- * scratch: (F + H + 3) G H + F + H values. */
+ * scratch: (F + H + 3) G H values. */
 void rnn_forward(int kind, int B, int T, int F, int H, const double *wih, const double *whh, const double *bih,
                  const double *bhh, const double *x, double *h, double *gates, double *states, double *states2,
                  double *scratch)

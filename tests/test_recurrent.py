@@ -339,7 +339,7 @@ def test_c_kernels_match_the_numpy_kernels(c_kernels, seed):
     ch, gates, states, states2 = np.empty((B, T, H)), np.empty((B, T, G * H)), np.empty((B, T, H)), np.empty((B, T, H))
     sizes = [ctypes.c_int(v) for v in (kind, B, T, F, H)]
     c_kernels.rnn_forward(*sizes, ptr(wih), ptr(whh), ptr(bih), ptr(bhh), ptr(x), ptr(ch), ptr(gates), ptr(states),
-                          ptr(states2), ptr(np.empty((F + H + 3) * G * H + F + H)))
+                          ptr(states2), ptr(np.empty((F + H + 3) * G * H)))
     np.testing.assert_allclose(ch, h, rtol=1e-12, atol=1e-14)
     got = [np.empty((B, T, F)), np.empty_like(wih), np.empty_like(whh)] + \
         ([np.empty(G * H), np.empty(G * H)] if bias else [None, None])

@@ -297,7 +297,7 @@ static void symgrad_rnn_transpose(int rows, int cols, const real *restrict W, re
 }
 
 /* wt ((F + H) x G*H) = [W_ih^T; W_hh^T], then the biases: bi = b_ih + b_hh (merged: RNN, LSTM) or b_ih, and
- * bh = b_hh (zeros without biases); returns the rest of the scratch, F + H + G*H values. */
+ * bh = b_hh (zeros without biases); returns the rest of the scratch, G*H values. */
 static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, real *restrict wt)
 {
     const int F = L->F, H = L->H, GH = G * H;
@@ -311,25 +311,18 @@ static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, 
     return bh + GH;
 }
 
-/* a (G*H) = bias + W_ih x_t (+ W_hh h_{t-1} when hp is not null, and hh): [x_t, h_{t-1}] copied into xh first. */
-static void symgrad_rnn_project(const symgrad_rnn_layer *L, int GH, const real *restrict wt, const real *restrict bias,
-    const real *restrict xt, const real *restrict hp, int hh, real *restrict xh, real *restrict a)
+/* a (T x GH) = bias + W_ih x_t for the T steps of one sequence x (T x F), wt = W_ih^T (F x GH): the input part of
+ * every step before the walk through time, W_ih's few rows staying in cache from step to step. */
+static void symgrad_rnn_project(int T, int F, int GH, const real *restrict x, const real *restrict wt,
+    const real *restrict bias, real *restrict a)
 {
-    const int F = L->F, H = L->H;
-    for (int c = 0; c < F; ++c) {
-        xh[c] = xt[c];
-    }
-    int k = F;
-    if (hp && hh) {
-        for (int c = 0; c < H; ++c) {
-            xh[F + c] = hp[c];
+    for (int t = 0; t < T; ++t) {
+        real *restrict at = a + (size_t)t * GH;
+        for (int r = 0; r < GH; ++r) {
+            at[r] = bias[r];
         }
-        k += H;
+        symgrad_rnn_vecmat(F, GH, x + (size_t)t * F, 1, wt, GH, at);
     }
-    for (int r = 0; r < GH; ++r) {
-        a[r] = bias[r];
-    }
-    symgrad_rnn_vecmat(k, GH, xh, 1, wt, GH, a);
 }
 
 /* gh = dE/dh_t of the step at row s (b T + t): the output's delta there (if any) plus the carried one (if carried);
@@ -446,13 +439,15 @@ static void symgrad_rnn_forward(const symgrad_rnn_layer *L, int relu, const real
     real *restrict last, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    real *restrict xh = symgrad_rnn_prepare(L, 1, 1, scratch);
+    symgrad_rnn_prepare(L, 1, 1, scratch);
     const real *restrict bias = scratch + (size_t)(F + H) * H;
     for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, H, x + (size_t)b * T * F, scratch, bias, h + (size_t)b * T * H);
         for (int t = 0; t < T; ++t) {
-            const size_t s = (size_t)b * T + t;
-            real *restrict ht = h + s * H;
-            symgrad_rnn_project(L, H, scratch, bias, x + s * F, t ? ht - H : 0, 1, xh, ht);
+            real *restrict ht = h + ((size_t)b * T + t) * H;
+            if (t) {
+                symgrad_rnn_vecmat(H, H, ht - H, 1, scratch + (size_t)F * H, H, ht);
+            }
             if (relu) {
                 for (int j = 0; j < H; ++j) {
                     ht[j] = ht[j] <= 0 ? 0 : ht[j];
@@ -509,17 +504,17 @@ static void symgrad_rnn_backward(const symgrad_rnn_layer *L, int relu, const rea
 
 size_t elman_toy_workspace_size(int batch)
 {
-    return 17 + (size_t)batch * 18;
+    return 14 + (size_t)batch * 18;
 }
 
 void elman_toy_forward(const real *restrict params, const real *restrict x, int batch, real *restrict y,
     real *restrict work)
 {
     real *restrict RNN = work + 0;
-    real *restrict T = work + 15;
-    real *restrict A1 = work + 17;
-    real *restrict A2 = work + 17 + (size_t)batch * 2;
-    real *restrict A1_H = work + 17 + (size_t)batch * 6;
+    real *restrict T = work + 12;
+    real *restrict A1 = work + 14;
+    real *restrict A2 = work + 14 + (size_t)batch * 2;
+    real *restrict A1_H = work + 14 + (size_t)batch * 6;
     const real *restrict A0 = x;
     {  /* rnn: rnn(2 hidden, tanh, bias unit, last step) */
         const symgrad_rnn_layer L = {.B = batch, .T = 3, .F = 1, .H = 2, .bptt = 0, .seq = 0,
@@ -538,10 +533,10 @@ real elman_toy_loss(const real *restrict params, const real *restrict x, const r
     real *restrict work)
 {
     real *restrict RNN = work + 0;
-    real *restrict T = work + 15;
-    real *restrict A1 = work + 17;
-    real *restrict A2 = work + 17 + (size_t)batch * 2;
-    real *restrict A1_H = work + 17 + (size_t)batch * 6;
+    real *restrict T = work + 12;
+    real *restrict A1 = work + 14;
+    real *restrict A2 = work + 14 + (size_t)batch * 2;
+    real *restrict A1_H = work + 14 + (size_t)batch * 6;
     const real *restrict A0 = x;
     {  /* rnn: rnn(2 hidden, tanh, bias unit, last step) */
         const symgrad_rnn_layer L = {.B = batch, .T = 3, .F = 1, .H = 2, .bptt = 0, .seq = 0,
@@ -563,13 +558,13 @@ real elman_toy_loss_and_gradients(const real *restrict params, const real *restr
     int batch, real *restrict grad, real *restrict work)
 {
     real *restrict RNN = work + 0;
-    real *restrict T = work + 15;
-    real *restrict A1 = work + 17;
-    real *restrict A2 = work + 17 + (size_t)batch * 2;
-    real *restrict G2 = work + 17 + (size_t)batch * 3;
-    real *restrict G1 = work + 17 + (size_t)batch * 4;
-    real *restrict A1_H = work + 17 + (size_t)batch * 6;
-    real *restrict A1_G = work + 17 + (size_t)batch * 12;
+    real *restrict T = work + 12;
+    real *restrict A1 = work + 14;
+    real *restrict A2 = work + 14 + (size_t)batch * 2;
+    real *restrict G2 = work + 14 + (size_t)batch * 3;
+    real *restrict G1 = work + 14 + (size_t)batch * 4;
+    real *restrict A1_H = work + 14 + (size_t)batch * 6;
+    real *restrict A1_G = work + 14 + (size_t)batch * 12;
     const real *restrict A0 = x;
     {  /* rnn: rnn(2 hidden, tanh, bias unit, last step) */
         const symgrad_rnn_layer L = {.B = batch, .T = 3, .F = 1, .H = 2, .bptt = 0, .seq = 0,

@@ -322,7 +322,7 @@ static void symgrad_rnn_transpose(int rows, int cols, const real *restrict W, re
 }
 
 /* wt ((F + H) x G*H) = [W_ih^T; W_hh^T], then the biases: bi = b_ih + b_hh (merged: RNN, LSTM) or b_ih, and
- * bh = b_hh (zeros without biases); returns the rest of the scratch, F + H + G*H values. */
+ * bh = b_hh (zeros without biases); returns the rest of the scratch, G*H values. */
 static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, real *restrict wt)
 {
     const int F = L->F, H = L->H, GH = G * H;
@@ -336,25 +336,18 @@ static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, 
     return bh + GH;
 }
 
-/* a (G*H) = bias + W_ih x_t (+ W_hh h_{t-1} when hp is not null, and hh): [x_t, h_{t-1}] copied into xh first. */
-static void symgrad_rnn_project(const symgrad_rnn_layer *L, int GH, const real *restrict wt, const real *restrict bias,
-    const real *restrict xt, const real *restrict hp, int hh, real *restrict xh, real *restrict a)
+/* a (T x GH) = bias + W_ih x_t for the T steps of one sequence x (T x F), wt = W_ih^T (F x GH): the input part of
+ * every step before the walk through time, W_ih's few rows staying in cache from step to step. */
+static void symgrad_rnn_project(int T, int F, int GH, const real *restrict x, const real *restrict wt,
+    const real *restrict bias, real *restrict a)
 {
-    const int F = L->F, H = L->H;
-    for (int c = 0; c < F; ++c) {
-        xh[c] = xt[c];
-    }
-    int k = F;
-    if (hp && hh) {
-        for (int c = 0; c < H; ++c) {
-            xh[F + c] = hp[c];
+    for (int t = 0; t < T; ++t) {
+        real *restrict at = a + (size_t)t * GH;
+        for (int r = 0; r < GH; ++r) {
+            at[r] = bias[r];
         }
-        k += H;
+        symgrad_rnn_vecmat(F, GH, x + (size_t)t * F, 1, wt, GH, at);
     }
-    for (int r = 0; r < GH; ++r) {
-        a[r] = bias[r];
-    }
-    symgrad_rnn_vecmat(k, GH, xh, 1, wt, GH, a);
 }
 
 /* gh = dE/dh_t of the step at row s (b T + t): the output's delta there (if any) plus the carried one (if carried);
@@ -472,14 +465,17 @@ static void symgrad_lstm_forward(const symgrad_rnn_layer *L, const real *restric
     real *restrict last, real *restrict gates, real *restrict c, real *restrict tc, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    real *restrict xh = symgrad_rnn_prepare(L, 4, 1, scratch);
+    symgrad_rnn_prepare(L, 4, 1, scratch);
     const real *restrict bias = scratch + (size_t)(F + H) * 4 * H;
     for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, 4 * H, x + (size_t)b * T * F, scratch, bias, gates + (size_t)b * T * 4 * H);
         for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
             real *restrict a = gates + s * 4 * H, *restrict ct = c + s * H, *restrict tct = tc + s * H;
             real *restrict ht = h + s * H;
-            symgrad_rnn_project(L, 4 * H, scratch, bias, x + s * F, t ? ht - H : 0, 1, xh, a);
+            if (t) {
+                symgrad_rnn_vecmat(H, 4 * H, ht - H, 1, scratch + (size_t)F * 4 * H, 4 * H, a);
+            }
             for (int j = 0; j < 2 * H; ++j) {
                 a[j] = symgrad_sigmoid(a[j]);
             }
@@ -553,20 +549,20 @@ static void symgrad_lstm_backward(const symgrad_rnn_layer *L, const real *restri
 
 size_t lstm_sine_workspace_size(int batch)
 {
-    return 1313 + (size_t)batch * 1826;
+    return 1296 + (size_t)batch * 1826;
 }
 
 void lstm_sine_forward(const real *restrict params, const real *restrict x, int batch, real *restrict y,
     real *restrict work)
 {
     real *restrict RNN = work + 0;
-    real *restrict T = work + 1297;
-    real *restrict A1 = work + 1313;
-    real *restrict A2 = work + 1313 + (size_t)batch * 16;
-    real *restrict A1_H = work + 1313 + (size_t)batch * 34;
-    real *restrict A1_G = work + 1313 + (size_t)batch * 290;
-    real *restrict A1_C = work + 1313 + (size_t)batch * 1314;
-    real *restrict A1_TC = work + 1313 + (size_t)batch * 1570;
+    real *restrict T = work + 1280;
+    real *restrict A1 = work + 1296;
+    real *restrict A2 = work + 1296 + (size_t)batch * 16;
+    real *restrict A1_H = work + 1296 + (size_t)batch * 34;
+    real *restrict A1_G = work + 1296 + (size_t)batch * 290;
+    real *restrict A1_C = work + 1296 + (size_t)batch * 1314;
+    real *restrict A1_TC = work + 1296 + (size_t)batch * 1570;
     const real *restrict A0 = x;
     {  /* lstm: lstm(16 hidden, gates i, f, g, o, bias unit, last step) */
         const symgrad_rnn_layer L = {.B = batch, .T = 16, .F = 1, .H = 16, .bptt = 0, .seq = 0,
@@ -585,13 +581,13 @@ real lstm_sine_loss(const real *restrict params, const real *restrict x, const r
     real *restrict work)
 {
     real *restrict RNN = work + 0;
-    real *restrict T = work + 1297;
-    real *restrict A1 = work + 1313;
-    real *restrict A2 = work + 1313 + (size_t)batch * 16;
-    real *restrict A1_H = work + 1313 + (size_t)batch * 34;
-    real *restrict A1_G = work + 1313 + (size_t)batch * 290;
-    real *restrict A1_C = work + 1313 + (size_t)batch * 1314;
-    real *restrict A1_TC = work + 1313 + (size_t)batch * 1570;
+    real *restrict T = work + 1280;
+    real *restrict A1 = work + 1296;
+    real *restrict A2 = work + 1296 + (size_t)batch * 16;
+    real *restrict A1_H = work + 1296 + (size_t)batch * 34;
+    real *restrict A1_G = work + 1296 + (size_t)batch * 290;
+    real *restrict A1_C = work + 1296 + (size_t)batch * 1314;
+    real *restrict A1_TC = work + 1296 + (size_t)batch * 1570;
     const real *restrict A0 = x;
     {  /* lstm: lstm(16 hidden, gates i, f, g, o, bias unit, last step) */
         const symgrad_rnn_layer L = {.B = batch, .T = 16, .F = 1, .H = 16, .bptt = 0, .seq = 0,
@@ -613,15 +609,15 @@ real lstm_sine_loss_and_gradients(const real *restrict params, const real *restr
     int batch, real *restrict grad, real *restrict work)
 {
     real *restrict RNN = work + 0;
-    real *restrict T = work + 1297;
-    real *restrict A1 = work + 1313;
-    real *restrict A2 = work + 1313 + (size_t)batch * 16;
-    real *restrict G2 = work + 1313 + (size_t)batch * 17;
-    real *restrict G1 = work + 1313 + (size_t)batch * 18;
-    real *restrict A1_H = work + 1313 + (size_t)batch * 34;
-    real *restrict A1_G = work + 1313 + (size_t)batch * 290;
-    real *restrict A1_C = work + 1313 + (size_t)batch * 1314;
-    real *restrict A1_TC = work + 1313 + (size_t)batch * 1570;
+    real *restrict T = work + 1280;
+    real *restrict A1 = work + 1296;
+    real *restrict A2 = work + 1296 + (size_t)batch * 16;
+    real *restrict G2 = work + 1296 + (size_t)batch * 17;
+    real *restrict G1 = work + 1296 + (size_t)batch * 18;
+    real *restrict A1_H = work + 1296 + (size_t)batch * 34;
+    real *restrict A1_G = work + 1296 + (size_t)batch * 290;
+    real *restrict A1_C = work + 1296 + (size_t)batch * 1314;
+    real *restrict A1_TC = work + 1296 + (size_t)batch * 1570;
     const real *restrict A0 = x;
     {  /* lstm: lstm(16 hidden, gates i, f, g, o, bias unit, last step) */
         const symgrad_rnn_layer L = {.B = batch, .T = 16, .F = 1, .H = 16, .bptt = 0, .seq = 0,

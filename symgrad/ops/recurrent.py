@@ -175,7 +175,7 @@ class Recurrent(TensorOp):
     def c_forward(self, node, ins, ps, out, cx):
         h, gates, states = self._c_buffers(out, cx)
         G, F, H = len(self.gates), self.F, self.H
-        scratch = cx.scratch("RNN", (F + H + 3) * G * H + F + H)
+        scratch = cx.scratch("RNN", (F + H + 3) * G * H)
         last = "0" if self.return_sequences else out
         cache = "".join(f", {s}" for s in ([gates] if G > 1 else []) + states)
         call = cx.call(f"symgrad_{self.kind}_forward", f"&L{self._c_flag()}, {ins[0]}, {h}, {last}{cache}, {scratch}")

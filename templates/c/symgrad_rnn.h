@@ -5,8 +5,9 @@
  * batch-first, hidden states (B, T, H), weights (G*H, F) and (G*H, H) row-major with the gate blocks in PyTorch's
  * order (LSTM i, f, g, o; GRU r, z, n), biases (G*H) or null, initial state zeros. No kernel allocates: the
  * forward pass writes the caller's arrays of the sequence's activations (and copies the last state into `last`
- * unless it is null), using `scratch` of (F + H + 3) G H + F + H values for the transposed weights; it walks one
- * sequence at a time, each step one product of the transposed weights with [x_t, h_{t-1}] kept in registers.
+ * unless it is null), using `scratch` of (F + H + 3) G H values for the transposed weights; it walks one
+ * sequence at a time: the input parts of all its steps first, then each step one product of W_hh^T with h_{t-1},
+ * the sums held in registers.
  * The backward pass walks each sequence back in time, writing every step's gate deltas over the gate values
  * (the RNN: into `da`), then forms the weight gradients, the bias gradients and dx from them, one product each.
  * bptt > 0 cuts the carried delta at every multiple of bptt steps (PyTorch's h.detach() every bptt steps).
@@ -92,7 +93,7 @@ static void symgrad_rnn_transpose(int rows, int cols, const real *restrict W, re
 
 /* @helper symgrad_rnn_prepare needs symgrad_rnn_layer symgrad_rnn_transpose */
 /* wt ((F + H) x G*H) = [W_ih^T; W_hh^T], then the biases: bi = b_ih + b_hh (merged: RNN, LSTM) or b_ih, and
- * bh = b_hh (zeros without biases); returns the rest of the scratch, F + H + G*H values. */
+ * bh = b_hh (zeros without biases); returns the rest of the scratch, G*H values. */
 static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, real *restrict wt)
 {
     const int F = L->F, H = L->H, GH = G * H;
@@ -107,26 +108,19 @@ static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, 
 }
 /* @end */
 
-/* @helper symgrad_rnn_project needs symgrad_rnn_layer symgrad_rnn_vecmat */
-/* a (G*H) = bias + W_ih x_t (+ W_hh h_{t-1} when hp is not null, and hh): [x_t, h_{t-1}] copied into xh first. */
-static void symgrad_rnn_project(const symgrad_rnn_layer *L, int GH, const real *restrict wt, const real *restrict bias,
-    const real *restrict xt, const real *restrict hp, int hh, real *restrict xh, real *restrict a)
+/* @helper symgrad_rnn_project needs symgrad_rnn_vecmat */
+/* a (T x GH) = bias + W_ih x_t for the T steps of one sequence x (T x F), wt = W_ih^T (F x GH): the input part of
+ * every step before the walk through time, W_ih's few rows staying in cache from step to step. */
+static void symgrad_rnn_project(int T, int F, int GH, const real *restrict x, const real *restrict wt,
+    const real *restrict bias, real *restrict a)
 {
-    const int F = L->F, H = L->H;
-    for (int c = 0; c < F; ++c) {
-        xh[c] = xt[c];
-    }
-    int k = F;
-    if (hp && hh) {
-        for (int c = 0; c < H; ++c) {
-            xh[F + c] = hp[c];
+    for (int t = 0; t < T; ++t) {
+        real *restrict at = a + (size_t)t * GH;
+        for (int r = 0; r < GH; ++r) {
+            at[r] = bias[r];
         }
-        k += H;
+        symgrad_rnn_vecmat(F, GH, x + (size_t)t * F, 1, wt, GH, at);
     }
-    for (int r = 0; r < GH; ++r) {
-        a[r] = bias[r];
-    }
-    symgrad_rnn_vecmat(k, GH, xh, 1, wt, GH, a);
 }
 /* @end */
 
@@ -251,13 +245,15 @@ static void symgrad_rnn_forward(const symgrad_rnn_layer *L, int relu, const real
     real *restrict last, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    real *restrict xh = symgrad_rnn_prepare(L, 1, 1, scratch);
+    symgrad_rnn_prepare(L, 1, 1, scratch);
     const real *restrict bias = scratch + (size_t)(F + H) * H;
     for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, H, x + (size_t)b * T * F, scratch, bias, h + (size_t)b * T * H);
         for (int t = 0; t < T; ++t) {
-            const size_t s = (size_t)b * T + t;
-            real *restrict ht = h + s * H;
-            symgrad_rnn_project(L, H, scratch, bias, x + s * F, t ? ht - H : 0, 1, xh, ht);
+            real *restrict ht = h + ((size_t)b * T + t) * H;
+            if (t) {
+                symgrad_rnn_vecmat(H, H, ht - H, 1, scratch + (size_t)F * H, H, ht);
+            }
             if (relu) {
                 for (int j = 0; j < H; ++j) {
                     ht[j] = ht[j] <= 0 ? 0 : ht[j];
@@ -322,14 +318,17 @@ static void symgrad_lstm_forward(const symgrad_rnn_layer *L, const real *restric
     real *restrict last, real *restrict gates, real *restrict c, real *restrict tc, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    real *restrict xh = symgrad_rnn_prepare(L, 4, 1, scratch);
+    symgrad_rnn_prepare(L, 4, 1, scratch);
     const real *restrict bias = scratch + (size_t)(F + H) * 4 * H;
     for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, 4 * H, x + (size_t)b * T * F, scratch, bias, gates + (size_t)b * T * 4 * H);
         for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
             real *restrict a = gates + s * 4 * H, *restrict ct = c + s * H, *restrict tct = tc + s * H;
             real *restrict ht = h + s * H;
-            symgrad_rnn_project(L, 4 * H, scratch, bias, x + s * F, t ? ht - H : 0, 1, xh, a);
+            if (t) {
+                symgrad_rnn_vecmat(H, 4 * H, ht - H, 1, scratch + (size_t)F * 4 * H, 4 * H, a);
+            }
             for (int j = 0; j < 2 * H; ++j) {
                 a[j] = symgrad_sigmoid(a[j]);
             }
@@ -410,15 +409,14 @@ static void symgrad_gru_forward(const symgrad_rnn_layer *L, const real *restrict
     real *restrict last, real *restrict gates, real *restrict hn, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    real *restrict xh = symgrad_rnn_prepare(L, 3, 0, scratch);
+    real *restrict gh = symgrad_rnn_prepare(L, 3, 0, scratch);
     const real *restrict wh = scratch + (size_t)F * 3 * H, *restrict bi = scratch + (size_t)(F + H) * 3 * H;
     const real *restrict bh = bi + 3 * H;
-    real *restrict gh = xh + F + H;
     for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, 3 * H, x + (size_t)b * T * F, scratch, bi, gates + (size_t)b * T * 3 * H);
         for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
             real *restrict a = gates + s * 3 * H, *restrict ht = h + s * H, *restrict hnt = hn + s * H;
-            symgrad_rnn_project(L, 3 * H, scratch, bi, x + s * F, 0, 0, xh, a);
             for (int r = 0; r < 3 * H; ++r) {
                 gh[r] = bh[r];
             }
