@@ -317,7 +317,7 @@ def test_c_kernels_match_the_numpy_kernels(c_kernels, seed):
     rng = np.random.default_rng(seed)
     kind = seed % 4  # rnn tanh, rnn relu, lstm, gru
     G = (1, 1, 4, 3)[kind]
-    B, T, F, H = int(rng.integers(1, 4)), int(rng.integers(1, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 11))
+    B, T, F, H = int(rng.integers(1, 4)), int(rng.integers(1, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 14))
     bptt = int(rng.integers(0, 4))
     seq, bias = bool(rng.integers(0, 2)), seed % 3 != 2
     wih, whh = rng.normal(size=(G * H, F)), rng.normal(size=(G * H, H))
