@@ -38,9 +38,9 @@ NETS = {
                {"kind": "transpose", "name": "steps"},
                {"kind": "lstm", "name": "rec", "hidden_size": 3, "return_sequences": True, "bptt_steps": 2},
                {"name": "hid", "units": 3, "activation": "tanh"}, {"name": "out", "units": 2}], (2, 9), "half_sse"),
-    # no biases, every step's output in the loss, the longest length of the random tests
+    # no biases, every step's output in the loss as the network's output (transposed), the random tests' longest length
     "gru_seq": ([{"kind": "gru", "name": "rec", "hidden_size": 6, "bias": "none", "return_sequences": True},
-                 {"name": "out", "units": 1}], (20, 1), "mse"),
+                 {"kind": "transpose", "name": "out"}], (20, 1), "mse"),
     # 70 steps (three blocks of the weight gradients), 4H = 160 gate rows and F = 9 (every width of the products)
     "long_seq": ([{"kind": "lstm", "name": "rec", "hidden_size": 40, "bptt_steps": 25},
               {"kind": "transpose", "name": "back", "input": "x"},
