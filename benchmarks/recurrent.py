@@ -1,6 +1,7 @@
 """Recurrent configs of benchmarks/run.py: one gradient call of LSTM(8 -> 32) or GRU(8 -> 32), then dense 1,
-on sequences of 50 steps (MSE, float64), beside PyTorch eager (nn.LSTM / nn.GRU, its fused kernels), JAX jit
-with lax.scan and a hand-written NumPy BPTT.
+on sequences of 50 steps (MSE, float64): the generated NumPy module and C package (its dict call and its bound
+call, as run.py names them), beside PyTorch eager (nn.LSTM / nn.GRU, its fused kernels), JAX jit with lax.scan
+and a hand-written NumPy BPTT.
 
     python benchmarks/run.py --recurrent [--rounds N] [--out FILE]
 
@@ -15,13 +16,15 @@ import tempfile
 import time
 
 import numpy as np
-from run import calibrate, machine, settle  # run.py puts the repository on sys.path
+from run import _busy, calibrate, machine, other_load, settle  # run.py puts the repository on sys.path
 
 from symgrad.api import generate, import_generated
 from symgrad.spec.loader import from_dict
 
 CONFIGS = [("lstm", 8, 32, 50, 1), ("lstm", 8, 32, 50, 64), ("gru", 8, 32, 50, 1), ("gru", 8, 32, 50, 64)]
-COLUMNS = ["symgrad NumPy", "PyTorch", "JAX jit (scan)", "hand NumPy"]
+COLUMNS = ["symgrad NumPy", "symgrad C (Python)", "symgrad C bound call (Python)", "PyTorch", "JAX jit (scan)",
+           "hand NumPy"]
+C = "symgrad C bound call (Python)"  # the C package's fastest call: the ratios are the peers' times over its
 
 
 def model_for(kind, F, H, T):
@@ -147,12 +150,21 @@ def jax_impl(kind, p, x, t):
 def bench(kind, F, H, T, B, rounds, workdir):
     model = model_for(kind, F, H, T)
     generate(model, "numpy", workdir)
-    m = import_generated(model.name, workdir)
+    generate(model, "c", workdir)
+    m, cm = import_generated(model.name, workdir), import_generated(f"{model.name}_c", workdir)
     p = m.init_params()
     rng = np.random.default_rng(1)
     x, t = rng.normal(size=(B, T, F)), rng.normal(size=(B, 1))
     ref = m.gradients(p, x, t)
+    own = cm.init_params()  # the package's own dict (views of one vector), as run.py times it
+    for name, value in p.items():
+        own[name][...] = value
+    grad = np.empty(cm.N_PARAMS)
+    bound = cm.bind(cm.pack(p), x.reshape(B, -1), t, grad)  # flat rows (B, T*F), as the bound call reads them
+    bound()
     impls = {"symgrad NumPy": (lambda: m.loss_and_gradients(p, x, t), ref),
+             "symgrad C (Python)": (lambda: cm.loss_and_gradients(own, x, t), cm.gradients(own, x, t)),
+             C: (bound, {k: v.copy() for k, v in cm.unpack(grad).items()}),
              "hand NumPy": (lambda: hand_numpy(kind, p, x, t), hand_numpy(kind, p, x, t)[1])}
     for col, make in (("PyTorch", torch_impl), ("JAX jit (scan)", jax_impl)):
         try:
@@ -162,6 +174,7 @@ def bench(kind, F, H, T, B, rounds, workdir):
     agree = {}
     for col, (_, g) in impls.items():
         agree[col] = max(float(np.abs(g[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref)
+    busy = _busy()
     calls = {col: calibrate(fn)[0] for col, (fn, _) in impls.items()}
     times = {col: [] for col in impls}
     order = list(impls)
@@ -174,26 +187,27 @@ def bench(kind, F, H, T, B, rounds, workdir):
             for _ in range(n):
                 fn()
             times[col].append((time.perf_counter() - start) / n * 1e6)
-    return {col: statistics.median(v) for col, v in times.items()}, agree
+    return {col: statistics.median(v) for col, v in times.items()}, agree, other_load(busy, _busy())
 
 
 def main(rounds=21, out=None, settle_wait=30):
     lines = [f"Machine: {machine()}", "",
              "One gradient call (forward, loss, backward, every parameter), float64, microseconds (median):", "",
-             "| config | " + " | ".join(COLUMNS) + " | PyTorch / symgrad | JAX / symgrad |",
-             "|---|" + "---|" * (len(COLUMNS) + 2)]
+             "| config | " + " | ".join(COLUMNS) + " | PyTorch / NumPy | JAX / NumPy | PyTorch / C | JAX / C |",
+             "|---|" + "---|" * (len(COLUMNS) + 4)]
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind, F, H, T, B in CONFIGS:
             print(f"... {kind}({F}->{H}) T={T}, b={B}", file=sys.stderr, flush=True)
             settle(settle_wait)
-            med, agree = bench(kind, F, H, T, B, rounds, tmp)
+            med, agree, load = bench(kind, F, H, T, B, rounds, tmp)
             cells = [f"{med[c]:.0f}" if c in med else "—" for c in COLUMNS]
-            s = med["symgrad NumPy"]
-            ratios = [f"{med[c] / s:.2f}" if c in med else "—" for c in ("PyTorch", "JAX jit (scan)")]
+            ratios = [f"{med[c] / med[s]:.2f}" if c in med else "—" for s in ("symgrad NumPy", C)
+                      for c in ("PyTorch", "JAX jit (scan)")]
             lines.append(f"| {kind.upper()}({F}->{H})->1, T={T}, b={B} | " + " | ".join(cells + ratios) + " |")
-            notes.append(f"- {kind} b={B}: largest relative gradient difference to symgrad: "
-                         + ", ".join(f"{c} {v:.1e}" for c, v in agree.items()))
+            notes.append(f"- {kind} b={B}: largest relative gradient difference to the NumPy module: "
+                         + ", ".join(f"{c} {v:.1e}" for c, v in agree.items())
+                         + ("" if load is None else f"; other processes used {load:.0%} of the CPUs meanwhile"))
     text = "\n".join(lines + ["", "Agreement:"] + notes) + "\n"
     print(text)
     if out:

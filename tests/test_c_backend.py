@@ -16,7 +16,7 @@ from test_gradients import make_net, output_activation, sample
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (install gcc)")
-# the examples the C backend covers (a committed C package); recurrent examples have NumPy modules only
+# the examples with a committed C package (all of them, recurrent ones included)
 EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.toml") if (ROOT / "generated" / f"{p.stem}_c").is_dir())
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 

@@ -49,6 +49,8 @@ def torch_forward(model, params, x):
             z = F.conv1d(a, P["weight"], P.get("bias"), stride=op.s, padding=[p[0] for p in op.pad], dilation=op.dl)
         elif n.kind == "transpose":
             z = a.transpose(1, 2)
+        elif n.kind == "concat":
+            z = torch.cat([vals[s] for s in n.inputs], 1)
         else:
             raise AssertionError(n.kind)
         act = n.activation.name if n.activation is not None else "identity"
@@ -315,7 +317,7 @@ def test_c_kernels_match_the_numpy_kernels(c_kernels, seed):
     rng = np.random.default_rng(seed)
     kind = seed % 4  # rnn tanh, rnn relu, lstm, gru
     G = (1, 1, 4, 3)[kind]
-    B, T, F, H = int(rng.integers(1, 4)), int(rng.integers(1, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    B, T, F, H = int(rng.integers(1, 4)), int(rng.integers(1, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 14))
     bptt = int(rng.integers(0, 4))
     seq, bias = bool(rng.integers(0, 2)), seed % 3 != 2
     wih, whh = rng.normal(size=(G * H, F)), rng.normal(size=(G * H, H))
@@ -334,14 +336,15 @@ def test_c_kernels_match_the_numpy_kernels(c_kernels, seed):
     def ptr(a):
         return None if a is None else a.ctypes.data_as(P)
 
-    ch, gates, states = np.empty((B, T, H)), np.empty((B, T, G * H)), np.empty((B, T, H))
+    ch, gates, states, states2 = np.empty((B, T, H)), np.empty((B, T, G * H)), np.empty((B, T, H)), np.empty((B, T, H))
     sizes = [ctypes.c_int(v) for v in (kind, B, T, F, H)]
-    c_kernels.rnn_forward(*sizes, ptr(wih), ptr(whh), ptr(bih), ptr(bhh), ptr(x), ptr(ch), ptr(gates), ptr(states))
+    c_kernels.rnn_forward(*sizes, ptr(wih), ptr(whh), ptr(bih), ptr(bhh), ptr(x), ptr(ch), ptr(gates), ptr(states),
+                          ptr(states2), ptr(np.empty((F + H + 3) * G * H)))
     np.testing.assert_allclose(ch, h, rtol=1e-12, atol=1e-14)
     got = [np.empty((B, T, F)), np.empty_like(wih), np.empty_like(whh)] + \
         ([np.empty(G * H), np.empty(G * H)] if bias else [None, None])
-    c_kernels.rnn_backward(*sizes, ctypes.c_int(bptt), ptr(wih), ptr(whh), ptr(bih), ptr(bhh), ptr(x), ptr(ch),
-                           ptr(gates), ptr(states), ptr(dy), ctypes.c_int(seq), ptr(np.empty(8 * H)),
+    c_kernels.rnn_backward(*sizes, ctypes.c_int(bptt), ctypes.c_int(seq), ptr(wih), ptr(whh), ptr(bih), ptr(bhh),
+                           ptr(x), ptr(ch), ptr(gates), ptr(states), ptr(states2), ptr(dy), ptr(np.empty(3 * H + (F + H) * G * H)),
                            *[ptr(a) for a in got])
     for name, a, b in zip(("dx", "dW_ih", "dW_hh", "db_ih", "db_hh"), got, want):
         if b is not None:
@@ -379,15 +382,3 @@ def test_frozen_weights_and_float32(build):
         assert g32[k].dtype == np.float32
         np.testing.assert_allclose(g32[k], g[k], rtol=0, atol=1e-5 * np.abs(g[k]).max(), err_msg=k)
 
-
-def test_c_target_refuses_recurrent_layers_clearly(tmp_path):
-    """--target c names the missing layer kind (exit status 2), and writes nothing."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    res = subprocess.run([sys.executable, "-m", "symgrad", "generate", "examples/elman_toy.toml", "--target", "c", "-o",
-                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 2 and "does not generate rnn layers yet" in res.stderr
-    assert list(tmp_path.iterdir()) == []

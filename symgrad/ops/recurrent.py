@@ -182,6 +182,51 @@ class Recurrent(TensorOp):
                 f"{ps[0]}, {ps[1]}, {vps[0]}, {vps[1]}, {self.truncate}, {dins[0] is not None}, {need_b}{self._flags()})"
                 f"  # {node.name}: R through time"]
 
+    # -- C: the kernels of templates/c/symgrad_rnn.h, one sequence at a time
+
+    c_states = ()  # suffixes of the per-batch buffers of T x H values besides h and the gate values (LSTM: c, tanh c)
+
+    def multiply_adds(self, node):
+        """Multiply-adds per sequence of the forward pass: every step's gates from x_t and h_{t-1}."""
+        return self.T * len(self.gates) * self.H * (self.F + self.H)
+
+    def _c_buffers(self, out, cx):
+        """(h of every step, the gate values, the cell's other states): the layer's buffers, kept for the backward pass."""
+        T, H = self.T, self.H
+        h = out if self.return_sequences else cx.buffer(f"{out}_H", T * H)
+        return h, cx.buffer(f"{out}_G", T * len(self.gates) * H), [cx.buffer(f"{out}_{s}", T * H) for s in self.c_states]
+
+    def _c_block(self, comment, node, ps, lines):
+        b = f"{ps[2]}, .bhh = {ps[3]}" if len(ps) > 2 else "0, .bhh = 0"
+        layer = [f"const symgrad_rnn_layer L = {{.B = batch, .T = {self.T}, .F = {self.F}, .H = {self.H}, "
+                 f".bptt = {self.truncate}, .seq = {int(self.return_sequences)},",
+                 f"    .wih = {ps[0]}, .whh = {ps[1]}, .bih = {b}}};"]
+        return [f"{{  /* {node.name}{comment} */", *("    " + s for s in layer + lines), "}"]
+
+    def _c_flag(self):
+        return ""
+
+    def c_forward(self, node, ins, ps, out, cx):
+        h, gates, states = self._c_buffers(out, cx)
+        G, F, H = len(self.gates), self.F, self.H
+        scratch = cx.scratch("RNN", (F + H + 3) * G * H)
+        last = "0" if self.return_sequences else out
+        cache = "".join(f", {s}" for s in ([gates] if G > 1 else []) + states)
+        call = cx.call(f"symgrad_{self.kind}_forward", f"&L{self._c_flag()}, {ins[0]}, {h}, {last}{cache}, {scratch}")
+        return self._c_block(f": {self.describe()}", node, ps, [call])
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        h, gates, states = self._c_buffers(out, cx)
+        grads = ", ".join(v or "0" for v in [dins[0]] + list(dps) + [None] * (4 - len(dps)))
+        cache = "".join(f", {s}" for s in states)
+        work = cx.scratch("RNN", 3 * self.H + (self.F + self.H) * len(self.gates) * self.H)
+        if len(self.gates) == 1:
+            call = f"&L{self._c_flag()}, {ins[0]}, {h}, {d}, {gates}, {work}, &g"
+        else:
+            call = f"&L, {ins[0]}, {h}, {gates}{cache}, {d}, {work}, &g"
+        return self._c_block(f" backward: {self.rule}", node, ps,
+                             [f"const symgrad_rnn_grads g = {{{grads}}};", cx.call(f"symgrad_{self.kind}_backward", call)])
+
 
 class RNN(Recurrent):
     """Elman RNN: h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu."""
@@ -197,6 +242,9 @@ class RNN(Recurrent):
 
     def _flags(self):
         return f", {self.activation == 'relu'}"
+
+    def _c_flag(self):
+        return f", {int(self.activation == 'relu')}"
 
     def build(self, key, in_shapes, init, taken):
         if self.activation not in ("tanh", "relu"):
@@ -220,6 +268,7 @@ class LSTM(Recurrent):
 
     kind = "lstm"
     gates = "ifgo"
+    c_states = ("C", "TC")
     equations = ("(a_i, a_f, a_g, a_o) = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh",
                  "i = sigma(a_i), f = sigma(a_f), g = tanh(a_g), o = sigma(a_o)",
                  "c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t), h_0 = c_0 = 0")
@@ -253,6 +302,7 @@ class GRU(Recurrent):
 
     kind = "gru"
     gates = "rzn"
+    c_states = ("N",)
     equations = ("(gi_r, gi_z, gi_n) = W_ih x_t + b_ih, (gh_r, gh_z, hn) = W_hh h_{t-1} + b_hh",
                  "r = sigma(gi_r + gh_r), z = sigma(gi_z + gh_z), n = tanh(gi_n + r * hn)",
                  "h_t = (1 - z) * n + z * h_{t-1}, h_0 = 0")

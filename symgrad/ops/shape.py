@@ -165,3 +165,12 @@ class Transpose(TensorOp):
     def numpy_jvp(self, node, ins, rins, ps, vps, out, rout):
         """R{x^T} = R{x}^T (linear)."""
         return [f"{rout} = {rins[0]}.swapaxes(1, 2)  # {node.name}: R of transpose"]
+
+    def c_forward(self, node, ins, ps, out, cx):
+        rows, cols = node.in_shapes[0]
+        return [f"/* {node.name}: transpose */", cx.call("symgrad_transpose", f"batch, {rows}, {cols}, {ins[0]}, {out}")]
+
+    def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
+        rows, cols = node.shape
+        return [f"/* {node.name} backward: {self.rule} */",
+                cx.call("symgrad_transpose", f"batch, {rows}, {cols}, {d}, {dins[0]}")]

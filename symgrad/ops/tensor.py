@@ -12,8 +12,9 @@ place, everything about its kind:
 * ``numpy_forward`` / ``numpy_backward``: lines of NumPy code calling the kernels of
   :mod:`symgrad.backends.numpy.kernels` (each op names the kernels it calls);
 * ``c_forward`` / ``c_backward``: lines of C calling the static kernels of templates/c/symgrad_conv.h
-  (and symgrad_gemm.h) through a context that records each kernel and scratch buffer they use
-  (:class:`symgrad.backends.c.graph.Context`); ``view`` and ``passes_delta`` say when no C is needed;
+  and symgrad_rnn.h (and symgrad_gemm.h) through a context that records each kernel, scratch buffer and
+  per-batch buffer of the layer's own they use (:class:`symgrad.backends.c.graph.Context`); ``view`` and
+  ``passes_delta`` say when no C is needed;
 * ``numpy_jvp`` / ``numpy_rbackward``: lines for the second-order functions (``--second-order``), Pearlmutter's
   R-operator op by op: R of the output from R of the inputs and the direction on the parameters, and R of the
   input deltas and parameter gradients from R of the output delta (``second_kernels`` names their kernels);
@@ -148,7 +149,8 @@ class TensorOp:
 
     def c_forward(self, node, ins, ps, out, cx):
         """C lines writing ``out`` (batch, *node.shape) from the input buffers ``ins`` and parameter pointers
-        ``ps``; ``cx.call`` records the kernels called, ``cx.scratch`` the scratch buffers used."""
+        ``ps``; ``cx.call`` records the kernels called, ``cx.scratch`` the scratch buffers used, ``cx.buffer`` the
+        layer's own buffers kept for the backward pass."""
         raise NotImplementedError
 
     def c_backward(self, node, ins, ps, out, d, dins, dps, cx):

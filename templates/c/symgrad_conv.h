@@ -1,4 +1,4 @@
-/* symgrad_conv.h: the kernels of graph networks over `real`: convolution, pooling, bias and block copies.
+/* symgrad_conv.h: the kernels of graph networks over `real`: convolution, pooling, bias, block copies, transposes.
  *
  * Sections as in symgrad_math.h: symgrad/backends/c/helpers.py copies into a generated source only the
  * kernels its code calls (and those they need, from this file or symgrad_gemm.h). Values are batch-major
@@ -428,6 +428,21 @@ static void symgrad_copy_block(int rows, int n, const real *restrict src, int sr
     for (int r = 0; r < rows; ++r) {
         for (int i = 0; i < n; ++i) {
             dst[(size_t)r * dst_step + i] = src[(size_t)r * src_step + i];
+        }
+    }
+}
+/* @end */
+
+/* @helper symgrad_transpose */
+/* dst[n, j, i] = src[n, i, j] for n < batch, i < rows, j < cols: every sample's rows x cols matrix transposed. */
+static void symgrad_transpose(int batch, int rows, int cols, const real *restrict src, real *restrict dst)
+{
+    const size_t n = (size_t)rows * cols;
+    for (int b = 0; b < batch; ++b) {
+        for (int i = 0; i < rows; ++i) {
+            for (int j = 0; j < cols; ++j) {
+                dst[b * n + (size_t)j * rows + i] = src[b * n + (size_t)i * cols + j];
+            }
         }
     }
 }

@@ -1,273 +1,493 @@
-/* symgrad_rnn.h: forward and backward through time of PyTorch's single-layer RNN, LSTM and GRU cells (double).
+/* symgrad_rnn.h: forward and backward through time of PyTorch's single-layer RNN, LSTM and GRU cells over `real`.
  *
- * The same contract as the NumPy kernels (symgrad/backends/numpy/recurrent.py), for C code: x is (B, T, F)
- * batch-first, hidden states (B, T, H), weights (G*H, F) and (G*H, H) row-major with the gate blocks in
- * PyTorch's order (LSTM i, f, g, o; GRU r, z, n), biases (G*H) or NULL, initial state zeros. No function
- * allocates: the forward pass writes the caller's arrays of the sequence's activations, the backward pass
- * takes a small workspace of a few vectors of G*H doubles (sizes below) and walks one sequence at a time,
- * adding each step's terms into the gradients as it goes. bptt > 0 cuts the carried delta at every multiple
- * of bptt steps (PyTorch's h.detach() every bptt steps). dy is dE/d(output): (B, T, H) when seq, else the
- * last state's (B, H). dx may be NULL (not needed); the gradients are overwritten, not accumulated.
- * Compiles on its own after <math.h> and <string.h> (tests/test_recurrent.py builds it with -Wall -Werror).
+ * Sections as in symgrad_conv.h: symgrad/backends/c/helpers.py copies into a generated source only the kernels
+ * its code calls. The same contract as the NumPy kernels (symgrad/backends/numpy/recurrent.py): x is (B, T, F)
+ * batch-first, hidden states (B, T, H), weights (G*H, F) and (G*H, H) row-major with the gate blocks in PyTorch's
+ * order (LSTM i, f, g, o; GRU r, z, n), biases (G*H) or null, initial state zeros. No kernel allocates: the
+ * forward pass writes the caller's arrays of the sequence's activations (and copies the last state into `last`
+ * unless it is null), using `scratch` of (F + H + 3) G H values for the transposed weights; it walks one
+ * sequence at a time: the input parts of all its steps first, then each step one product of W_hh^T with h_{t-1},
+ * the sums held in registers.
+ * The backward pass walks each sequence back in time, writing every step's gate deltas over the gate values
+ * (the RNN: into `da`), then forms the weight gradients, the bias gradients and dx from them, one product each.
+ * bptt > 0 cuts the carried delta at every multiple of bptt steps (PyTorch's h.detach() every bptt steps).
+ * dy is dE/d(output): (B, T, H) when L->seq, else the last state's (B, H). Any gradient may be null (not
+ * needed); the others are overwritten, not accumulated. The file also compiles on its own (tests/rnn_kernels.c):
+ * #include it after <math.h>, <stdint.h>, <string.h>, `real` and symgrad_math.h.
  */
 
+/* @helper symgrad_rnn_layer */
 typedef struct {
-    int B, T, F, H, bptt;  /* batch, steps, features, hidden units, truncation (0: none) */
-    const double *wih, *whh, *bih, *bhh;  /* bih and bhh both NULL for bias = "none" */
+    int B, T, F, H, bptt, seq;  /* batch, steps, features, hidden units, truncation (0: none), every step out */
+    const real *wih, *whh, *bih, *bhh;  /* bih and bhh both null for bias = "none" */
 } symgrad_rnn_layer;
 
 typedef struct {
-    double *dx, *dwih, *dwhh, *dbih, *dbhh;  /* dx may be NULL; dbih and dbhh NULL without biases */
+    real *dx, *dwih, *dwhh, *dbih, *dbhh;  /* each may be null (not needed) */
 } symgrad_rnn_grads;
+/* @end */
 
-static inline double symgrad_rnn_sigmoid(double v)
+/* @helper symgrad_rnn_vecmat */
+/* y[j] += sum_p v[p * vs] W[p * ldw + j] for j < n over p < k: a vector times a row-major matrix, each sum in
+ * the order of p, 32 (then 8) outputs at a time held in registers while p runs. */
+static void symgrad_rnn_vecmat(int k, int n, const real *restrict v, int vs, const real *restrict W, int ldw,
+    real *restrict y)
 {
-    return v >= 0.0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v));
-}
-
-/* out[r] = b1[r] + b2[r] + sum_c W[r, c] v[c] for r < rows (b1, b2 may be NULL). */
-static void symgrad_rnn_affine(int rows, int cols, const double *W, const double *v, const double *b1, const double *b2,
-                               double *out)
-{
-    for (int r = 0; r < rows; r++) {
-        double s = (b1 ? b1[r] : 0.0) + (b2 ? b2[r] : 0.0);
-        const double *w = W + (size_t)r * cols;
-        for (int c = 0; c < cols; c++)
-            s += w[c] * v[c];
-        out[r] = s;
-    }
-}
-
-/* out[c] += sum_r W[r, c] d[r]: the transposed product that hands a delta back. */
-static void symgrad_rnn_back(int rows, int cols, const double *W, const double *d, double *out)
-{
-    for (int r = 0; r < rows; r++) {
-        const double *w = W + (size_t)r * cols;
-        for (int c = 0; c < cols; c++)
-            out[c] += w[c] * d[r];
-    }
-}
-
-/* The gradients' shares of one step: dW_ih += d x^T, dW_hh += d_h h_prev^T (h_prev NULL: the zero state),
- * db_ih += d, db_hh += d_h, dx += W_ih^T d. d is the delta of the input part, d_h of the recurrent part. */
-static void symgrad_rnn_collect(const symgrad_rnn_layer *L, int G, const double *d, const double *d_h, const double *xt,
-                                const double *h_prev, double *dxt, const symgrad_rnn_grads *g)
-{
-    for (int r = 0; r < G; r++) {
-        for (int c = 0; c < L->F; c++)
-            g->dwih[(size_t)r * L->F + c] += d[r] * xt[c];
-        if (h_prev)
-            for (int c = 0; c < L->H; c++)
-                g->dwhh[(size_t)r * L->H + c] += d_h[r] * h_prev[c];
-        if (g->dbih) {
-            g->dbih[r] += d[r];
-            g->dbhh[r] += d_h[r];
+    int j = 0;
+    for (; j + 32 <= n; j += 32) {
+        real s[32];
+        for (int q = 0; q < 32; ++q) {
+            s[q] = y[j + q];
+        }
+        for (int p = 0; p < k; ++p) {
+            const real vp = v[(size_t)p * vs];
+            const real *restrict w = W + (size_t)p * ldw + j;
+            for (int q = 0; q < 32; ++q) {
+                s[q] += vp * w[q];
+            }
+        }
+        for (int q = 0; q < 32; ++q) {
+            y[j + q] = s[q];
         }
     }
-    if (dxt)
-        symgrad_rnn_back(G, L->F, L->wih, d, dxt);
-}
-
-static void symgrad_rnn_zero(const symgrad_rnn_layer *L, int G, const symgrad_rnn_grads *g)
-{
-    memset(g->dwih, 0, sizeof(double) * G * L->F);
-    memset(g->dwhh, 0, sizeof(double) * G * L->H);
-    if (g->dbih) {
-        memset(g->dbih, 0, sizeof(double) * G);
-        memset(g->dbhh, 0, sizeof(double) * G);
+    for (; j + 8 <= n; j += 8) {
+        real s[8];
+        for (int q = 0; q < 8; ++q) {
+            s[q] = y[j + q];
+        }
+        for (int p = 0; p < k; ++p) {
+            const real vp = v[(size_t)p * vs];
+            const real *restrict w = W + (size_t)p * ldw + j;
+            for (int q = 0; q < 8; ++q) {
+                s[q] += vp * w[q];
+            }
+        }
+        for (int q = 0; q < 8; ++q) {
+            y[j + q] = s[q];
+        }
     }
-    if (g->dx)
-        memset(g->dx, 0, sizeof(double) * L->B * L->T * L->F);
+    for (; j < n; ++j) {
+        real s = y[j];
+        for (int p = 0; p < k; ++p) {
+            s += v[(size_t)p * vs] * W[(size_t)p * ldw + j];
+        }
+        y[j] = s;
+    }
 }
+/* @end */
 
-/* dE/dh_t of sequence b: the output's delta at step t (if any) plus the carried one (carry NULL: none); 0 if neither. */
-static int symgrad_rnn_delta_at(const symgrad_rnn_layer *L, const double *dy, int seq, int b, int t, const double *carry,
-                                double *out)
+/* @helper symgrad_rnn_transpose */
+/* out (cols x rows) = the transpose of W (rows x cols), eight rows of W at a time: each stores whole lines of out. */
+static void symgrad_rnn_transpose(int rows, int cols, const real *restrict W, real *restrict out)
+{
+    for (int r0 = 0; r0 < rows; r0 += 8) {
+        const int r1 = r0 + 8 < rows ? r0 + 8 : rows;
+        for (int c = 0; c < cols; ++c) {
+            for (int r = r0; r < r1; ++r) {
+                out[(size_t)c * rows + r] = W[(size_t)r * cols + c];
+            }
+        }
+    }
+}
+/* @end */
+
+/* @helper symgrad_rnn_prepare needs symgrad_rnn_layer symgrad_rnn_transpose */
+/* wt ((F + H) x G*H) = [W_ih^T; W_hh^T], then the biases: bi = b_ih + b_hh (merged: RNN, LSTM) or b_ih, and
+ * bh = b_hh (zeros without biases); returns the rest of the scratch, G*H values. */
+static real *symgrad_rnn_prepare(const symgrad_rnn_layer *L, int G, int merged, real *restrict wt)
+{
+    const int F = L->F, H = L->H, GH = G * H;
+    symgrad_rnn_transpose(GH, F, L->wih, wt);
+    symgrad_rnn_transpose(GH, H, L->whh, wt + (size_t)F * GH);
+    real *restrict bi = wt + (size_t)(F + H) * GH, *restrict bh = bi + GH;
+    for (int r = 0; r < GH; ++r) {
+        bi[r] = L->bih ? (merged ? L->bih[r] + L->bhh[r] : L->bih[r]) : 0;
+        bh[r] = L->bhh ? L->bhh[r] : 0;
+    }
+    return bh + GH;
+}
+/* @end */
+
+/* @helper symgrad_rnn_project needs symgrad_rnn_vecmat */
+/* a (T x GH) = bias + W_ih x_t for the T steps of one sequence x (T x F), wt = W_ih^T (F x GH): the input part of
+ * every step before the walk through time, W_ih's few rows staying in cache from step to step. */
+static void symgrad_rnn_project(int T, int F, int GH, const real *restrict x, const real *restrict wt,
+    const real *restrict bias, real *restrict a)
+{
+    for (int t = 0; t < T; ++t) {
+        real *restrict at = a + (size_t)t * GH;
+        for (int r = 0; r < GH; ++r) {
+            at[r] = bias[r];
+        }
+        symgrad_rnn_vecmat(F, GH, x + (size_t)t * F, 1, wt, GH, at);
+    }
+}
+/* @end */
+
+/* @helper symgrad_rnn_delta_at needs symgrad_rnn_layer */
+/* gh = dE/dh_t of the step at row s (b T + t): the output's delta there (if any) plus the carried one (if carried);
+ * returns 0, gh untouched, when there is neither. */
+static int symgrad_rnn_delta_at(const symgrad_rnn_layer *L, const real *restrict dy, int b, int t, int carried,
+    const real *restrict carry, real *restrict gh)
 {
     const int H = L->H;
-    const double *own = seq ? dy + ((size_t)b * L->T + t) * H : (t == L->T - 1 ? dy + (size_t)b * H : NULL);
-    if (!own && !carry)
-        return 0;
-    for (int j = 0; j < H; j++)
-        out[j] = (own ? own[j] : 0.0) + (carry ? carry[j] : 0.0);
-    return 1;
+    const real *restrict own = L->seq ? dy + ((size_t)b * L->T + t) * H : (t == L->T - 1 ? dy + (size_t)b * H : 0);
+    if (own && carried) {
+        for (int j = 0; j < H; ++j) {
+            gh[j] = own[j] + carry[j];
+        }
+    } else if (own || carried) {
+        const real *restrict from = own ? own : carry;
+        for (int j = 0; j < H; ++j) {
+            gh[j] = from[j];
+        }
+    }
+    return own || carried;
 }
 
+/* Whether step t hands a delta back to step t - 1 (not at t = 0, nor where a truncation detached the state). */
 static int symgrad_rnn_carries(const symgrad_rnn_layer *L, int t)
 {
     return t > 0 && (L->bptt == 0 || t % L->bptt != 0);
 }
+/* @end */
 
-/* out[r] += sum_c W[r, c] v[c]. */
-static void symgrad_rnn_add_product(int rows, int cols, const double *W, const double *v, double *out)
+/* @helper symgrad_rnn_grads_from needs symgrad_rnn_layer symgrad_rnn_vecmat symgrad_rnn_transpose */
+/* The gradients from the deltas of every step: dgi (B, T, G*H) of the input part, the recurrent part's columns
+ * [0, split) from dgi and [split, G*H) from dgs (B, T, G*H - split): dW_ih = sum dgi x^T, dW_hh = sum_{t >= 1}
+ * dgh_t h_{t-1}^T, db_ih = sum dgi, db_hh = sum dgh, dx = dgi W_ih. The weight gradients are formed transposed in
+ * tmp ((F + H) x G*H), 32 steps of the deltas at a time, which stay in cache while every input column uses them. */
+static void symgrad_rnn_grads_from(const symgrad_rnn_layer *L, int GH, int split, const real *restrict dgi,
+    const real *restrict dgs, const real *restrict x, const real *restrict h, real *restrict tmp,
+    const symgrad_rnn_grads *g)
 {
-    for (int r = 0; r < rows; r++) {
-        const double *w = W + (size_t)r * cols;
-        double s = 0.0;
-        for (int c = 0; c < cols; c++)
-            s += w[c] * v[c];
-        out[r] += s;
+    const int B = L->B, T = L->T, F = L->F, H = L->H, rest = GH - split;
+    const int rows = B * T;
+    real *restrict ti = tmp, *restrict th = tmp + (size_t)F * GH;
+    for (size_t i = 0; i < (size_t)(F + H) * GH; ++i) {
+        tmp[i] = 0;
+    }
+    for (int b = 0; b < B && (g->dwih || g->dwhh); ++b) {
+        for (int t0 = 0; t0 < T; t0 += 32) {
+            const int t1 = t0 + 32 < T ? t0 + 32 : T;
+            const size_t s = (size_t)b * T + t0;
+            for (int c = 0; c < F && g->dwih; ++c) {
+                symgrad_rnn_vecmat(t1 - t0, GH, x + s * F + c, F, dgi + s * GH, GH, ti + (size_t)c * GH);
+            }
+            const int first = t0 ? t0 : 1;  /* dW_hh: steps t >= 1 with h_{t-1} */
+            const size_t s1 = (size_t)b * T + first;
+            for (int c = 0; c < H && g->dwhh && t1 > first; ++c) {
+                symgrad_rnn_vecmat(t1 - first, split, h + (s1 - 1) * H + c, H, dgi + s1 * GH, GH, th + (size_t)c * GH);
+                symgrad_rnn_vecmat(t1 - first, rest, h + (s1 - 1) * H + c, H, dgs + s1 * rest, rest,
+                    th + (size_t)c * GH + split);
+            }
+        }
+    }
+    if (g->dwih) {
+        symgrad_rnn_transpose(F, GH, ti, g->dwih);
+    }
+    if (g->dwhh) {
+        symgrad_rnn_transpose(H, GH, th, g->dwhh);
+    }
+    if (g->dbih) {
+        for (int r = 0; r < GH; ++r) {
+            g->dbih[r] = 0;
+        }
+        for (int s = 0; s < rows; ++s) {
+            for (int r = 0; r < GH; ++r) {
+                g->dbih[r] += dgi[(size_t)s * GH + r];
+            }
+        }
+    }
+    if (g->dbhh) {
+        for (int r = 0; r < GH; ++r) {
+            g->dbhh[r] = 0;
+        }
+        for (int s = 0; s < rows; ++s) {
+            for (int r = 0; r < split; ++r) {
+                g->dbhh[r] += dgi[(size_t)s * GH + r];
+            }
+            for (int r = 0; r < rest; ++r) {
+                g->dbhh[split + r] += dgs[(size_t)s * rest + r];
+            }
+        }
+    }
+    if (g->dx) {
+        for (int s = 0; s < rows; ++s) {
+            real *restrict dxs = g->dx + (size_t)s * F;
+            for (int c = 0; c < F; ++c) {
+                dxs[c] = 0;
+            }
+            symgrad_rnn_vecmat(GH, F, dgi + (size_t)s * GH, 1, L->wih, F, dxs);
+        }
     }
 }
+/* @end */
 
-/* Elman RNN: h (B, T, H), h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = relu when relu, else tanh. */
-static void symgrad_rnn_forward(const symgrad_rnn_layer *L, int relu, const double *x, double *h)
+/* @helper symgrad_rnn_last needs symgrad_rnn_layer */
+/* last (B, H) = the hidden state of every sequence's last step, when last is not null. */
+static void symgrad_rnn_last(const symgrad_rnn_layer *L, const real *restrict h, real *restrict last)
 {
-    const int T = L->T, F = L->F, H = L->H;
-    for (int b = 0; b < L->B; b++)
-        for (int t = 0; t < T; t++) {
-            double *ht = h + ((size_t)b * T + t) * H;
-            symgrad_rnn_affine(H, F, L->wih, x + ((size_t)b * T + t) * F, L->bih, L->bhh, ht);
-            if (t)
-                symgrad_rnn_add_product(H, H, L->whh, ht - H, ht);
-            for (int j = 0; j < H; j++)
-                ht[j] = relu ? (ht[j] > 0.0 ? ht[j] : 0.0) : tanh(ht[j]);
+    if (!last) {
+        return;
+    }
+    for (int b = 0; b < L->B; ++b) {
+        for (int j = 0; j < L->H; ++j) {
+            last[(size_t)b * L->H + j] = h[((size_t)b * L->T + L->T - 1) * L->H + j];
         }
+    }
 }
+/* @end */
 
-/* Its gradients from dy; work: 3 H doubles. */
-static void symgrad_rnn_backward(const symgrad_rnn_layer *L, int relu, const double *x, const double *h, const double *dy,
-                                 int seq, double *work, const symgrad_rnn_grads *g)
+/* @helper symgrad_rnn_forward needs symgrad_tanh symgrad_rnn_prepare symgrad_rnn_project symgrad_rnn_last */
+/* Elman RNN: h (B, T, H), h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = relu (x <= 0 ? 0 : x) or tanh. */
+static void symgrad_rnn_forward(const symgrad_rnn_layer *L, int relu, const real *restrict x, real *restrict h,
+    real *restrict last, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    double *gh = work, *da = work + H, *carry = work + 2 * H;
-    symgrad_rnn_zero(L, H, g);
-    for (int b = 0; b < L->B; b++) {
+    symgrad_rnn_prepare(L, 1, 1, scratch);
+    const real *restrict bias = scratch + (size_t)(F + H) * H;
+    for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, H, x + (size_t)b * T * F, scratch, bias, h + (size_t)b * T * H);
+        for (int t = 0; t < T; ++t) {
+            real *restrict ht = h + ((size_t)b * T + t) * H;
+            if (t) {
+                symgrad_rnn_vecmat(H, H, ht - H, 1, scratch + (size_t)F * H, H, ht);
+            }
+            if (relu) {
+                for (int j = 0; j < H; ++j) {
+                    ht[j] = ht[j] <= 0 ? 0 : ht[j];
+                }
+            } else {
+                for (int j = 0; j < H; ++j) {
+                    ht[j] = symgrad_tanh(ht[j]);
+                }
+            }
+        }
+    }
+    symgrad_rnn_last(L, h, last);
+}
+/* @end */
+
+/* @helper symgrad_rnn_backward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
+/* Its gradients from dy; da (B, T, H) receives every step's delta dE/da_t = dE/dh_t f'(a_t); work: 2 H + (F + H) H
+ * values. */
+static void symgrad_rnn_backward(const symgrad_rnn_layer *L, int relu, const real *restrict x, const real *restrict h,
+    const real *restrict dy, real *restrict da, real *restrict work, const symgrad_rnn_grads *g)
+{
+    const int T = L->T, H = L->H;
+    real *restrict gh = work, *restrict carry = work + H;
+    for (int b = 0; b < L->B; ++b) {
         int carried = 0;
-        for (int t = T - 1; t >= 0; t--) {
-            if (!symgrad_rnn_delta_at(L, dy, seq, b, t, carried ? carry : NULL, gh))
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            real *restrict d = da + s * H;
+            const real *restrict ht = h + s * H;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < H; ++j) {
+                    d[j] = 0;
+                }
                 continue;
-            const double *ht = h + ((size_t)b * T + t) * H;
-            for (int j = 0; j < H; j++)
-                da[j] = gh[j] * (relu ? (ht[j] > 0.0 ? 1.0 : 0.0) : 1.0 - ht[j] * ht[j]);
-            symgrad_rnn_collect(L, H, da, da, x + ((size_t)b * T + t) * F, t ? ht - H : NULL,
-                                g->dx ? g->dx + ((size_t)b * T + t) * F : NULL, g);
+            }
+            if (relu) {
+                for (int j = 0; j < H; ++j) {
+                    d[j] = gh[j] * (real)(ht[j] > 0);  /* times step(h): inf * 0 is NaN, as in NumPy */
+                }
+            } else {
+                for (int j = 0; j < H; ++j) {
+                    d[j] = gh[j] * (1 - ht[j] * ht[j]);
+                }
+            }
             carried = symgrad_rnn_carries(L, t);
             if (carried) {
-                memset(carry, 0, sizeof(double) * H);
-                symgrad_rnn_back(H, H, L->whh, da, carry);
+                for (int j = 0; j < H; ++j) {
+                    carry[j] = 0;
+                }
+                symgrad_rnn_vecmat(H, H, d, 1, L->whh, H, carry);
             }
         }
     }
+    symgrad_rnn_grads_from(L, H, H, da, da, x, h, work + 2 * H, g);
 }
+/* @end */
 
-/* LSTM: h (B, T, H), gates (B, T, 4H) holding i, f, g, o after their activations, c (B, T, H) the cell states. */
-static void symgrad_lstm_forward(const symgrad_rnn_layer *L, const double *x, double *h, double *gates, double *c)
+/* @helper symgrad_lstm_forward needs symgrad_sigmoid symgrad_tanh symgrad_rnn_prepare symgrad_rnn_project symgrad_rnn_last */
+/* LSTM: h (B, T, H), gates (B, T, 4H) holding i, f, g, o after their activations, c (B, T, H) the cell states and
+ * tc (B, T, H) their tanh. */
+static void symgrad_lstm_forward(const symgrad_rnn_layer *L, const real *restrict x, real *restrict h,
+    real *restrict last, real *restrict gates, real *restrict c, real *restrict tc, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    for (int b = 0; b < L->B; b++)
-        for (int t = 0; t < T; t++) {
+    symgrad_rnn_prepare(L, 4, 1, scratch);
+    const real *restrict bias = scratch + (size_t)(F + H) * 4 * H;
+    for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, 4 * H, x + (size_t)b * T * F, scratch, bias, gates + (size_t)b * T * 4 * H);
+        for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
-            double *a = gates + s * 4 * H, *ct = c + s * H, *ht = h + s * H;
-            symgrad_rnn_affine(4 * H, F, L->wih, x + s * F, L->bih, L->bhh, a);
-            if (t)
-                symgrad_rnn_add_product(4 * H, H, L->whh, ht - H, a);
-            for (int j = 0; j < H; j++) {
-                const double i = symgrad_rnn_sigmoid(a[j]), f = symgrad_rnn_sigmoid(a[H + j]);
-                const double gg = tanh(a[2 * H + j]), o = symgrad_rnn_sigmoid(a[3 * H + j]);
-                a[j] = i, a[H + j] = f, a[2 * H + j] = gg, a[3 * H + j] = o;
-                ct[j] = i * gg + (t ? f * ct[j - H] : 0.0);
-                ht[j] = o * tanh(ct[j]);
+            real *restrict a = gates + s * 4 * H, *restrict ct = c + s * H, *restrict tct = tc + s * H;
+            real *restrict ht = h + s * H;
+            if (t) {
+                symgrad_rnn_vecmat(H, 4 * H, ht - H, 1, scratch + (size_t)F * 4 * H, 4 * H, a);
+            }
+            for (int j = 0; j < 2 * H; ++j) {
+                a[j] = symgrad_sigmoid(a[j]);
+            }
+            for (int j = 2 * H; j < 3 * H; ++j) {
+                a[j] = symgrad_tanh(a[j]);
+            }
+            for (int j = 3 * H; j < 4 * H; ++j) {
+                a[j] = symgrad_sigmoid(a[j]);
+            }
+            if (t) {
+                const real *restrict cp = ct - H;
+                for (int j = 0; j < H; ++j) {
+                    ct[j] = a[j] * a[2 * H + j] + a[H + j] * cp[j];
+                }
+            } else {
+                for (int j = 0; j < H; ++j) {
+                    ct[j] = a[j] * a[2 * H + j];
+                }
+            }
+            for (int j = 0; j < H; ++j) {
+                tct[j] = symgrad_tanh(ct[j]);
+                ht[j] = a[3 * H + j] * tct[j];
             }
         }
+    }
+    symgrad_rnn_last(L, h, last);
 }
+/* @end */
 
-/* Its gradients from dy; work: 7 H doubles (the gate deltas, dE/dh, the carried dE/dh and dE/dc). */
-static void symgrad_lstm_backward(const symgrad_rnn_layer *L, const double *x, const double *h, const double *gates,
-                                  const double *c, const double *dy, int seq, double *work, const symgrad_rnn_grads *g)
+/* @helper symgrad_lstm_backward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
+/* Its gradients from dy, each step's gate deltas written over its gate values; work: 3 H + (F + H) 4H values (dE/dh,
+ * the carried dE/dh and dE/dc, the transposed weight gradients). */
+static void symgrad_lstm_backward(const symgrad_rnn_layer *L, const real *restrict x, const real *restrict h,
+    real *restrict gates, const real *restrict c, const real *restrict tc, const real *restrict dy, real *restrict work,
+    const symgrad_rnn_grads *g)
 {
-    const int T = L->T, F = L->F, H = L->H;
-    double *dg = work, *gh = work + 4 * H, *carry = work + 5 * H, *cc = work + 6 * H;
-    symgrad_rnn_zero(L, 4 * H, g);
-    for (int b = 0; b < L->B; b++) {
+    const int T = L->T, H = L->H;
+    real *restrict gh = work, *restrict carry = work + H, *restrict cc = work + 2 * H;
+    for (int b = 0; b < L->B; ++b) {
         int carried = 0;
-        for (int t = T - 1; t >= 0; t--) {
+        for (int t = T - 1; t >= 0; --t) {
             const size_t s = (size_t)b * T + t;
-            if (!symgrad_rnn_delta_at(L, dy, seq, b, t, carried ? carry : NULL, gh))
+            real *restrict a = gates + s * 4 * H;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < 4 * H; ++j) {
+                    a[j] = 0;
+                }
                 continue;
-            const double *a = gates + s * 4 * H, *ct = c + s * H;
-            for (int j = 0; j < H; j++) {
-                const double i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j], tc = tanh(ct[j]);
-                const double dc = gh[j] * o * (1.0 - tc * tc) + (carried ? cc[j] : 0.0);  /* + the cell-state path */
-                dg[j] = dc * gg * i * (1.0 - i);
-                dg[H + j] = t ? dc * ct[j - H] * f * (1.0 - f) : 0.0;
-                dg[2 * H + j] = dc * i * (1.0 - gg * gg);
-                dg[3 * H + j] = gh[j] * tc * o * (1.0 - o);
-                cc[j] = dc * f;  /* dE/dc_{t-1} through c_t */
             }
-            symgrad_rnn_collect(L, 4 * H, dg, dg, x + s * F, t ? h + (s - 1) * H : NULL, g->dx ? g->dx + s * F : NULL, g);
-            carried = symgrad_rnn_carries(L, t);
+            const real *restrict ct = c + s * H, *restrict tct = tc + s * H;
+            const real *restrict cp = t ? ct - H : ct;  /* c_{t-1}, not read at t = 0 */
+            const int keep = symgrad_rnn_carries(L, t), first = t == 0;
+            for (int j = 0; j < H; ++j) {
+                const real i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j], u = tct[j];
+                const real dc = gh[j] * o * (1 - u * u) + (carried ? cc[j] : 0);  /* through h_t, and the cell path */
+                a[j] = dc * gg * (i * (1 - i));
+                a[H + j] = first ? 0 : dc * cp[j] * (f * (1 - f));
+                a[2 * H + j] = dc * i * (1 - gg * gg);
+                a[3 * H + j] = gh[j] * u * (o * (1 - o));
+                cc[j] = keep ? dc * f : 0;  /* dE/dc_{t-1} through c_t */
+            }
+            carried = keep;
             if (carried) {
-                memset(carry, 0, sizeof(double) * H);
-                symgrad_rnn_back(4 * H, H, L->whh, dg, carry);
+                for (int j = 0; j < H; ++j) {
+                    carry[j] = 0;
+                }
+                symgrad_rnn_vecmat(4 * H, H, a, 1, L->whh, H, carry);
             }
         }
     }
+    symgrad_rnn_grads_from(L, 4 * H, 4 * H, gates, gates, x, h, work + 3 * H, g);
 }
+/* @end */
 
-/* sum_k W[row, k] v[k] plus bias[row] (bias may be NULL). */
-static double symgrad_rnn_row(const double *W, int row, int cols, const double *v, const double *bias)
-{
-    double s = bias ? bias[row] : 0.0;
-    for (int k = 0; k < cols; k++)
-        s += W[(size_t)row * cols + k] * v[k];
-    return s;
-}
-
+/* @helper symgrad_gru_forward needs symgrad_sigmoid symgrad_tanh symgrad_rnn_prepare symgrad_rnn_project symgrad_rnn_last */
 /* GRU: h (B, T, H), gates (B, T, 3H) holding r, z, n after their activations, hn (B, T, H) = W_hn h_{t-1} + b_hn. */
-static void symgrad_gru_forward(const symgrad_rnn_layer *L, const double *x, double *h, double *gates, double *hn)
+static void symgrad_gru_forward(const symgrad_rnn_layer *L, const real *restrict x, real *restrict h,
+    real *restrict last, real *restrict gates, real *restrict hn, real *restrict scratch)
 {
     const int T = L->T, F = L->F, H = L->H;
-    for (int b = 0; b < L->B; b++)
-        for (int t = 0; t < T; t++) {
+    real *restrict gh = symgrad_rnn_prepare(L, 3, 0, scratch);
+    const real *restrict wh = scratch + (size_t)F * 3 * H, *restrict bi = scratch + (size_t)(F + H) * 3 * H;
+    const real *restrict bh = bi + 3 * H;
+    for (int b = 0; b < L->B; ++b) {
+        symgrad_rnn_project(T, F, 3 * H, x + (size_t)b * T * F, scratch, bi, gates + (size_t)b * T * 3 * H);
+        for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
-            double *a = gates + s * 3 * H, *ht = h + s * H;
-            const double *hp = t ? ht - H : NULL;
-            symgrad_rnn_affine(3 * H, F, L->wih, x + s * F, L->bih, NULL, a);
-            for (int j = 0; j < H; j++) {
-                const double ghr = hp ? symgrad_rnn_row(L->whh, j, H, hp, L->bhh) : (L->bhh ? L->bhh[j] : 0.0);
-                const double ghz = hp ? symgrad_rnn_row(L->whh, H + j, H, hp, L->bhh) : (L->bhh ? L->bhh[H + j] : 0.0);
-                const double ghn = hp ? symgrad_rnn_row(L->whh, 2 * H + j, H, hp, L->bhh) : (L->bhh ? L->bhh[2 * H + j] : 0.0);
-                const double r = symgrad_rnn_sigmoid(a[j] + ghr), z = symgrad_rnn_sigmoid(a[H + j] + ghz);
-                const double n = tanh(a[2 * H + j] + r * ghn);
-                a[j] = r, a[H + j] = z, a[2 * H + j] = n;
-                hn[s * H + j] = ghn;
-                ht[j] = (1.0 - z) * n + (hp ? z * hp[j] : 0.0);
+            real *restrict a = gates + s * 3 * H, *restrict ht = h + s * H, *restrict hnt = hn + s * H;
+            for (int r = 0; r < 3 * H; ++r) {
+                gh[r] = bh[r];
             }
-        }
-}
-
-/* Its gradients from dy; work: 8 H doubles (the deltas of the input and recurrent parts, dE/dh, the carried one). */
-static void symgrad_gru_backward(const symgrad_rnn_layer *L, const double *x, const double *h, const double *gates,
-                                 const double *hn, const double *dy, int seq, double *work, const symgrad_rnn_grads *g)
-{
-    const int T = L->T, F = L->F, H = L->H;
-    double *dgi = work, *dgh = work + 3 * H, *gh = work + 6 * H, *carry = work + 7 * H;
-    symgrad_rnn_zero(L, 3 * H, g);
-    for (int b = 0; b < L->B; b++) {
-        int carried = 0;
-        for (int t = T - 1; t >= 0; t--) {
-            const size_t s = (size_t)b * T + t;
-            if (!symgrad_rnn_delta_at(L, dy, seq, b, t, carried ? carry : NULL, gh))
-                continue;
-            const double *a = gates + s * 3 * H, *hp = t ? h + (s - 1) * H : NULL;
-            for (int j = 0; j < H; j++) {
-                const double r = a[j], z = a[H + j], n = a[2 * H + j];
-                const double dan = gh[j] * (1.0 - z) * (1.0 - n * n);  /* dE/d(pre-activation of n) */
-                const double dz = gh[j] * ((hp ? hp[j] : 0.0) - n) * z * (1.0 - z);
-                const double dr = dan * hn[s * H + j] * r * (1.0 - r);
-                dgi[j] = dgh[j] = dr;
-                dgi[H + j] = dgh[H + j] = dz;
-                dgi[2 * H + j] = dan;
-                dgh[2 * H + j] = dan * r;
+            if (t) {
+                symgrad_rnn_vecmat(H, 3 * H, ht - H, 1, wh, 3 * H, gh);
             }
-            symgrad_rnn_collect(L, 3 * H, dgi, dgh, x + s * F, hp, g->dx ? g->dx + s * F : NULL, g);
-            carried = symgrad_rnn_carries(L, t);
-            if (carried) {
-                for (int j = 0; j < H; j++)
-                    carry[j] = gh[j] * a[H + j];  /* h_t = ... + z h_{t-1} */
-                symgrad_rnn_back(3 * H, H, L->whh, dgh, carry);
+            for (int j = 0; j < 2 * H; ++j) {
+                a[j] = symgrad_sigmoid(a[j] + gh[j]);
+            }
+            for (int j = 0; j < H; ++j) {
+                hnt[j] = gh[2 * H + j];
+                a[2 * H + j] = symgrad_tanh(a[2 * H + j] + a[j] * hnt[j]);
+            }
+            if (t) {
+                const real *restrict hp = ht - H;
+                for (int j = 0; j < H; ++j) {
+                    ht[j] = a[2 * H + j] + a[H + j] * (hp[j] - a[2 * H + j]);  /* (1 - z) n + z h_{t-1} */
+                }
+            } else {
+                for (int j = 0; j < H; ++j) {
+                    ht[j] = a[2 * H + j] + a[H + j] * -a[2 * H + j];
+                }
             }
         }
     }
+    symgrad_rnn_last(L, h, last);
 }
+/* @end */
+
+/* @helper symgrad_gru_backward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
+/* Its gradients from dy: each step's deltas of the input part (r, z, n) written over its gate values, the recurrent
+ * part's delta of hn over hn (the recurrent part's r and z deltas are the input part's); work: 2 H + (F + H) 3H
+ * values. */
+static void symgrad_gru_backward(const symgrad_rnn_layer *L, const real *restrict x, const real *restrict h,
+    real *restrict gates, real *restrict hn, const real *restrict dy, real *restrict work, const symgrad_rnn_grads *g)
+{
+    const int T = L->T, H = L->H;
+    real *restrict gh = work, *restrict carry = work + H;
+    for (int b = 0; b < L->B; ++b) {
+        int carried = 0;
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            real *restrict a = gates + s * 3 * H, *restrict hnt = hn + s * H;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < 3 * H; ++j) {
+                    a[j] = 0;
+                }
+                for (int j = 0; j < H; ++j) {
+                    hnt[j] = 0;
+                }
+                continue;
+            }
+            const real *restrict hp = t ? h + (s - 1) * H : h + s * H;  /* h_{t-1}, not read at t = 0 */
+            const int first = t == 0;
+            carried = symgrad_rnn_carries(L, t);
+            for (int j = 0; j < H; ++j) {
+                const real r = a[j], z = a[H + j], n = a[2 * H + j];
+                const real dn = gh[j] * (1 - z) * (1 - n * n);  /* dE/d(pre-activation of n) */
+                const real dz = (first ? -n : hp[j] - n) * gh[j] * (z * (1 - z));
+                a[j] = dn * hnt[j] * (r * (1 - r));
+                a[H + j] = dz;
+                a[2 * H + j] = dn;
+                hnt[j] = dn * r;
+                carry[j] = carried ? gh[j] * z : 0;  /* h_t = ... + z h_{t-1} */
+            }
+            if (carried) {
+                symgrad_rnn_vecmat(2 * H, H, a, 1, L->whh, H, carry);
+                symgrad_rnn_vecmat(H, H, hnt, 1, L->whh + (size_t)2 * H * H, H, carry);
+            }
+        }
+    }
+    symgrad_rnn_grads_from(L, 3 * H, 2 * H, gates, hn, x, h, work + 2 * H, g);
+}
+/* @end */

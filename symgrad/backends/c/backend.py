@@ -26,9 +26,8 @@ class CBackend(Backend):
             raise SpecError(f"blas must be one of {', '.join(BLAS)}", "blas")
 
     def _supported(self, derivation, options):
-        """Refuse what the C backend does not generate: second order for graphs, recurrent and transpose layers."""
+        """Refuse what the C backend does not generate: second order for graphs."""
         needs_second_order(derivation.model, options.get("second_order"), graphs=False)
-        _refuse_recurrent(derivation.model)
 
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
@@ -43,9 +42,3 @@ class CBackend(Backend):
         o = self.settings(options)
         return generate_c(derivation, out_dir, dtype=dtype, **o)
 
-
-def _refuse_recurrent(model):
-    """A SpecError for a model with recurrent layers: their C kernels (templates/c/symgrad_rnn.h) are not wired in yet."""
-    kinds = [n.kind for n in getattr(model, "nodes", ()) if n.kind in ("rnn", "lstm", "gru", "transpose")]
-    if kinds:
-        raise SpecError(f"the C backend does not generate {kinds[0]} layers yet; use --target numpy", "layers")

@@ -103,7 +103,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=Fals
     loss = _void_unused(loss, ("params", "x", "t", "work"))
     backward = _void_unused(backward, ("params", "x", "t", "grad", "work"))
     second = _second(model, layout, pr) if second_order else None
-    math, gemm, conv = _helpers.select(body.helpers() | pr.helpers | (second["gemm"] if second else set()))
+    math, gemm, conv, rnn = _helpers.select(body.helpers() | pr.helpers | (second["gemm"] if second else set()))
     use_blas = shape != "unrolled" and blas != "no"
     name = model.name
     der = {"network": derive(model).layers, "graph": derive(model).graph}.get(model.kind) \
@@ -115,7 +115,7 @@ def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=Fals
                     input_shape=getattr(model, "input_shape", None), output_shape=getattr(model, "output_shape", None),
                     second=second, **common)
     source = render("c/source.c.j2", shape=shape, ops=body.count(), formulas=formula_lines(model, der), blas=use_blas,
-                    helpers=[*math.values(), *gemm.values(), *conv.values()], helpers_need_bits="symgrad_pow2" in math,
+                    helpers=[*math.values(), *gemm.values(), *conv.values(), *rnn.values()], helpers_need_bits="symgrad_pow2" in math,
                     gemm_hook=shape != "unrolled", blas_min_work=BLAS_MIN_WORK, cblas=f"cblas_{'d' if ctype == 'double' else 's'}gemm",
                     workspace=body.workspace(), forward=forward, loss=loss, backward=backward, second=second, **common)
     return {f"{name}.h": header, f"{name}.c": source}, shape, use_blas

@@ -5,8 +5,9 @@ output of layer k (1-based; ``A0`` is x; a flatten's output is its input's buffe
 output where the activation's derivative or the loss needs the net input; backward, ``G{k}`` = dE/dA{k}
 (the first branch writes it, a fork's later branches write ``G{k}_{consumer}_{pos}`` and are added),
 ``D{k}`` = dE/dZ{k} where G{k} is not this layer's own (an add or flatten hands dE/dZ, its activation's
-derivative already applied, on unchanged, without a copy; a flatten, being a view, takes no activation).
-Scratch of a fixed size (im2col columns, a transposed weight matrix) comes first.
+derivative already applied, on unchanged, without a copy; a flatten, being a view, takes no activation);
+an op's own buffers (a recurrent layer's gate values, ``A{k}_G``) after them. Scratch of a fixed size
+(im2col columns, a transposed weight matrix) comes first.
 """
 
 import re
@@ -19,11 +20,13 @@ from symgrad.ops.activations import net as NET
 
 
 class Context:
-    """What the ops' C needs besides their lines: the kernels they call and the scratch buffers they use."""
+    """What the ops' C needs besides their lines: the kernels they call, the scratch buffers they use and their own
+    per-batch buffers."""
 
     def __init__(self):
         self.kernels = set()
         self.scratch_sizes = {}  # name -> values (the same for every batch size)
+        self.batch_sizes = {}  # name -> values per sample (a layer's own, such as a recurrent layer's gate values)
 
     def call(self, name, args):
         """``name(args);``, the kernel recorded."""
@@ -34,6 +37,17 @@ class Context:
         """The scratch buffer ``name`` of at least ``size`` values."""
         self.scratch_sizes[name] = max(self.scratch_sizes.get(name, 0), size)
         return name
+
+    def buffer(self, name, size):
+        """The buffer ``name`` of ``size`` values per sample, kept from the forward pass to the backward pass."""
+        self.batch_sizes.setdefault(name, size)
+        return name
+
+
+def _multiply_adds(node):
+    """Multiply-adds per sample of a layer with weights: its op's count, or its outputs times its weights' fan-in."""
+    count = getattr(node.op, "multiply_adds", None)
+    return count(node) if count else node.size * node.params[0].fan_in
 
 
 def _plain(node):
@@ -73,7 +87,7 @@ class GraphLoops:
         for name, n in sorted(self.cx.scratch_sizes.items()):
             self.starts.append((name, str(offset)))
             offset += n
-        for name, n in self.sizes.items():
+        for name, n in {**self.sizes, **self.cx.batch_sizes}.items():
             self.starts.append((name, f"{const} + (size_t)batch * {per}" if per else str(const)))
             per += n
         self.total = f"{const} + (size_t)batch * {per}" if const else f"(size_t)batch * {per}"
@@ -218,4 +232,4 @@ class GraphLoops:
 
     def count(self):
         """Operations per sample, forward and backward: about 6 per multiply-add of a layer with weights."""
-        return sum(6 * node.size * node.params[0].fan_in if node.params else 4 * node.size for node in self.der.nodes)
+        return sum(6 * _multiply_adds(node) if node.params else 4 * node.size for node in self.der.nodes)

@@ -1,5 +1,5 @@
-"""The static C helpers (templates/c/symgrad_math.h, symgrad_gemm.h, symgrad_conv.h): the sections a generated
-source calls.
+"""The static C helpers (templates/c/symgrad_math.h, symgrad_gemm.h, symgrad_conv.h, symgrad_rnn.h): the sections a
+generated source calls.
 
 A section runs from a comment ``@helper <name> [needs <name> ...]`` to a comment ``@end``; a helper comes after
 the helpers it needs (in its own file, or in a file listed before it in FILES), so the files' order is a
@@ -14,7 +14,8 @@ from symgrad.render import template_text
 MATH = "c/symgrad_math.h"
 GEMM = "c/symgrad_gemm.h"
 CONV = "c/symgrad_conv.h"
-FILES = (MATH, GEMM, CONV)
+RNN = "c/symgrad_rnn.h"
+FILES = (MATH, GEMM, CONV, RNN)
 _SECTION = re.compile(r"^/\* @helper (\w+)((?: needs(?: \w+)+)?) \*/\n(.*?)^/\* @end \*/$", re.M | re.S)
 
 
@@ -35,8 +36,8 @@ def sections(name):
 
 
 def select(used):
-    """({helper: C text} of symgrad_math.h, the same of symgrad_gemm.h, of symgrad_conv.h): the helpers in
-    ``used`` and those they need, in file order."""
+    """({helper: C text} of symgrad_math.h, the same of symgrad_gemm.h, of symgrad_conv.h, of symgrad_rnn.h): the
+    helpers in ``used`` and those they need, in file order."""
     tables = [sections(name) for name in FILES]
     unknown = set(used) - set().union(*tables)
     if unknown:
