@@ -8,7 +8,7 @@ The second-order kernels (``_conv_jvp``, ``_conv_rbackward``, ``_maxpool_jvp``) 
 convolution is bilinear, so its R-passes are the same products with the direction V in W's place or R{x}'s
 columns in x's. The module is imported and linted like any other; the code printer copies a function's source
 (:func:`source`) into a generated module when the module's lines call it. The recurrent layers' kernels
-live in :mod:`symgrad.backends.numpy.recurrent` and are copied the same way.
+live in :mod:`symgrad.backends.numpy.recurrent` (and ``recurrent_second``) and are copied the same way.
 """
 
 import inspect
@@ -16,7 +16,7 @@ import inspect
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from symgrad.backends.numpy import recurrent
+from symgrad.backends.numpy import recurrent, recurrent_second
 
 DTYPE = np.float64  # the generated module defines its own
 
@@ -221,5 +221,5 @@ def closure(names):
 
 def source(name):
     """The source text of kernel ``name``, as it is copied into a generated module."""
-    fn = globals()[name] if name in globals() else getattr(recurrent, name)
+    fn = globals().get(name) or getattr(recurrent, name, None) or getattr(recurrent_second, name)
     return inspect.getsource(fn).rstrip()
