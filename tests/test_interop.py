@@ -1,5 +1,6 @@
 """PyTorch interchange: converted nn.Sequential models agree with PyTorch float64; state_dicts go both ways."""
 
+import shutil
 from collections import OrderedDict
 
 import numpy as np
@@ -360,6 +361,27 @@ def test_a_conv1d_child_before_a_recurrent_child_gets_a_transpose(tmp_path, kind
         ("conv1d", (3, 7)), ("maxpool1d", (3, 6)), ("transpose", (6, 3)), (kind[:3] if kind != "lstm" else "lstm", (6, 4)),
         (kind[:3] if kind != "lstm" else "lstm", (4,)), ("dense", (2,))]
     assert model.nodes[2].name == "transpose1" and model.nodes[1].activation.name == "tanh"
+
+
+@pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"), reason="no C compiler")
+def test_the_inserted_transpose_in_the_c_package_matches_pytorch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(4)
+    module = _ConvSeq([nn.Conv1d(2, 3, 3, padding=1), nn.ReLU()], [nn.LSTM(3, 4, batch_first=True)], nn.Linear(4, 2))
+    model = symgrad.from_torch(module, input_shape=(2, 6), name="convlstm")
+    symgrad.generate(model, "c", tmp_path)
+    pkg = symgrad.import_generated("convlstm_c", tmp_path)
+    module = module.double()
+    params = symgrad.load_state_dict(module.state_dict(), model)
+    rng = np.random.default_rng(4)
+    x, t = rng.normal(size=(3, 2, 6)), rng.normal(size=(3, 2))
+    loss = F.mse_loss(module(torch.tensor(x)), torch.tensor(t))
+    loss.backward()
+    E, grads = pkg.loss_and_gradients(params, x, t)
+    assert abs(E - loss.item()) < 1e-10 * loss.item()
+    for k, g in grads.items():
+        ref = dict(module.named_parameters())[model.torch_keys[k]].grad.numpy()
+        assert np.abs(g - ref).max() <= 1e-10 * np.abs(ref).max(), k
 
 
 def test_a_module_whose_forward_is_a_residual_block_is_refused_clearly():
