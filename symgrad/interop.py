@@ -21,6 +21,7 @@ from symgrad.errors import SpecError
 from symgrad.ops.dense import Dense
 from symgrad.ops.softmax import Softmax
 from symgrad.spec.model import Network
+from symgrad.torch_trace import check_chain
 
 INSTALL = "PyTorch is not installed: pip install torch (or pip install 'symgrad[test]')"
 SUPPORTED = ("Linear, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Softplus (beta=1, threshold=20), SiLU, GELU (approximate='none'), "
@@ -154,9 +155,9 @@ def from_torch(module, loss="mse", input_shape=None, name=None, return_sequences
     nn = _torch().nn
     if not isinstance(module, nn.Module):
         raise SpecError(f"expected a torch.nn.Module, got {type(module).__name__}", "module")
-    _check_chain(module)
+    steps = check_chain(module, _torch(), tuple(_recurrent_kinds()), list(_children(module)))
     if isinstance(module, tuple(_recurrent_kinds())) or any(isinstance(c, _shaped_kinds()) for _, c in _children(module)):
-        return _graph_from_torch(module, loss, input_shape, name, return_sequences)
+        return _graph_from_torch(module, loss, input_shape, name, return_sequences, steps)
     if return_sequences:
         raise SpecError("return_sequences applies to a module with a recurrent child (RNN, LSTM, GRU)", "return_sequences")
     children = [(f"module[{p}]", p, c) for p, c in _children(module)]
@@ -194,44 +195,6 @@ def from_torch(module, loss="mse", input_shape=None, name=None, return_sequences
     return net
 
 
-def _check_chain(module):
-    """Refuse a forward that is not one chain of values (a residual connection, a fork, a join): the children's order
-    cannot say what it computes. A forward torch.fx cannot trace is taken to run its children in order."""
-    torch = _torch()
-    if type(module) is torch.nn.Sequential or isinstance(module, tuple(_recurrent_kinds())):
-        return
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception:  # data-dependent control flow and the like: nothing to check against
-        return
-    recurrent = tuple(_recurrent_kinds())
-    modules = dict(module.named_modules())
-    meta = set()  # sizes and what is computed from them only (x.view(x.size(0), -1) reads x's values once)
-    for node in graph.nodes:
-        if node.op in ("output", "get_attr"):
-            continue
-        args = []  # every value among the arguments, as often as it occurs (x + x joins x with itself)
-        torch.fx.node.map_arg((node.args, node.kwargs), lambda a: args.append(a) if a.op != "get_attr" else None)
-        if node.op == "call_method" and node.target in ("size", "dim", "numel") or node.op == "call_function" and (
-                node.target is getattr and node.args[1] in ("shape", "ndim", "dtype", "device")
-                or args and all(a in meta for a in args)):
-            meta.add(node)
-            continue
-        read = [a.name for a in args if a not in meta]
-        readers = [u.name for u in node.users if not (u.op == "call_method" and u.target in ("size", "dim", "numel")
-                                                      or u.op == "call_function" and u.target is getattr)]
-        tuple_out = node.op == "call_module" and isinstance(modules.get(node.target), recurrent)  # (out, state)
-        what = f"{node.name!r} joins {' and '.join(map(repr, read))}" if len(read) > 1 else \
-            f"the value {node.name!r} is read by {' and '.join(map(repr, readers))}" if len(readers) > 1 and not tuple_out \
-            else None
-        if what:
-            raise SpecError(f"{type(module).__name__}.forward is not a chain of its children: {what} (a residual "
-                            "connection or a fork and join of branches). from_torch reads the children in order, which "
-                            "cannot say that; write the network as a spec with an add or concat layer (they take an "
-                            "activation, as relu(a + b)), or export it with torch.onnx.export and read it with "
-                            "symgrad.from_onnx", "module")
-
-
 def _check_recurrent(child, key):
     """Refuse what symgrad's recurrent layers do not offer: batch_first=False, two directions, proj_size, dropout."""
     refused = [("batch_first=False", not child.batch_first), ("bidirectional=True", child.bidirectional),
@@ -263,7 +226,7 @@ def _recurrent(child, path, lname, sequences):
     return layers, keys
 
 
-def _graph_from_torch(module, loss, input_shape, name, return_sequences=False):
+def _graph_from_torch(module, loss, input_shape, name, return_sequences=False, steps=None):
     """A GraphNetwork from a sequence of Conv/Pool/Flatten/Linear/recurrent children and activations (input_shape
     required)."""
     from symgrad.ops.conv import Conv1d, Conv2d
@@ -322,6 +285,15 @@ def _graph_from_torch(module, loss, input_shape, name, return_sequences=False):
                                       padding=_ints(child.padding)))
         elif kind in recurrent:
             _check_recurrent(child, key)
+            want, seen = "every" if return_sequences or i < last_recurrent else "last", (steps or {}).get(path)
+            if seen and seen != want:
+                said = {"every": "every step", "last": "the last step"}
+                fix = ("pass return_sequences=True" if i == last_recurrent else
+                       "a recurrent child before another hands on every step") if seen == "every" else (
+                    "leave out return_sequences=True" if i == last_recurrent else
+                    "a recurrent child before another must hand on every step")
+                raise SpecError(f"the forward hands on {said[seen]} of {path!r}, but the converted model would take "
+                                f"{said[want]}: {fix}", key)
             stacked, more = _recurrent(child, path, lname, return_sequences or i < last_recurrent)
             layers += stacked
             keys.update(more)

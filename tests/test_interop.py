@@ -419,3 +419,46 @@ def test_a_module_whose_forward_is_a_residual_block_is_refused_clearly():
         assert err.value.key == "module"
         assert f"{type(module).__name__}.forward is not a chain of its children: {what} (a residual connection" in \
             err.value.message and "symgrad.from_onnx" in err.value.message
+
+
+def test_a_forward_computing_outside_its_children_or_out_of_order_is_refused():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    class Swapped(Functional):
+        def forward(self, x):
+            return self.fc1(self.fc2(x))
+
+    for module, what in ((Functional(), "computes 'relu' ('relu') outside its children"),
+                         (Swapped(), "calls its children as ['fc2', 'fc1'], not in their order ['fc1', 'fc2']")):
+        with pytest.raises(SpecError) as err:
+            symgrad.from_torch(module)
+        assert err.value.key == "module" and what in err.value.message
+
+
+class _Seq(nn.Module):
+    """An LSTM then a Linear, its forward handing on every step (out), the last step (out[:, -1]) or h_n[-1]."""
+
+    def __init__(self, read):
+        super().__init__()
+        self.read, self.rnn, self.fc = read, nn.LSTM(3, 4, num_layers=2, batch_first=True), nn.Linear(4, 1)
+
+    def forward(self, x):
+        out, (h, _) = self.rnn(x)
+        return self.fc(out if self.read == "every" else out[:, -1] if self.read == "last" else h[-1])
+
+
+@pytest.mark.parametrize("read", ["every", "last", "h_n"])
+def test_which_steps_a_recurrent_child_hands_on_is_read_from_its_forward(tmp_path, read):
+    torch.manual_seed(0)
+    module = _Seq(read).double()
+    every = read == "every"
+    with pytest.raises(SpecError, match="return_sequences") as err:
+        symgrad.from_torch(module, input_shape=(5, 3), return_sequences=not every)
+    assert err.value.key == "module[rnn]"
+    _check_recurrent(tmp_path, module, (5, 3), return_sequences=every)
