@@ -19,6 +19,7 @@ from symgrad.checks import check_model_name
 from symgrad.errors import SpecError, ToolError, printable
 from symgrad.limits import read_bounded
 from symgrad.onnx_ops import FUSED, OPS, Graph, node_name
+from symgrad.onnx_recurrent import OPS as SEQUENCE_OPS
 from symgrad.render import check_output_file, npz_bytes, write_files_atomic
 from symgrad.spec.loader import from_dict
 
@@ -180,14 +181,17 @@ def read_onnx(path):
             nodes.append(node)
     nodes = _fuse(nodes, consts, {o.name for o in graph.output})
     g = Graph(shown, consts, _readers(nodes), tuple(o.name for o in graph.output), {x.name: "x"}, {x.name: len(dims) - 1})
+    handlers = {**OPS, **SEQUENCE_OPS}
     for node in nodes:
         key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-        if key not in OPS:
-            supported = ", ".join(k for k in OPS if "." not in k)
+        if key not in handlers:
+            supported = ", ".join(k for k in handlers if "." not in k)
             raise g.error(node, f"operator {key} is not supported (supported: {supported}; SiLU and GELU as the "
                                 "subgraphs PyTorch exports)")
-        OPS[key](g, node)
-    out = g.producer.get(graph.output[0].name, "x")
+        handlers[key](g, node)
+    y = graph.output[0].name
+    writer = next((n for n in nodes if y in n.output), None)
+    out = g.data(writer, y) if writer is not None and y not in g.producer else g.producer.get(y, "x")
     if out == "x":
         raise SpecError("the graph has no Gemm, MatMul or Conv layer", "graph", shown)
     _check_used(g, out)
@@ -250,11 +254,13 @@ def _toml_string(text):
 
 
 def _toml_value(v):
-    """A TOML value: a string, number, list or inline table."""
+    """A TOML value: a string, boolean, number, list or inline table."""
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
     return _toml_string(v) if isinstance(v, str) else repr(v)
 
 

@@ -38,6 +38,10 @@ class Graph:
     layers: list = field(default_factory=list)  # spec tables, in order
     sources: dict = field(default_factory=dict)  # layer name -> the names of the layers it reads
     made_by: dict = field(default_factory=dict)  # layer name -> the node that opened it
+    views: dict = field(default_factory=dict)  # tensor -> read(node): the layer computing it, decided when it is read
+    shapes: dict = field(default_factory=dict)  # tensor -> a shape computed at run time: ints, "batch", None (unknown)
+    seqs: dict = field(default_factory=dict)  # tensor -> (arrangement, read) around recurrent operators (onnx_recurrent)
+    zeros: set = field(default_factory=set)  # tensors that are zeros filled at run time (ConstantOfShape)
     values: dict = field(default_factory=dict)  # parameter name -> float64 array
     counts: dict = field(default_factory=dict)  # name stem -> layers with that stem so far
 
@@ -58,7 +62,12 @@ class Graph:
         if tensor in self.consts:
             raise self.error(node, f"its input {printable(tensor)!r} is a constant: it must be computed from the "
                                    "graph's input")
-        return self.producer[tensor]
+        if tensor in self.producer:
+            return self.producer[tensor]
+        if tensor in self.views:
+            return self.views[tensor](node)
+        raise self.error(node, f"its input {printable(tensor)!r} is not a value symgrad computes from the graph's input "
+                               "(a shape, zeros, a recurrent output in ONNX's own arrangement, or a state)")
 
     def table(self, name):
         """The spec table of layer ``name``."""
@@ -73,14 +82,16 @@ class Graph:
                                    "inside the layer, so the value before it cannot be read elsewhere")
 
     def add_layer(self, node, kind, sources, table, rank):
-        """Append a layer of ``kind`` reading ``sources`` (layer names or "x"); its output has per-sample ``rank``."""
+        """Append a layer of ``kind`` reading ``sources`` (layer names or "x"); its output has per-sample ``rank`` (None:
+        the node's outputs are read through views)."""
         stem = PREFIX.get(kind, kind)
         self.counts[stem] = self.counts.get(stem, 0) + 1
         table = {"kind": kind, "name": f"{stem}{self.counts[stem]}", **table}
         self.layers.append(table)
         self.sources[table["name"]] = tuple(sources)
         self.made_by[table["name"]] = node
-        self.produce(node, table["name"], rank)
+        if rank is not None:
+            self.produce(node, table["name"], rank)
         return table
 
     def produce(self, node, layer, rank):
@@ -349,5 +360,7 @@ def attributes(node):
         v = helper.get_attribute_value(a)
         if isinstance(v, float):
             v = float(np.format_float_positional(np.float32(v), unique=True, trim="0"))
+        if isinstance(v, list):
+            v = [x.decode() if isinstance(x, bytes) else x for x in v]
         out[a.name] = v.decode() if isinstance(v, bytes) else v
     return out
