@@ -672,3 +672,111 @@ def test_pytorch_export_of_a_resnet_block_matches_pytorch(tmp_path):
     assert [(n.kind, n.activation and n.activation.name) for n in net.nodes] == [
         ("conv2d", "relu"), ("conv2d", "identity"), ("add", "relu"), ("maxpool2d", "relu"), ("avgpool2d", "sigmoid"),
         ("concat", "tanh"), ("flatten", None), ("dense", "identity")]
+
+
+# recurrent layers and reshapes: PyTorch's exports, and graphs built with onnx.helper
+
+
+class _Recurrent(torch.nn.Module):
+    """A recurrent module (batch_first) into a Linear: its last step out[:, -1], every step, or the top layer's h_n[-1]."""
+
+    def __init__(self, rnn, read):
+        super().__init__()
+        self.rnn, self.read, self.fc = rnn, read, torch.nn.Linear(rnn.hidden_size, 2)
+
+    def forward(self, x):
+        out, h = self.rnn(x)
+        if self.read == "h_n":
+            return self.fc((h[0] if isinstance(h, tuple) else h)[-1])
+        return self.fc(out[:, -1] if self.read == "last" else out)
+
+
+class _ConvLSTM(torch.nn.Module):
+    """Conv1d over (channels, length), transposed to (steps, features) for an LSTM, last step into a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.rnn, self.fc = torch.nn.Conv1d(2, 3, 3), torch.nn.LSTM(3, 4, batch_first=True), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(torch.relu(self.conv(x)).transpose(1, 2))
+        return self.fc(out[:, -1])
+
+
+class _ViewMLP(torch.nn.Module):
+    """x.view(x.size(0), -1) into Linear -> Tanh -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.fc2 = torch.nn.Linear(12, 5), torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc(x.view(x.size(0), -1))))
+
+
+def _torch_name(p):
+    """The PyTorch parameter a symgrad parameter of the modules above comes from: lstm2.weight_ih <- rnn.weight_ih_l1."""
+    stem, what = p.split(".")
+    if what.startswith(("weight_", "bias_")):
+        return f"rnn.{what}_l{int(stem[-1]) - 1}"
+    return {"linear1": "fc", "linear2": "fc2", "conv1": "conv"}[stem] + "." + what
+
+
+def _check_module(tmp_path, module, in_shape, seed=0):
+    """Export module, import it, generate NumPy; the weights are PyTorch's (float32, exactly), and forward, loss and
+    every gradient agree with the module in float64 to 1e-10 relative."""
+    torch.manual_seed(seed)
+    model = _export(module, torch.zeros(2, *in_shape))
+    net, mod = _import(tmp_path, model)
+    module = module.double()
+    params = net.init_params()
+    theirs = dict(module.named_parameters())
+    assert {_torch_name(p) for p in params} == set(theirs)
+    for p, v in params.items():
+        np.testing.assert_array_equal(v, theirs[_torch_name(p)].detach().numpy())
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3, *in_shape))
+    y = module(torch.tensor(x))
+    t = rng.normal(size=tuple(y.shape))
+    loss = F.mse_loss(y, torch.tensor(t))
+    loss.backward()
+    assert _worst(mod.forward(params, x), y.detach().numpy()) < 1e-10
+    E, grads = mod.loss_and_gradients(params, x, t)
+    assert abs(E - loss.item()) < 1e-10 * abs(loss.item())
+    assert set(grads) == set(params)
+    errors = {p: _worst(g, theirs[_torch_name(p)].grad.numpy()) for p, g in grads.items()}
+    assert max(errors.values()) < 1e-10, errors
+    return net
+
+
+@pytest.mark.parametrize("make, read, kinds", [
+    (lambda: torch.nn.RNN(3, 4, batch_first=True), "last", [("rnn", False)]),
+    (lambda: torch.nn.RNN(3, 4, 2, nonlinearity="relu", bias=False, batch_first=True), "seq", [("rnn", True)] * 2),
+    (lambda: torch.nn.LSTM(3, 4, batch_first=True), "seq", [("lstm", True)]),
+    (lambda: torch.nn.LSTM(3, 4, 2, batch_first=True), "last", [("lstm", True), ("lstm", False)]),
+    (lambda: torch.nn.GRU(3, 4, batch_first=True), "last", [("gru", False)]),
+    (lambda: torch.nn.GRU(3, 4, 2, batch_first=True), "seq", [("gru", True)] * 2),
+    (lambda: torch.nn.GRU(3, 4, 2, batch_first=True), "h_n", [("gru", True), ("gru", False)]),
+    (lambda: torch.nn.LSTM(3, 4, 2, batch_first=True), "h_n", [("lstm", True), ("lstm", False)]),
+])
+def test_pytorch_export_of_recurrent_layers_matches_pytorch(tmp_path, make, read, kinds):
+    torch.manual_seed(5)
+    module = _Recurrent(make(), read)
+    net = _check_module(tmp_path, module, (5, 3))
+    assert net.input_shape == (5, 3)
+    assert [(n.kind, n.op.return_sequences) for n in net.nodes if n.kind != "dense"] == kinds
+    rnn = module.rnn
+    acts = [rnn.nonlinearity] * rnn.num_layers if isinstance(rnn, torch.nn.RNN) else []
+    assert [n.op.activation for n in net.nodes if n.kind == "rnn"] == acts
+
+
+def test_pytorch_export_of_conv1d_transpose_lstm_matches_pytorch(tmp_path):
+    torch.manual_seed(6)
+    net = _check_module(tmp_path, _ConvLSTM(), (2, 7))
+    assert [n.kind for n in net.nodes] == ["conv1d", "transpose", "lstm", "dense"]
+
+
+def test_pytorch_export_of_a_view_flatten_matches_pytorch(tmp_path):
+    torch.manual_seed(7)
+    net = _check_module(tmp_path, _ViewMLP(), (3, 4))
+    assert [n.kind for n in net.nodes] == ["flatten", "dense", "dense"]
