@@ -722,11 +722,11 @@ def _torch_name(p):
     return {"linear1": "fc", "linear2": "fc2", "conv1": "conv"}[stem] + "." + what
 
 
-def _check_module(tmp_path, module, in_shape, seed=0):
-    """Export module, import it, generate NumPy; the weights are PyTorch's (float32, exactly), and forward, loss and
-    every gradient agree with the module in float64 to 1e-10 relative."""
+def _check_module(tmp_path, module, in_shape, seed=0, model=None):
+    """Export module (unless the model is given), import it, generate NumPy; the weights are PyTorch's (float32, exactly),
+    and forward, loss and every gradient agree with the module in float64 to 1e-10 relative."""
     torch.manual_seed(seed)
-    model = _export(module, torch.zeros(2, *in_shape))
+    model = model or _export(module, torch.zeros(2, *in_shape))
     net, mod = _import(tmp_path, model)
     module = module.double()
     params = net.init_params()
@@ -780,3 +780,67 @@ def test_pytorch_export_of_a_view_flatten_matches_pytorch(tmp_path):
     torch.manual_seed(7)
     net = _check_module(tmp_path, _ViewMLP(), (3, 4))
     assert [n.kind for n in net.nodes] == ["flatten", "dense", "dense"]
+
+
+ONNX_GATES = {"RNN": ("h", "h"), "LSTM": ("iofc", "ifco"), "GRU": ("zrh", "rzh")}  # ONNX's order; PyTorch's, in ONNX's letters
+
+
+def _onnx_weights(op, rnn):
+    """W, R, B of a one-layer PyTorch recurrent module in ONNX's layout: gate blocks in ONNX's order, B = [Wb, Rb]."""
+    onnx_order, torch_order = ONNX_GATES[op]
+    H = rnn.hidden_size
+
+    def blocks(a):
+        a = a.detach().numpy().astype(np.float64)
+        return np.concatenate([a[torch_order.index(c) * H:(torch_order.index(c) + 1) * H] for c in onnx_order])
+    w, r = blocks(rnn.weight_ih_l0)[None], blocks(rnn.weight_hh_l0)[None]
+    b = np.concatenate([blocks(rnn.bias_ih_l0), blocks(rnn.bias_hh_l0)])[None] if rnn.bias else None
+    return w, r, b
+
+
+def _recurrent_graph(op, module, layout, read, at=None, extra=(), in_shape=(5, 3)):
+    """x -> op (its weights from module.rnn) -> the output ``read`` ("seq" or "last") in ``layout``'s arrangement ->
+    MatMul + Add of module.fc; ``extra`` (name, value) are inputs 4... (sequence_lens, initial_h, ...)."""
+    w, r, b = _onnx_weights(op, module.rnn)
+    consts = {"W": w, "R": r, "fcw": module.fc.weight.detach().numpy().T, "fcb": module.fc.bias.detach().numpy()}
+    if b is not None:
+        consts["B"] = b
+    inputs = ["x" if layout else "xt", "W", "R", "B" if b is not None else ""] + [name for name, _ in extra]
+    consts.update({name: v for name, v in extra if name})
+    nodes = [] if layout else [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2])]
+    outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    nodes.append(helper.make_node(op, inputs, outs, name="rec", hidden_size=module.rnn.hidden_size, layout=layout,
+                                  **({"linear_before_reset": 1} if op == "GRU" else {}), **(at or {})))
+    axis = {("seq", 0): 1, ("seq", 1): 2, ("last", 0): 0, ("last", 1): 1}[read, layout]
+    nodes += [_const("axes", np.array([axis])), helper.make_node("Squeeze", ["Y" if read == "seq" else "Y_h", "axes"], ["s"])]
+    if read == "seq" and not layout:
+        nodes.append(helper.make_node("Transpose", ["s"], ["bt"], perm=[1, 0, 2]))
+    nodes += [helper.make_node("MatMul", ["bt" if read == "seq" and not layout else "s", "fcw"], ["m"]),
+              helper.make_node("Add", ["m", "fcb"], ["y"])]
+    model = _shaped(nodes, consts, in_shape)
+    for n in model.graph.node:  # Constant values as int64, as ONNX wants axes
+        if n.op_type == "Constant":
+            n.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array([axis], dtype=np.int64)))
+    return model
+
+
+@pytest.mark.parametrize("op, make, layout, read, at", [
+    ("LSTM", lambda: torch.nn.LSTM(3, 4, batch_first=True), 1, "seq", {}),
+    ("LSTM", lambda: torch.nn.LSTM(3, 4, batch_first=True), 0, "last", {"activations": ["Sigmoid", "Tanh", "Tanh"]}),
+    ("GRU", lambda: torch.nn.GRU(3, 4, bias=False, batch_first=True), 0, "last", {"direction": "forward"}),
+    ("GRU", lambda: torch.nn.GRU(3, 4, batch_first=True), 1, "last", {}),
+    ("RNN", lambda: torch.nn.RNN(3, 4, nonlinearity="relu", batch_first=True), 1, "last", {"activations": ["Relu"]}),
+    ("RNN", lambda: torch.nn.RNN(3, 4, batch_first=True), 0, "seq", {}),
+])
+def test_onnx_recurrent_operators_in_both_layouts(tmp_path, op, make, layout, read, at):
+    torch.manual_seed(8)
+    module = _Recurrent(make(), read)
+    zeros = [("", None), ("h0", np.zeros((1, 3, 4)))] if op == "GRU" and not layout else []  # initial_h all zeros
+    model = _recurrent_graph(op, module, layout, read, at, zeros)
+    if at.get("activations") != ["Relu"]:  # onnx's reference RNN has no Relu: the graph is ONNX's reading of the module
+        x = np.random.default_rng(1).normal(size=(3, 5, 3))
+        (expected,) = ReferenceEvaluator(model).run(None, {"x": x})
+        np.testing.assert_allclose(expected, module.double()(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-14)
+    net = _check_module(tmp_path, module.float(), (5, 3), model=model)
+    assert [n.kind for n in net.nodes] == [op.lower(), "dense"]
+    assert net.nodes[0].op.return_sequences == (read == "seq")
