@@ -305,6 +305,7 @@ TORCH_OPS = {
     "Softplus": lambda at, a: F.softplus(a), "LeakyRelu": lambda at, a: F.leaky_relu(a, at.get("alpha", 0.01)),
     "Elu": lambda at, a: F.elu(a, at.get("alpha", 1.0)), "Gelu": lambda at, a: F.gelu(a),
     "Identity": lambda at, a: a,
+    "Reshape": lambda at, a, s: a.reshape([a.shape[k] if d == 0 else d for k, d in enumerate(s.long().tolist())]),
 }
 
 
@@ -531,7 +532,8 @@ def _conv_then(*nodes, conv=None, in_shape=(2, 6, 6), opset=20):
      "Relu node '(unnamed)': its input 'c' is also read by Add node 'both': symgrad applies an activation inside the "
      "layer"),
     (_conv_then(helper.make_node("Reshape", ["c", "w"], ["y"], name="reshape")),
-     "Reshape node 'reshape': operator Reshape is not supported (supported: Gemm, MatMul, Add, Conv, MaxPool"),
+     "Reshape node 'reshape': a Reshape to [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1] is "
+     "not supported: only to (batch, -1)"),
     (_conv_then(helper.make_node("Gelu", ["c"], ["y"], name="tanh_gelu", approximate="tanh")),
      "Gelu node 'tanh_gelu': only approximate='none'"),
     (_conv_then(helper.make_node("Gemm", ["c", "w"], ["y"], name="unflat")),
@@ -809,8 +811,8 @@ def _recurrent_graph(op, module, layout, read, at=None, extra=(), in_shape=(5, 3
     consts.update({name: v for name, v in extra if name})
     nodes = [] if layout else [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2])]
     outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
-    nodes.append(helper.make_node(op, inputs, outs, name="rec", hidden_size=module.rnn.hidden_size, layout=layout,
-                                  **({"linear_before_reset": 1} if op == "GRU" else {}), **(at or {})))
+    at = {"layout": layout, **({"linear_before_reset": 1} if op == "GRU" else {}), **(at or {})}
+    nodes.append(helper.make_node(op, inputs, outs, name="rec", hidden_size=module.rnn.hidden_size, **at))
     axis = {("seq", 0): 1, ("seq", 1): 2, ("last", 0): 0, ("last", 1): 1}[read, layout]
     nodes += [_const("axes", np.array([axis])), helper.make_node("Squeeze", ["Y" if read == "seq" else "Y_h", "axes"], ["s"])]
     if read == "seq" and not layout:
@@ -844,3 +846,76 @@ def test_onnx_recurrent_operators_in_both_layouts(tmp_path, op, make, layout, re
     net = _check_module(tmp_path, module.float(), (5, 3), model=model)
     assert [n.kind for n in net.nodes] == [op.lower(), "dense"]
     assert net.nodes[0].op.return_sequences == (read == "seq")
+
+
+def _refused(op, at=None, extra=(), layout=0, read="last", rnn=None):
+    """A recurrent graph _recurrent_graph builds, for the refusal tests."""
+    torch.manual_seed(9)
+    make = {"RNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[op]
+    return _recurrent_graph(op, _Recurrent(rnn or make(3, 4, batch_first=True), read), layout, read, at, extra)
+
+
+def _with(model, change):
+    """The model after change(nodes) edits its node list in place."""
+    change(model.graph.node)
+    return model
+
+
+@pytest.mark.parametrize("model, message", [
+    (_refused("LSTM", {"direction": "reverse"}), "LSTM node 'rec': direction=reverse is not supported"),
+    (_refused("GRU", {"direction": "bidirectional"}), "GRU node 'rec': direction=bidirectional is not supported"),
+    (_refused("LSTM", {"clip": 3.0}), "LSTM node 'rec': clip is not supported"),
+    (_refused("LSTM", {"input_forget": 1}), "LSTM node 'rec': input_forget=1 is not supported"),
+    (_refused("RNN", {"activations": ["Sigmoid"]}), "RNN node 'rec': activations=['Sigmoid'] is not supported: only "
+                                                    "['Tanh'] or ['Relu']"),
+    (_refused("LSTM", {"activations": ["Sigmoid", "Tanh", "Relu"]}), "LSTM node 'rec': activations="),
+    (_refused("RNN", {"activations": ["Relu"], "activation_alpha": [0.5]}), "RNN node 'rec': activation_alpha is not "
+                                                                            "supported"),
+    (_refused("GRU", {"linear_before_reset": 0}), "GRU node 'rec': linear_before_reset=0 is not supported: symgrad's "
+                                                  "GRU is PyTorch's"),
+    (_refused("GRU", {"layout": 2}), "GRU node 'rec': layout=2 is not supported"),
+    (_refused("RNN", extra=[("lens", np.full(3, 5))]), "RNN node 'rec': input sequence_lens is not supported"),
+    (_refused("RNN", extra=[("", None), ("h0", np.full((1, 3, 4), 0.5))]),
+     "RNN node 'rec': input initial_h 'h0' is not zeros: symgrad's recurrent layers start from a zero state"),
+    (_refused("LSTM", extra=[("", None), ("", None), ("c0", np.ones((1, 3, 4)))]), "input initial_c 'c0' is not zeros"),
+    (_refused("LSTM", extra=[("", None), ("", None), ("", None), ("p", np.zeros((1, 12)))]),
+     "LSTM node 'rec': input P is not supported"),
+    (_refused("LSTM", {"layout": 1}), "LSTM node 'rec': its input X 'xt' is not a sequence in layout=1's order: "
+                                      "(batch, steps, features)"),
+    (_with(_refused("LSTM"), lambda nodes: nodes[1].input.__setitem__(0, "x")),  # the Transpose before it left out
+     "LSTM node 'rec': its input X 'x' is not a sequence in layout=0's order: (steps, batch, features)"),
+    (_with(_refused("LSTM"), lambda nodes: nodes[-1].input.__setitem__(0, "Y_c")), "LSTM node 'rec': its output Y_c"),
+    (_with(_refused("GRU"), lambda nodes: nodes[0].attribute[0].ints.__setitem__(slice(None), [2, 1, 0])),
+     "Transpose node '(unnamed)': perm=[2, 1, 0] is not supported"),
+    (_with(_refused("GRU"), lambda nodes: nodes[3].input.__setitem__(0, "Y")),
+     "Squeeze node '(unnamed)': a Squeeze is supported only of the direction axis"),
+])
+def test_recurrent_graphs_outside_the_supported_subset_are_refused(tmp_path, capsys, model, message):
+    assert message in _fails(tmp_path, model, capsys)
+
+
+def test_a_recurrent_layer_read_at_every_step_and_at_the_last_is_refused(tmp_path, capsys):
+    model = _refused("GRU", read="seq")  # the sequence into the MatMul; add the last step into the Add
+    model.graph.node.extend([_const("a0", np.array([0])), helper.make_node("Squeeze", ["Y_h", "a0"], ["h"]),
+                             helper.make_node("Gemm", ["h", "g"], ["z"], name="fc2", transB=1),
+                             helper.make_node("Add", ["y", "z"], ["y2"])])
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((2, 4)), "g"))
+    model.graph.output[0].name = "y2"
+    err = _fails(tmp_path, model, capsys)
+    assert "Gemm node 'fc2': it reads the last step of layer 'gru1', which another node reads every step of" in err
+
+
+@pytest.mark.parametrize("shape, message", [
+    ([0, 3, -1], "Reshape node 'r': a Reshape to [0, 3, -1] is not supported: only to (batch, -1)"),
+    ([-1, 12], "a Reshape to [-1, 12] is not supported"),
+    ([0, -1], None),
+])
+def test_reshape_only_as_a_flatten(tmp_path, capsys, shape, message):
+    (w,) = _weights(2, (2, 12))
+    nodes = [helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array(shape, dtype=np.int64))),
+             helper.make_node("Reshape", ["x", "s"], ["f"], name="r"), helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    model = _shaped(nodes, {"w": w}, (3, 4))
+    if message:
+        assert message in _fails(tmp_path, model, capsys)
+    else:
+        assert [n.kind for n in _check_graph(tmp_path, model).nodes] == ["flatten", "dense"]
