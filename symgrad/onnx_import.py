@@ -1,9 +1,9 @@
 """ONNX import: a graph of supported ONNX operators becomes a spec (TOML text) and its weights (.npz).
 
-The graph is read node by node in its (topological) order; :data:`symgrad.onnx_ops.OPS` maps each
-``op_type`` to the handler that adds the node to the layers being built. Before that, ``PATTERNS`` fuse
-the subgraphs exporters write for activations older opsets lack (SiLU as x * Sigmoid(x), GELU as its
-erf form) into one node each.
+The graph is read node by node in its (topological) order; :data:`symgrad.onnx_ops.OPS` and
+:data:`symgrad.onnx_recurrent.OPS` map each ``op_type`` to the handler that adds the node to the layers
+being built. Before that, ``PATTERNS`` fuse the subgraphs exporters write for activations older opsets
+lack (SiLU as x * Sigmoid(x), GELU as its erf form) into one node each.
 
 A chain from a (batch, features) input through dense and softmax layers becomes a ``Network`` spec
 (``inputs = n``); any other graph a graph network spec (``input_shape``, layers naming ``input``/``inputs``).

@@ -4,7 +4,8 @@ Gemm, MatMul and Conv open a layer with weights, an Add of a constant right afte
 an activation right after a dense, convolution, pooling, add or concat layer is its activation (so
 ``Relu(Add(a, b))`` is one add layer, the residual block), MaxPool, AveragePool, Flatten and Concat are
 their layers, an Add of two computed tensors is an ``add`` layer (a residual connection), Softmax is a
-softmax layer, Identity passes its input on. A new operator is one more entry.
+softmax layer, Identity passes its input on. A new operator is one more entry (the recurrent operators and
+the shape and layout nodes around them are in ``onnx_recurrent.py``).
 """
 
 from dataclasses import dataclass, field
