@@ -24,6 +24,8 @@ BATCH = "batch"
 def _ints(g, node, tensor, what):
     """A constant integer tensor (an input such as axes or indices) as a list of ints."""
     if tensor in g.shapes:
+        if not isinstance(g.shapes[tensor], list):
+            raise g.error(node, f"its {what} {printable(tensor)!r} is one entry of a shape, not a list of them")
         return g.shapes[tensor]
     return [int(v) for v in g.const(node, tensor, what).reshape(-1)]
 
@@ -128,34 +130,33 @@ def _reshape(g, node):
 
 
 def _transpose(g, node):
-    """Transpose between batch-first (batch, A, B) and the (steps, batch, features) order ONNX's recurrent ops use."""
+    """Transpose of a (batch, A, B) value V, or of V held as (A, batch, B): to V, V^T (a transpose layer, made when
+    read), or either in the (steps, batch, features) order ONNX's recurrent operators read."""
     tensor, perm = node.input[0], list(attributes(node).get("perm", []))
     form, read = g.seqs.get(tensor, (None, None))
-    out = node.output[0]
-    if form == "TB" and perm == [1, 0, 2]:
-        g.seqs[out] = ("BT", read)
-        g.views[out] = lambda reader: read(reader, False)
-        g.rank[out] = 2
-        return
-    if form is not None or g.rank.get(tensor) != 2:
-        raise g.error(node, f"perm={perm} of this value is not supported: only of a (batch, A, B) value, or of a "
-                            "recurrent sequence back to batch first (perm [1, 0, 2])")
-    if perm == [1, 0, 2]:
-        g.seqs[out] = ("TB", _plain(g, tensor))
-    elif perm in ([0, 2, 1], [2, 0, 1]):
-        made = {}
+    if form not in (None, "BT", "TB") or (form is None and g.rank.get(tensor) != 2) or sorted(perm) != [0, 1, 2]:
+        raise g.error(node, f"perm={perm} of this value is not supported: only of a (batch, A, B) value or of a "
+                            "recurrent sequence")
+    source = read or _plain(g, tensor)
+    axes = [([1, 0, 2] if form == "TB" else [0, 1, 2])[p] for p in perm]  # the output's axes as axes of V
+    out, made = node.output[0], {}
 
-        def swapped(reader):  # one transpose layer, made when a node first reads it
-            if not made:
-                made["name"] = g.add_layer(node, "transpose", [g.data(reader, tensor)], {}, None)["name"]
-            return made["name"]
-        if perm == [0, 2, 1]:
-            g.views[out], g.rank[out] = swapped, 2
-        else:
-            g.seqs[out] = ("TB", lambda reader, last: _every(g, reader, last) or swapped(reader))
+    def swapped(reader):  # one transpose layer, made when a node first reads it
+        if not made:
+            made["name"] = g.add_layer(node, "transpose", [source(reader, False)], {}, None)["name"]
+        return made["name"]
+    if axes == [0, 1, 2]:
+        g.seqs[out] = ("BT", source)
+        g.views[out], g.rank[out] = (lambda reader: source(reader, False)), 2
+    elif axes == [1, 0, 2]:
+        g.seqs[out] = ("TB", source)
+    elif axes == [0, 2, 1]:
+        g.views[out], g.rank[out] = swapped, 2
+    elif axes == [2, 0, 1]:
+        g.seqs[out] = ("TB", lambda reader, last: _every(g, reader, last) or swapped(reader))
     else:
-        raise g.error(node, f"perm={perm} is not supported: only [0, 2, 1], and [1, 0, 2] or [2, 0, 1] into a "
-                            "recurrent operator")
+        raise g.error(node, f"perm={perm} is not supported: only swapping the two axes after the batch, or moving "
+                            "the steps first for a recurrent operator")
 
 
 def _every(g, node, last):
@@ -191,7 +192,7 @@ def _recurrent(g, node):
         if attr in at:
             raise g.error(node, f"{attr} is not supported")
     acts = at.get("activations", activations[0])
-    if acts not in [list(a) for a in activations]:
+    if [a.lower() for a in acts] not in [[a.lower() for a in choice] for choice in activations]:
         raise g.error(node, f"activations={acts} is not supported: only {' or '.join(map(str, activations))}")
     names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
     for k, tensor in enumerate(node.input[4:], 4):

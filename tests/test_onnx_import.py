@@ -919,3 +919,46 @@ def test_reshape_only_as_a_flatten(tmp_path, capsys, shape, message):
         assert message in _fails(tmp_path, model, capsys)
     else:
         assert [n.kind for n in _check_graph(tmp_path, model).nodes] == ["flatten", "dense"]
+
+
+class _SeqConv(torch.nn.Module):
+    """An LSTM's sequence transposed to (channels, length) for a Conv1d, flattened by x.view into a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.conv, self.fc = torch.nn.LSTM(3, 4, batch_first=True), torch.nn.Conv1d(4, 2, 3), torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        c = self.conv(out.transpose(1, 2))
+        return self.fc(c.view(c.size(0), -1))
+
+
+class _LastStep(torch.nn.Module):
+    """A GRU's last step is the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 4, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0][:, -1]
+
+
+def test_pytorch_export_of_a_sequence_into_a_convolution_matches_pytorch(tmp_path):
+    torch.manual_seed(10)
+    net = _check_module(tmp_path, _SeqConv(), (5, 3))
+    assert [n.kind for n in net.nodes] == ["lstm", "transpose", "conv1d", "flatten", "dense"]
+    assert net.nodes[0].op.return_sequences
+
+
+def test_pytorch_export_ending_in_the_last_step_matches_pytorch(tmp_path):
+    torch.manual_seed(11)
+    net = _check_module(tmp_path, _LastStep(), (5, 3))
+    assert [(n.kind, n.op.return_sequences) for n in net.nodes] == [("gru", True), ("gru", False)]
+
+
+def test_pytorch_export_of_a_sequence_first_recurrent_layer_is_refused(tmp_path, capsys):
+    module = _Recurrent(torch.nn.LSTM(3, 4), "last")  # batch_first=False: the graph's axis 0 is the steps
+    err = _fails(tmp_path, _export(module, torch.zeros(5, 2, 3)), capsys)
+    assert "LSTM node '/rnn/LSTM': its input X 'x' is not a sequence in layout=0's order" in err
