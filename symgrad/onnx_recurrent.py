@@ -58,8 +58,10 @@ def _gather(g, node):
     data, axis = node.input[0], attributes(node).get("axis", 0)
     index = g.const(node, node.input[1], "indices")
     if data in g.shapes:
-        dims = g.shapes[data]
-        g.shapes[node.output[0]] = [dims[int(i)] for i in index.reshape(-1)] if index.ndim else dims[int(index)]
+        dims, picks = g.shapes[data], [int(i) for i in index.reshape(-1)]
+        if not isinstance(dims, list) or axis != 0 or not all(-len(dims) <= i < len(dims) for i in picks):
+            raise g.error(node, f"indices {picks if index.ndim else picks[0]} along axis {axis} do not pick entries of the shape it reads")
+        g.shapes[node.output[0]] = [dims[i] for i in picks] if index.ndim else dims[picks[0]]
         return
     form, read = g.seqs.get(data, (None, None))
     step = int(index) if index.ndim == 0 else None

@@ -962,3 +962,15 @@ def test_pytorch_export_of_a_sequence_first_recurrent_layer_is_refused(tmp_path,
     module = _Recurrent(torch.nn.LSTM(3, 4), "last")  # batch_first=False: the graph's axis 0 is the steps
     err = _fails(tmp_path, _export(module, torch.zeros(5, 2, 3)), capsys)
     assert "LSTM node '/rnn/LSTM': its input X 'x' is not a sequence in layout=0's order" in err
+
+
+@pytest.mark.parametrize("index, message", [
+    (np.array(3, dtype=np.int64), "Gather node 'g': indices 3 along axis 0 do not pick entries of the shape it reads"),
+    (np.array(-1, dtype=np.int64), "Gather node 'g': a Gather is supported only of a shape, of a recurrent output's last"),
+])
+def test_gather_outside_a_shape_or_a_sequence_is_refused(tmp_path, capsys, index, message):
+    data = "s" if index == 3 else "x"  # a shape (batch, 3, 4) has entries 0..2; x itself is no recurrent output
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Constant", [], ["i"], value=numpy_helper.from_array(index)),
+             helper.make_node("Gather", [data, "i"], ["y"], name="g", axis=0 if index == 3 else 1)]
+    assert message in _fails(tmp_path, _shaped(nodes, {}, (3, 4)), capsys)
