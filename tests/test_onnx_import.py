@@ -811,8 +811,9 @@ def _recurrent_graph(op, module, layout, read, at=None, extra=(), in_shape=(5, 3
     consts.update({name: v for name, v in extra if name})
     nodes = [] if layout else [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2])]
     outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
-    at = {"layout": layout, **({"linear_before_reset": 1} if op == "GRU" else {}), **(at or {})}
-    nodes.append(helper.make_node(op, inputs, outs, name="rec", hidden_size=module.rnn.hidden_size, **at))
+    at = {"hidden_size": module.rnn.hidden_size, "layout": layout, **({"linear_before_reset": 1} if op == "GRU" else {}),
+          **(at or {})}
+    nodes.append(helper.make_node(op, inputs, outs, name="rec", **at))
     axis = {("seq", 0): 1, ("seq", 1): 2, ("last", 0): 0, ("last", 1): 1}[read, layout]
     nodes += [_const("axes", np.array([axis])), helper.make_node("Squeeze", ["Y" if read == "seq" else "Y_h", "axes"], ["s"])]
     if read == "seq" and not layout:
@@ -887,6 +888,8 @@ def _with(model, change):
     (_with(_refused("LSTM"), lambda nodes: nodes[-1].input.__setitem__(0, "Y_c")), "LSTM node 'rec': its output Y_c"),
     (_with(_refused("GRU"), lambda nodes: nodes[0].attribute[0].ints.__setitem__(slice(None), [2, 1, 0])),
      "Transpose node '(unnamed)': perm=[2, 1, 0] is not supported"),
+    (_refused("LSTM", {"hidden_size": 3}), "LSTM node 'rec': its weights W (1, 16, 3) and R (1, 16, 4) do not fit "
+                                           "hidden_size=3 with 4 gate blocks"),
     (_with(_refused("GRU"), lambda nodes: nodes[3].input.__setitem__(0, "Y")),
      "Squeeze node '(unnamed)': a Squeeze is supported only of the direction axis"),
 ])
@@ -974,3 +977,30 @@ def test_gather_outside_a_shape_or_a_sequence_is_refused(tmp_path, capsys, index
              helper.make_node("Constant", [], ["i"], value=numpy_helper.from_array(index)),
              helper.make_node("Gather", [data, "i"], ["y"], name="g", axis=0 if index == 3 else 1)]
     assert message in _fails(tmp_path, _shaped(nodes, {}, (3, 4)), capsys)
+
+
+@pytest.mark.parametrize("value, message", [
+    (0.0, None),
+    (0.5, "ConstantOfShape node 'fill': value=[0.5] is not supported: only zeros"),
+])
+def test_initial_state_from_constant_of_shape(tmp_path, capsys, value, message):
+    torch.manual_seed(12)
+    module = _Recurrent(torch.nn.RNN(3, 4, batch_first=True), "last")
+    model = _recurrent_graph("RNN", module, 0, "last", extra=[("", None)])
+    model.graph.node[1].input.append("h0")  # initial_h = ConstantOfShape([1, batch, 4]) computed from Shape(x)
+    shape_nodes = [helper.make_node("Shape", ["x"], ["sx"]), _const("zero", np.array(0)),
+                   helper.make_node("Gather", ["sx", "zero"], ["n"]), _const("ax", np.array([0])),
+                   helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]), _const("one", np.array([1])),
+                   _const("four", np.array([4])), helper.make_node("Concat", ["one", "n1", "four"], ["shp"], axis=0),
+                   helper.make_node("ConstantOfShape", ["shp"], ["h0"], name="fill",
+                                    value=numpy_helper.from_array(np.array([value])))]
+    for n in shape_nodes:
+        if n.op_type == "Constant":  # shapes and indices are int64 in ONNX
+            t = n.attribute[0].t
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.int64)))
+    for k, n in enumerate(shape_nodes):
+        model.graph.node.insert(k, n)
+    if message:
+        assert message in _fails(tmp_path, model, capsys)
+    else:
+        assert [n.kind for n in _check_module(tmp_path, module, (5, 3), model=model).nodes] == ["rnn", "dense"]
