@@ -76,8 +76,9 @@ def test_c_and_numpy_agree_and_refusals(tmp_path):
         cm.hessian(p, x, t)
     with pytest.raises(ValueError, match="missing 'l1.bias'"):
         cm.hvp(p, x, t, {"l1.weight": np.zeros((4, 3))})
-    with pytest.raises(SpecError, match="network"):
-        symgrad.generate(load("examples/sigmoid_neuron.toml"), "c", tmp_path, second_order=True)
+    with pytest.raises(SpecError, match="graph networks have gradients only") as err:
+        symgrad.generate(load("examples/conv_tiny.toml"), "c", tmp_path, second_order=True)
+    assert err.value.key == "--second-order"
 
 
 def test_default_c_package_is_unchanged(tmp_path):

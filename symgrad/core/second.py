@@ -20,6 +20,7 @@ import sympy as sp
 from symgrad.core.derivation import _simplest
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
+from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
 
 
@@ -123,3 +124,48 @@ def derive_second(lder):
     else:
         rdelta = loss.second_derivative()
     return LayerSecond(lder, second, rdelta, loss.second_derivative(), loss.convex)
+
+
+def without_deltas(expr):
+    """expr with every DiracDelta (the second derivative of abs, max, min at their kink) set to 0, as PyTorch does."""
+    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+
+
+def _expand(expr, steps):
+    for s in reversed(steps):
+        expr = expr.xreplace({s.sym: s.expr})
+    return expr
+
+
+@dataclass
+class ExpressionPartials:
+    """Per-sample derivatives of an expression model in its parameters, inputs and targets (what its second-order code prints).
+
+    ``input_grads[i]`` = dE/dx_i, ``jacobian[j * n_in + i]`` = d out_j/d x_i, ``hessian[k]`` = d^2E/(dp dq) and
+    ``gauss_newton[k]`` = c sum_j l''(out_j) d out_j/dp d out_j/dq for ``pairs[k]`` = (p, q), p <= q, indices into
+    ``trained`` (the trainable parameter symbols in program order). E is the per-sample loss before the batch factor.
+    """
+
+    trained: list
+    input_grads: list
+    jacobian: list
+    pairs: list
+    hessian: list
+    gauss_newton: list
+
+
+def expression_partials(model, sder):
+    """The ExpressionPartials of an ExpressionModel from sympy.diff of its expanded expressions."""
+    prog = sder.program
+    E = _expand(prog.loss, prog.steps)
+    outs = [_expand(o, prog.steps) for o in prog.outputs]
+    trained = list(sder.grads)
+    grads = [sp.diff(E, v) for v in prog.inputs]
+    jac = [sp.diff(o, v) for o in outs for v in prog.inputs]
+    pairs = [(i, j) for i in range(len(trained)) for j in range(i, len(trained))]
+    hess = [without_deltas(sp.diff(E, trained[i], trained[j])) for i, j in pairs]
+    curv = model.loss.second_derivative()
+    jp = {(o, p): sp.diff(outs[o], trained[p]) for o in range(len(outs)) for p in range(len(trained))}
+    gn = [without_deltas(prog.scale * sp.Add(*[curv.subs({Y: outs[o], T: prog.targets[o]}) * jp[o, i] * jp[o, j]
+                                               for o in range(len(outs))])) for i, j in pairs]
+    return ExpressionPartials(trained, grads, jac, pairs, hess, gn)
