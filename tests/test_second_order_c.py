@@ -71,6 +71,15 @@ def test_c_and_numpy_agree_and_refusals(tmp_path):
     p = npm.init_params()
     np.testing.assert_allclose(cm.hessian(p, x, t), npm.hessian(p, x, t), rtol=1e-12, atol=1e-15)
     assert cm.HESSIAN_ORDER == npm.HESSIAN_ORDER
+    theta, H = cm.pack(p), np.full((cm.N_TRAINABLE, cm.N_TRAINABLE), np.nan)
+    call = cm.bind_hessian(theta, np.ascontiguousarray(x), np.ascontiguousarray(t), H)
+    call()  # one C call, in place
+    np.testing.assert_allclose(H, npm.hessian(p, x, t), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(cm._second_order._columns(p, x, t, "hvp"), H, rtol=1e-12, atol=1e-15)  # one hvp per column
+    with pytest.raises(ValueError, match=r"H must be .* shape \(26, 26\)"):
+        cm.bind_hessian(theta, x, t, np.empty((26, 25)))
+    with pytest.raises(ValueError, match="theta must be"):
+        cm.bind_hessian(theta[:-1], x, t, H)
     cm._second_order.limit = 3
     with pytest.raises(ValueError, match="hvp"):
         cm.hessian(p, x, t)

@@ -90,9 +90,11 @@ def _second(model, layout, pr):
     bodies = code.bodies()
     args = {"input_gradients": ("params", "x", "t", "batch", "gx", "work"), "jacobian": ("params", "x", "batch", "J", "work"),
             "hvp": ("params", "x", "t", "v", "batch", "out", "work"),
-            "gauss_newton_vp": ("params", "x", "t", "v", "batch", "out", "work")}
+            "gauss_newton_vp": ("params", "x", "t", "v", "batch", "out", "work"),
+            "hessian": ("params", "x", "t", "batch", "H", "work")}
     bodies = {name: _void_unused(body, args[name]) for name, body in bodies.items()}
-    return {"bodies": bodies, "workspace": code.workspace(), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers(),
+    return {"bodies": bodies, "workspace": code.workspace(), "hessian_workspace": code.hessian_workspace(),
+            "n_trainable": sum(p["size"] for p in layout if p["trainable"]), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers(),
             "method": "the R-operator over the layer program" if model.kind == "network"
             else "SymPy's second derivatives of the expressions, summed over the batch"}
 

@@ -62,6 +62,7 @@ class CSecond:
         self.L = len(self.layers)
         self.off = {p["name"]: p["offset"] for p in layout}
         self.n_params = sum(p["size"] for p in layout)
+        self.trained_ranges = [(p["offset"], p["size"]) for p in layout if p["trainable"]]
         self.width = [self.model.n_inputs] + [s.units for s in self.layers]
         trained = [s.index for s in self.layers if s.dense and any(p.trainable for p in (s.weight, s.bias) if p)]
         self.lowest = min(trained, default=None)
@@ -196,8 +197,11 @@ class CSecond:
             return lines + for_all(n, [f"RD{L}[_q] = RG{L}[_q]{'' if fp == 1 else f' * ({self._elem(fp, L)})'};"])
         return lines + self._vjp(s, f"RG{L}", f"RD{L}", f"_g{L}_")
 
-    def backward(self, second=False, to_input=False, gauss_newton=False):
-        """Lines from D{L} (RD{L}) down, writing parameter entries into ``out`` (hv or grad layout)."""
+    def backward(self, second=False, to_input=False, gauss_newton=False, r_only=False):
+        """Lines from D{L} (RD{L}) down, writing parameter entries into ``out`` (hv or grad layout).
+
+        ``r_only``: only the R{.} lines (the D{k} and G{k} they read were computed before, once).
+        """
         lines = []
         stop = -1 if to_input else self.lowest
         for s in reversed(self.layers):
@@ -219,34 +223,35 @@ class CSecond:
                 if gauss_newton:
                     lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, RD{k}, {W}, RG{j}, 0"))
                 else:
-                    lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, {W}, G{j}, 0"))
+                    if not r_only:
+                        lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, {W}, G{j}, 0"))
                     if second:
                         lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, RD{k}, {W}, RG{j}, 0"))
                         if s.weight.trainable:
                             lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, v + {self.off[s.weight.name]}, RG{j}, 1"))
             else:
-                body = [f"RG{j}[_q] = RD{k}[_q];"] if gauss_newton else [f"G{j}[_q] = D{k}[_q];"] + (
+                body = [f"RG{j}[_q] = RD{k}[_q];"] if gauss_newton else ([] if r_only else [f"G{j}[_q] = D{k}[_q];"]) + (
                     [f"RG{j}[_q] = RD{k}[_q];"] if second else [])
                 lines += for_all(s.fan_in, body)
             if i == 0:
                 break
-            lines += self._op_back(self.layers[i - 1], second, gauss_newton)
+            lines += self._op_back(self.layers[i - 1], second, gauss_newton, r_only)
         return lines
 
-    def _op_back(self, s, second, gauss_newton):
+    def _op_back(self, s, second, gauss_newton, r_only=False):
         k, i, n = s.index + 1, s.index, s.units
         if s.elementwise:
             fp, fpp = self.der.derivs[i], self.second.second[i]
             f = "" if fp == 1 else f" * ({self._elem(fp, k)})"
             if gauss_newton:
                 return for_all(n, [f"RD{k}[_q] = RG{k}[_q]{f};"])
-            body = [f"D{k}[_q] = G{k}[_q]{f};"]
+            body = [] if r_only else [f"D{k}[_q] = G{k}[_q]{f};"]
             if second:
                 body.append(f"RD{k}[_q] = RG{k}[_q]{f}" + ("" if fpp == 0 else f" + G{k}[_q] * ({self._elem(fpp, k)}) * RZ{k}[_q]") + ";")
             return for_all(n, body)
         if gauss_newton:
             return self._vjp(s, f"RG{k}", f"RD{k}", f"_g{k}_")
-        lines = self._vjp(s, f"G{k}", f"D{k}", f"_b{k}_")
+        lines = [] if r_only else self._vjp(s, f"G{k}", f"D{k}", f"_b{k}_")
         return lines + (self._rvjp(s, f"G{k}", f"RG{k}", f"RD{k}") if second else [])
 
     # -- function bodies
@@ -272,7 +277,44 @@ class CSecond:
             out["hvp"] = fwd + rf + self.scale() + self.output(True) + self._zero_out() + self.backward(second=True)
             out["gauss_newton_vp"] = (fwd + rf + self.scale() + self.curvature_output() + self._zero_out()
                                       + self.backward(second=True, gauss_newton=True))
-        return {name: self._declared(body) for name, body in out.items()}
+        out = {name: self._declared(body) for name, body in out.items()}
+        out["hessian"] = self.hessian()
+        return out
+
+    def hessian(self):
+        """The body of <name>_hessian: one forward and first-order backward, then per trainable column of H the
+        R-passes along that unit direction (the hvp's, without its forward), its trainable entries stored as row
+        ``_col`` of H (H is symmetric). v and out are the last 2 N_PARAMS values of the work buffer."""
+        nt = sum(n for _, n in self.trained_ranges)
+        if self.lowest is None:
+            return []
+        first = self.forward() + self.scale() + self.output(False) + self.backward(to_input=True)
+        column = self.r_forward() + self.output(True) + self._zero_out() + self.backward(second=True, r_only=True)
+        frozen = [f"(_p >= {o} && _p < {o + n})" for o, n in self._frozen_ranges()]
+        loop = ([f"if ({' || '.join(frozen)}) {{", "    continue;", "}"] if frozen else []) + ["v[_p] = 1;"] + column
+        loop += ["v[_p] = 0;", f"real *restrict _h = H + (size_t)_col * {nt};", "_col += 1;"]
+        pos = 0
+        for o, n in self.trained_ranges:
+            loop += [f"for (int _k = 0; _k < {n}; ++_k) {{", f"    _h[{pos} + _k] = out[{o} + _k];", "}"]
+            pos += n
+        body = first + [f"for (int _p = 0; _p < {self.n_params}; ++_p) {{", "    v[_p] = 0;", "}", "int _col = 0;",
+                        f"for (int _p = 0; _p < {self.n_params}; ++_p) {{"] + ["    " + ln for ln in loop] + ["}"]
+        return [f"real *restrict v = work + {self.workspace()};", f"real *restrict out = v + {self.n_params};"] \
+            + self._declared(body)
+
+    def _frozen_ranges(self):
+        trained = set(self.trained_ranges)
+        ranges, start = [], 0
+        for o, n in sorted(trained):
+            if o > start:
+                ranges.append((start, o - start))
+            start = o + n
+        if start < self.n_params:
+            ranges.append((start, self.n_params - start))
+        return ranges
+
+    def hessian_workspace(self):
+        return f"{self.workspace()} + {2 * self.n_params}"
 
     def buffers(self):
         """[(name, values per row of the batch, values besides)]: per-layer arrays, then the products' scratch."""

@@ -81,11 +81,31 @@ class CExpressionSecond:
                    for k, o in enumerate(offsets)}
         return body + [f"out[{i}] = {written.get(i, '0')};" for i in range(self.n_params)]
 
+    def hessian(self):
+        """<name>_hessian's body: the summed upper triangle written into H (N_TRAINABLE x N_TRAINABLE) and mirrored."""
+        d = self.d
+        if not d.trained:
+            return []
+        needed = self._needed(d.hessian)
+        lines, values = self._block(d.hessian, "h")
+        acc = [f"_H{k}" for k in range(len(values))]
+        body = self.code._prologue(needed) + ["real " + ", ".join(f"{a} = 0" for a in acc) + ";"]
+        body += for_rows(self.code._row(needed) + lines + [f"{a} += {v};" for a, v in zip(acc, values)])
+        nt = len(d.trained)
+        body += self._scale()
+        for (i, j), a in zip(d.pairs, acc):
+            body.append(f"H[{i * nt + j}] = _s * {a};" if i == j else f"H[{i * nt + j}] = H[{j * nt + i}] = _s * {a};")
+        return body
+
     def bodies(self):
         return {"input_gradients": self.input_gradients(), "jacobian": self.jacobian(),
-                "hvp": self.product(self.d.hessian), "gauss_newton_vp": self.product(self.d.gauss_newton)}
+                "hvp": self.product(self.d.hessian), "gauss_newton_vp": self.product(self.d.gauss_newton),
+                "hessian": self.hessian()}
 
     def workspace(self):
+        return "0"
+
+    def hessian_workspace(self):
         return "0"
 
     def kernel_sources(self):
