@@ -33,11 +33,16 @@ MODELS = {
                                                         Dense("c", 2, activation="softplus", freeze=("weight",)),
                                                         Dense("d", 2, activation="identity", freeze=("bias",))],
                                          get_loss("mse"), init="xavier", seed=8),
+    "loops_hessian_frozen": lambda: Network("c_loops", 4, [Dense("a", 6, activation="tanh"),
+                                                           Dense("b", 3, activation="sigmoid", freeze=("weight",)),
+                                                           Dense("c", 2, activation="softplus")], get_loss("mse"),
+                                            init="xavier", seed=9),
 }
 
 
-# the default run builds four packages (every op kind and bias mode among them); SYMGRAD_SECOND_ORDER_ALL=1 builds all
-DEFAULT = ("mazur", "relu_leaky_silu", "softmax_layer_out", "bias_modes_frozen")
+# the default run builds five packages (every op kind and bias mode, both C hessian code paths among them);
+# SYMGRAD_SECOND_ORDER_ALL=1 builds all
+DEFAULT = ("mazur", "relu_leaky_silu", "softmax_layer_out", "bias_modes_frozen", "loops_hessian_frozen")
 CHOSEN = list(MODELS) if os.environ.get("SYMGRAD_SECOND_ORDER_ALL") else list(DEFAULT)
 
 
@@ -54,7 +59,11 @@ def test_c_second_order_against_torch(tmp_path, which):
     for cc in CC if which in ("mazur", "softmax_layer_out") else CC[:1]:
         res = subprocess.run([cc, *STRICT, str(source), "-o", str(tmp_path / "x.o")], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[-3000:]
-    assert "malloc" not in source.read_text()
+    text = source.read_text()
+    assert "malloc" not in text
+    hessian = text[text.index(f"void {model.name}_hessian("):]
+    # up to UNROLL_LIMIT parameters straight-line forward-mode code over the gradient's; above, the R-passes per column
+    assert ("_dt0" in hessian) == (sum(p.size for p in model.params) <= 40) != ("sg2_" in hessian[:hessian.index("\n}")])
     mod = symgrad.import_generated(f"{model.name}_c", tmp_path)
     for batch in (1, 5):
         x, t = data(model, batch, batch)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from symgrad.core.derivation import _simplest
+from symgrad.core.derivation import _simplest, live_assignments
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
 from symgrad.ops.losses import t as T
@@ -169,3 +169,65 @@ def expression_partials(model, sder):
     gn = [without_deltas(prog.scale * sp.Add(*[curv.subs({Y: outs[o], T: prog.targets[o]}) * jp[o, i] * jp[o, j]
                                                for o in range(len(outs))])) for i, j in pairs]
     return ExpressionPartials(trained, grads, jac, pairs, hess, gn)
+
+
+@dataclass
+class StraightHessian:
+    """The per-sample Hessian as straight-line code: forward-mode derivatives of the straight-line gradient code.
+
+    ``assignments`` extend the gradient's live body: each local partial d(rhs)/d(s) once (``_dl*``), and for each
+    trainable parameter q the tangent d(lhs)/dq of every assignment that depends on q (``_dt*``);
+    ``entries[k]`` = d^2E/(dp dq) for ``pairs[k]`` = (p, q), p <= q, indices into ``trained``.
+    """
+
+    trained: list
+    assignments: list
+    pairs: list
+    entries: list
+
+
+def straight_hessian(sl):
+    """The StraightHessian of a StraightLine: sympy.diff of each assignment, chained along every trainable parameter."""
+    from sympy.codegen.ast import Assignment
+
+    body, _ = sl.live_body()
+    trained = [p for p, _ in sl.grads]
+    names = (f"_dl{k}" for k in range(10**9))
+    tnames = (f"_dt{k}" for k in range(10**9))
+    local, out = {}, list(body)
+
+    def partial(expr, s, key, value=None):
+        """d(expr)/d(s) as a symbol (assigned once per key) or a number; in ``value`` where it holds expr."""
+        if key not in local:
+            d = without_deltas(sp.diff(expr, s))
+            if value is not None and not expr.is_Atom:
+                d = d.xreplace({expr: value})  # sigma'(net) = out (1 - out), as the derivation writes it
+            if not (d.is_Number or d.is_Symbol):
+                sym = sp.Symbol(next(names), real=True)
+                out.append(Assignment(sym, d))
+                d = sym
+            local[key] = d
+        return local[key]
+
+    def tangent(expr, key, t, value=None):
+        """d(expr)/dq from the tangents t of the symbols it reads."""
+        return sp.Add(*[partial(expr, s, (key, s), value) * t[s] for s in sorted(expr.free_symbols, key=lambda v: v.name)
+                        if t.get(s, 0) != 0])
+
+    tangents = []
+    for q in trained:
+        t = {q: sp.S.One}
+        for a in body:
+            d = tangent(a.rhs, a.lhs, t, a.lhs)
+            if d != 0:
+                if not (d.is_Number or d.is_Symbol):
+                    sym = sp.Symbol(next(tnames), real=True)
+                    out.append(Assignment(sym, d))
+                    d = sym
+                t[a.lhs] = d
+        tangents.append(t)
+    grads = [sp.sympify(g) for _, g in sl.grads]
+    pairs = [(i, j) for i in range(len(trained)) for j in range(i, len(trained))]
+    entries = [tangent(grads[i], ("grad", i), tangents[j]) for i, j in pairs]
+    live, _ = live_assignments(out, set().union(*[sp.sympify(e).free_symbols for e in entries]))
+    return StraightHessian(trained, live, pairs, entries)

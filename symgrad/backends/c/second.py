@@ -12,8 +12,10 @@ import re
 import sympy as sp
 
 from symgrad.backends.c.loops import for_all
+from symgrad.backends.c.second_expression import straight_hessian_body
 from symgrad.ops.activations import net as NET
 from symgrad.ops.base import symbols
+from symgrad.sizes import UNROLL_LIMIT
 
 KERNELS = {  # over the loop code's GEMM kernels (templates/c/symgrad_gemm.h: host BLAS when handed over, else loops)
     "sg2_nt": """/* Z (batch x m) = A (batch x n) W^T (W m x n), or Z += when acc; P (batch x m) and T (n x m) scratch */
@@ -62,6 +64,7 @@ class CSecond:
         self.L = len(self.layers)
         self.off = {p["name"]: p["offset"] for p in layout}
         self.n_params = sum(p["size"] for p in layout)
+        self.layout = layout
         self.trained_ranges = [(p["offset"], p["size"]) for p in layout if p["trainable"]]
         self.width = [self.model.n_inputs] + [s.units for s in self.layers]
         trained = [s.index for s in self.layers if s.dense and any(p.trainable for p in (s.weight, s.bias) if p)]
@@ -278,7 +281,8 @@ class CSecond:
             out["gauss_newton_vp"] = (fwd + rf + self.scale() + self.curvature_output() + self._zero_out()
                                       + self.backward(second=True, gauss_newton=True))
         out = {name: self._declared(body) for name, body in out.items()}
-        out["hessian"] = self.hessian()
+        out["hessian"] = self.hessian() if self.n_params > UNROLL_LIMIT else \
+            straight_hessian_body(self.model, self.layout, self.pr)
         return out
 
     def hessian(self):
@@ -314,7 +318,7 @@ class CSecond:
         return ranges
 
     def hessian_workspace(self):
-        return f"{self.workspace()} + {2 * self.n_params}"
+        return "0" if self.n_params <= UNROLL_LIMIT else f"{self.workspace()} + {2 * self.n_params}"
 
     def buffers(self):
         """[(name, values per row of the batch, values besides)]: per-layer arrays, then the products' scratch."""

@@ -12,7 +12,7 @@ from sympy.codegen.ast import Assignment, CodeBlock
 
 from symgrad.backends.c.unrolled import Unrolled, at, for_rows
 from symgrad.core.derive import derive
-from symgrad.core.second import expression_partials
+from symgrad.core.second import expression_partials, straight_hessian
 
 
 class CExpressionSecond:
@@ -113,3 +113,24 @@ class CExpressionSecond:
 
     def gemm_helpers(self):
         return set()
+
+
+def straight_hessian_body(model, layout, pr):
+    """<name>_hessian's body for a small network: per row its straight-line gradient code and the forward-mode
+    derivatives of that code along each trainable parameter (:func:`~symgrad.core.second.straight_hessian`), the
+    upper triangle summed over rows in locals, then scaled into H and mirrored."""
+    code = Unrolled(model, layout, pr)
+    code.pr.helpers = pr.helpers
+    sh = straight_hessian(code.sl)
+    if not sh.trained:
+        return []
+    values = [code.pr.doprint(e) for e in sh.entries]
+    needed = set().union(*[a.rhs.free_symbols for a in sh.assignments], *[e.free_symbols for e in sh.entries])
+    acc = [f"_H{k}" for k in range(len(values))]
+    body = code._prologue(needed) + ["real " + ", ".join(f"{a} = 0" for a in acc) + ";"]
+    body += for_rows(code._row(needed) + code._assign(sh.assignments) + [f"{a} += {v};" for a, v in zip(acc, values)])
+    body += ["const real _s = 1;"] if model.loss.reduction == "sum" else ["const real _s = (real)1 / batch;"]
+    nt = len(sh.trained)
+    for (i, j), a in zip(sh.pairs, acc):
+        body.append(f"H[{i * nt + j}] = _s * {a};" if i == j else f"H[{i * nt + j}] = H[{j * nt + i}] = _s * {a};")
+    return body
