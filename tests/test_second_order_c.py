@@ -35,7 +35,7 @@ MODELS = {
                                          get_loss("mse"), init="xavier", seed=8),
     "loops_hessian_frozen": lambda: Network("c_loops", 4, [Dense("a", 6, activation="tanh"),
                                                            Dense("b", 3, activation="sigmoid", freeze=("weight",)),
-                                                           Dense("c", 2, activation="softplus")], get_loss("mse"),
+                                                           Softmax("sm"), Dense("c", 2, activation="softplus")], get_loss("mse"),
                                             init="xavier", seed=9),
 }
 

@@ -126,14 +126,17 @@ class CSecond:
                 lines += self._op_rows(s.op.forward(symbols("x", n_in)), {"x": (x, n_in)}, f"A{k}", n, f"_f{k}_")
         return lines
 
-    def r_forward(self, seeded=False):
+    def r_forward(self, seeded=False, start=None):
+        """R{z}, R{a} along v from the lowest trained layer up; ``seeded``: from R0, no parameter direction;
+        ``start``: from RZ of dense layer ``start`` (set by the caller) up, no parameter direction."""
         lines = []
+        seeded = seeded or start is not None
         for s in self.layers:
             k, i, n = s.index + 1, s.index, s.units
-            if not seeded and (self.lowest is None or i < self.lowest):
+            if not seeded and (self.lowest is None or i < self.lowest) or start is not None and i < start:
                 continue
             prev = seeded or i > self.lowest
-            if s.dense:
+            if s.dense and i != start:
                 if prev:
                     lines.append(self._k("sg2_nt", f"batch, {n}, {s.fan_in}, R{k - 1}, params + {self.off[s.weight.name]}, RZ{k}, 0"))
                 if not seeded and s.weight.trainable:
@@ -200,20 +203,22 @@ class CSecond:
             return lines + for_all(n, [f"RD{L}[_q] = RG{L}[_q]{'' if fp == 1 else f' * ({self._elem(fp, L)})'};"])
         return lines + self._vjp(s, f"RG{L}", f"RD{L}", f"_g{L}_")
 
-    def backward(self, second=False, to_input=False, gauss_newton=False, r_only=False):
+    def backward(self, second=False, to_input=False, gauss_newton=False, r_only=False, start=None):
         """Lines from D{L} (RD{L}) down, writing parameter entries into ``out`` (hv or grad layout).
 
-        ``r_only``: only the R{.} lines (the D{k} and G{k} they read were computed before, once).
+        ``r_only``: only the R{.} lines (the D{k} and G{k} they read were computed before, once); ``start``: down to
+        dense layer ``start`` only, R{.} zero below it and no parameter direction (r_forward's ``start``).
         """
         lines = []
-        stop = -1 if to_input else self.lowest
+        stop = start if start is not None else -1 if to_input else self.lowest
+        lowest = start if start is not None else self.lowest
         for s in reversed(self.layers):
             k, i, n = s.index + 1, s.index, s.units
             if s.dense and not to_input:
                 w, b = s.weight, s.bias
                 if w.trainable:
                     lines.append(self._k("sg2_tn", f"batch, {n}, {s.fan_in}, RD{k}, A{k - 1}, out + {self.off[w.name]}"))
-                    if not gauss_newton and i > self.lowest:
+                    if not gauss_newton and i > lowest:
                         lines.append(self._k("sg2_tn", f"batch, {n}, {s.fan_in}, D{k}, R{k - 1}, out + {self.off[w.name]}"))
                 if b is not None and b.trainable:
                     target = f"out[{self.off[b.name]} + _j]" if b.shape else f"out[{self.off[b.name]}]"
@@ -230,7 +235,7 @@ class CSecond:
                         lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, {W}, G{j}, 0"))
                     if second:
                         lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, RD{k}, {W}, RG{j}, 0"))
-                        if s.weight.trainable:
+                        if s.weight.trainable and start is None:
                             lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, v + {self.off[s.weight.name]}, RG{j}, 1"))
             else:
                 body = [f"RG{j}[_q] = RD{k}[_q];"] if gauss_newton else ([] if r_only else [f"G{j}[_q] = D{k}[_q];"]) + (
@@ -286,39 +291,52 @@ class CSecond:
         return out
 
     def hessian(self):
-        """The body of <name>_hessian: one forward and first-order backward, then per trainable column of H the
-        R-passes along that unit direction (the hvp's, without its forward), its trainable entries stored as row
-        ``_col`` of H (H is symmetric). v and out are the last 2 N_PARAMS values of the work buffer."""
-        nt = sum(n for _, n in self.trained_ranges)
+        """The body of <name>_hessian for networks above UNROLL_LIMIT: one forward and first-order backward pass, then
+        per trainable entry p (a weight W[u, j] or a bias b[u] of dense layer l) its column of H by the R-passes along
+        the unit direction: R{z_l} = a_{l-1, j} (or 1) in unit u, R-forward above l, R-backward down to l only; the
+        entries of layers >= l are stored in row and column p (H is symmetric: the rest come from lower layers'
+        columns). ``out`` is the last N_PARAMS values of the work buffer."""
         if self.lowest is None:
             return []
-        first = self.forward() + self.scale() + self.output(False) + self.backward(to_input=True)
-        column = self.r_forward() + self.output(True) + self._zero_out() + self.backward(second=True, r_only=True)
-        frozen = [f"(_p >= {o} && _p < {o + n})" for o, n in self._frozen_ranges()]
-        loop = ([f"if ({' || '.join(frozen)}) {{", "    continue;", "}"] if frozen else []) + ["v[_p] = 1;"] + column
-        loop += ["v[_p] = 0;", f"real *restrict _h = H + (size_t)_col * {nt};", "_col += 1;"]
-        pos = 0
+        nt = sum(n for _, n in self.trained_ranges)
+        pos, k0 = {}, 0
         for o, n in self.trained_ranges:
-            loop += [f"for (int _k = 0; _k < {n}; ++_k) {{", f"    _h[{pos} + _k] = out[{o} + _k];", "}"]
-            pos += n
-        body = first + [f"for (int _p = 0; _p < {self.n_params}; ++_p) {{", "    v[_p] = 0;", "}", "int _col = 0;",
-                        f"for (int _p = 0; _p < {self.n_params}; ++_p) {{"] + ["    " + ln for ln in loop] + ["}"]
-        return [f"real *restrict v = work + {self.workspace()};", f"real *restrict out = v + {self.n_params};"] \
-            + self._declared(body)
-
-    def _frozen_ranges(self):
-        trained = set(self.trained_ranges)
-        ranges, start = [], 0
-        for o, n in sorted(trained):
-            if o > start:
-                ranges.append((start, o - start))
-            start = o + n
-        if start < self.n_params:
-            ranges.append((start, self.n_params - start))
-        return ranges
+            pos[o] = k0
+            k0 += n
+        body = self.forward() + self.scale() + self.output(False) + self.backward(to_input=True)
+        for s in self.layers:
+            if not s.dense:
+                continue
+            li, k, n, fan = s.index, s.index + 1, s.units, s.fan_in
+            first = min(self.off[p.name] for p in (s.weight, s.bias) if p is not None)
+            column = self.r_forward(start=li) + self.output(True)
+            column += [f"for (int _i = {first}; _i < {self.n_params}; ++_i) {{", "    out[_i] = 0;", "}"]
+            column += self.backward(second=True, r_only=True, start=li)
+            for o, size in self.trained_ranges:
+                if o >= first:
+                    column += [f"for (int _k = 0; _k < {size}; ++_k) {{",
+                               f"    H[(size_t)_col * {nt} + {pos[o]} + _k] = H[(size_t)({pos[o]} + _k) * {nt} + _col] = out[{o} + _k];",
+                               "}"]
+            for p in (s.weight, s.bias):
+                if p is None or not p.trainable:
+                    continue
+                o = self.off[p.name]
+                if p is s.weight:
+                    head = [f"for (int _wu = 0; _wu < {n}; ++_wu) {{", f"for (int _wj = 0; _wj < {fan}; ++_wj) {{",
+                            f"const int _col = {pos[o]} + _wu * {fan} + _wj;"]
+                    seed = f"(_q == _wu) ? A{k - 1}[(size_t)_r * {fan} + _wj] : 0"
+                    tail = ["}", "}"]
+                elif p.shape:
+                    head = [f"for (int _wu = 0; _wu < {n}; ++_wu) {{", f"const int _col = {pos[o]} + _wu;"]
+                    seed, tail = "_q == _wu", ["}"]
+                else:
+                    head, seed, tail = ["{", f"const int _col = {pos[o]};"], "1", ["}"]
+                seeding = _rows([f"for (int _q = 0; _q < {n}; ++_q) {{", f"    RZ{k}[(size_t)_r * {n} + _q] = {seed};", "}"])
+                body += head + ["    " + ln for ln in seeding + column] + tail
+        return [f"real *restrict out = work + {self.workspace()};"] + self._declared(body)
 
     def hessian_workspace(self):
-        return "0" if self.n_params <= UNROLL_LIMIT else f"{self.workspace()} + {2 * self.n_params}"
+        return "0" if self.n_params <= UNROLL_LIMIT else f"{self.workspace()} + {self.n_params}"
 
     def buffers(self):
         """[(name, values per row of the batch, values besides)]: per-layer arrays, then the products' scratch."""
