@@ -142,7 +142,10 @@ def test_kinks_follow_torch_and_the_limit_refuses(tmp_path):
     model = load_spec(to_toml(spec), tmp_path)
     cm = symgrad.import_generated("kinks_c", tmp_path / "c")
     assert cm.HESSIAN_ORDER == (("w", ()), ("b", ())) and not (tmp_path / "c" / "kinks_c" / "kinks.c").read_text().count("malloc")
-    x, t = np.array([[0.5, -1.0]]), np.array([[0.2, 0.4]])
+    x, t = np.array([[0.5, -1.0], [1.2, 0.3]]), np.array([[0.2, 0.4], [0.7, 0.1]])
+    p, H = cm.init_params(), np.full((2, 2), np.nan)
+    cm.bind_hessian(cm.pack(p), x, t, H)()  # the one-argument C call writes what hessian() returns
+    np.testing.assert_array_equal(H, cm.hessian(p, x, t))
     cm._second_order.limit = 1
     with pytest.raises(ValueError, match="at most 1 x 1.*use hvp"):
         cm.hessian(cm.init_params(), x, t)
