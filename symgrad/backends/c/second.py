@@ -50,6 +50,19 @@ static void sg2_tn(int batch, int m, int n, const real *D, const real *A, real *
 GEMM = {"sg2_nt": "symgrad_gemm_nt", "sg2_nn": "symgrad_gemm_nn", "sg2_tn": "symgrad_gemm_tn"}
 
 
+def _mirrored(starts, nt):
+    """Lines filling H below each layer's rows from its transpose, in 16 x 16 tiles (rows from ``starts[b]`` hold the
+    entries from ``starts[b]`` on; the entries before it are those rows' columns in the rows above)."""
+    lines = []
+    for b in range(1, len(starts)):
+        r0, r1 = starts[b], starts[b + 1] if b + 1 < len(starts) else nt
+        lines += [f"for (int _i0 = {r0}; _i0 < {r1}; _i0 += 16) {{", f"    for (int _j0 = 0; _j0 < {r0}; _j0 += 16) {{",
+                  f"        for (int _i = _i0; _i < _i0 + 16 && _i < {r1}; ++_i) {{",
+                  f"            for (int _j = _j0; _j < _j0 + 16 && _j < {r0}; ++_j) {{",
+                  f"                H[(size_t)_i * {nt} + _j] = H[(size_t)_j * {nt} + _i];", "            }", "        }", "    }", "}"]
+    return lines
+
+
 def _rows(body):
     return ["for (int _r = 0; _r < batch; ++_r) {"] + ["    " + line for line in body] + ["}"]
 
@@ -304,8 +317,9 @@ class CSecond:
             pos[o] = k0
             k0 += n
         body = self.forward() + self.scale() + self.output(False) + self.backward(to_input=True)
+        blocks = []  # where each dense layer's rows start in H: a row holds the entries of its layer and those above
         for s in self.layers:
-            if not s.dense:
+            if not s.dense or not any(p is not None and p.trainable for p in (s.weight, s.bias)):
                 continue
             li, k, n, fan = s.index, s.index + 1, s.units, s.fan_in
             first = min(self.off[p.name] for p in (s.weight, s.bias) if p is not None)
@@ -315,8 +329,8 @@ class CSecond:
             for o, size in self.trained_ranges:
                 if o >= first:
                     column += [f"for (int _k = 0; _k < {size}; ++_k) {{",
-                               f"    H[(size_t)_col * {nt} + {pos[o]} + _k] = H[(size_t)({pos[o]} + _k) * {nt} + _col] = out[{o} + _k];",
-                               "}"]
+                               f"    H[(size_t)_col * {nt} + {pos[o]} + _k] = out[{o} + _k];", "}"]
+            blocks.append(min(pos[o] for o, _ in self.trained_ranges if o >= first))
             for p in (s.weight, s.bias):
                 if p is None or not p.trainable:
                     continue
@@ -333,7 +347,7 @@ class CSecond:
                     head, seed, tail = ["{", f"const int _col = {pos[o]};"], "1", ["}"]
                 seeding = _rows([f"for (int _q = 0; _q < {n}; ++_q) {{", f"    RZ{k}[(size_t)_r * {n} + _q] = {seed};", "}"])
                 body += head + ["    " + ln for ln in seeding + column] + tail
-        return [f"real *restrict out = work + {self.workspace()};"] + self._declared(body)
+        return [f"real *restrict out = work + {self.workspace()};"] + self._declared(body + _mirrored(sorted(set(blocks)), nt))
 
     def hessian_workspace(self):
         return "0" if self.n_params <= UNROLL_LIMIT else f"{self.workspace()} + {self.n_params}"
