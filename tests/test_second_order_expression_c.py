@@ -168,3 +168,10 @@ def test_worked_expression_examples_compile_in_float32(tmp_path):
         assert H.dtype == np.float32
         np.testing.assert_allclose(H, npm.hessian({k: v.astype(np.float64) for k, v in p.items()}, x.astype(np.float64),
                                                   None if t is None else t.astype(np.float64)), rtol=1e-4, atol=1e-6)
+
+
+def test_names_of_the_second_order_arguments(tmp_path):
+    """A parameter or input called v, gx, J, H or out (the functions' own arguments) is renamed, NumPy and C alike."""
+    spec = {"name": "argnames", "inputs": ["gx", "J"], "loss": "mse",
+            "expression": {"outputs": {"H": "tanh(v*gx + out*J)", "work": "sigmoid(v - J)"}, "params": {"v": 0.4, "out": -0.7}}}
+    check_spec(spec, 5, tmp_path, batches=(3,))
