@@ -11,6 +11,7 @@ are stated in. Missing peers (torch, jax, casadi, a C compiler) are skipped with
 
 import argparse
 import ctypes
+import hashlib
 import importlib.util
 import os
 import platform
@@ -199,7 +200,8 @@ def torch_impl(model, params, x, t, threads=None):
     return run, named
 
 
-def jax_impl(model, params, x, t):
+def jax_loss(model, params):
+    """(loss(theta, x, t) in JAX float64, {name: trainable array}): the network and its loss, for jit and grad."""
     import jax
     import jax.numpy as jnp
 
@@ -222,8 +224,15 @@ def jax_impl(model, params, x, t):
             E = ((t - a) ** 2).sum() / 2
         return E / x.shape[0] if mean else E
 
+    return loss, {n: jnp.asarray(params[n]) for n in names}
+
+
+def jax_impl(model, params, x, t):
+    import jax
+    import jax.numpy as jnp
+
+    loss, theta = jax_loss(model, params)
     g = jax.jit(jax.grad(loss))
-    theta = {n: jnp.asarray(params[n]) for n in names}
     jx, jt = jnp.asarray(x), jnp.asarray(t)
     out = g(theta, jx, jt)
 
@@ -231,13 +240,14 @@ def jax_impl(model, params, x, t):
         r = g(theta, jx, jt)
         jax.block_until_ready(r)
 
-    return run, {n: np.asarray(out[n]) for n in names}
+    return run, {n: np.asarray(out[n]) for n in theta}
 
 
 class CasadiC:
     """CasADi SX (or MX) gradient of the same network compiled to C with gcc and CFLAGS, called via ctypes and in a C loop."""
 
-    def __init__(self, model, params, x, t, workdir, kind="SX"):
+    def __init__(self, model, params, x, t, workdir, kind="SX", hessian=False):
+        """``hessian``: f returns E and CasADi's Hessian of E in theta (its own sparse column-major form) instead."""
         import casadi as ca
 
         S = getattr(ca, kind)
@@ -264,8 +274,8 @@ class CasadiC:
             act = layer.activation.name
             a = ca.tanh(z) if act == "tanh" else 1 / (1 + ca.exp(-z))
         E = ca.sumsqr(T - a) / 2
-        f = ca.Function("f", [theta, X, T], [E, ca.gradient(E, theta)])
-        self.names, self.sizes, self.model = names, sizes, model
+        f = ca.Function("f", [theta, X, T], [E, ca.hessian(E, theta)[0] if hessian else ca.gradient(E, theta)])
+        self.names, self.sizes, self.model, self.sparsity = names, sizes, model, f.sparsity_out(1)
         cg = ca.CodeGenerator("casadi_f.c", {"with_header": True})
         cg.add(f)
         old = os.getcwd()
@@ -275,13 +285,7 @@ class CasadiC:
         finally:
             os.chdir(old)
         src = Path(workdir) / "casadi_f.c"
-        lib = Path(workdir) / "casadi_f.so"
-        try:
-            subprocess.run(["gcc", *CFLAGS, "-fPIC", "-shared", str(src), "-o", str(lib), "-lm"], check=True, capture_output=True,
-                           timeout=CASADI_COMPILE_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"gcc -O3 did not compile CasADi's {src.stat().st_size // 1024} KiB of C in "
-                               f"{CASADI_COMPILE_TIMEOUT} s") from None
+        lib = compiled(src, CASADI_HESSIAN_COMPILE_TIMEOUT if hessian else CASADI_COMPILE_TIMEOUT)
         self.lib = ctypes.CDLL(str(lib))
         self.fn = self.lib.f
         self.fn.restype = ctypes.c_int
@@ -291,7 +295,7 @@ class CasadiC:
         self.x = np.asfortranarray(x).reshape(-1, order="F").copy()
         self.t = np.asfortranarray(t).reshape(-1, order="F").copy()
         self.E = np.zeros(1)
-        self.g = np.zeros(self.theta.size)
+        self.g = np.zeros(f.nnz_out(1))
         sz = [ctypes.c_longlong() for _ in range(4)]
         self.lib.f_work(*[ctypes.byref(s) for s in sz])
         self.w = np.zeros(max(1, sz[3].value))
@@ -312,6 +316,14 @@ class CasadiC:
             out[n] = self.g[pos:pos + self.sizes[n]].reshape(np.shape(self.model.init_params()[n]))
             pos += self.sizes[n]
         return out
+
+    def hessian(self):
+        """The dense Hessian from one call (its sparse output scattered into a matrix)."""
+        self.call()
+        rows, cols = self.sparsity.get_triplet()
+        H = np.zeros(self.sparsity.shape)
+        H[rows, cols] = self.g
+        return H
 
     def c_loop(self, n_calls):
         """A function running f n_calls times in a C loop (a small driver around the generated code): us per call."""
@@ -339,6 +351,27 @@ int main(void) {{
         subprocess.run(["gcc", *CFLAGS, "-I", str(self.workdir), str(driver), str(self.src), "-o", str(exe), "-lm"], check=True,
                        capture_output=True)
         return lambda: float(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
+
+
+def compiled(src, timeout):
+    """``src`` built with ``gcc CFLAGS -shared``: a shared library, cached by the source's and the flags' hash (in
+    $SYMGRAD_CACHE/bench, default ~/.cache/symgrad/bench), so CasADi's large Hessian sources compile once per machine."""
+    text = Path(src).read_bytes()
+    key = hashlib.sha256(text + " ".join(CFLAGS).encode()).hexdigest()[:24]
+    cache = Path(os.environ.get("SYMGRAD_CACHE", Path.home() / ".cache" / "symgrad")) / "bench"
+    lib = cache / f"casadi_{key}.so"
+    if lib.exists():
+        return lib
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f"casadi_{key}.{os.getpid()}.tmp.so"
+    try:
+        subprocess.run(["gcc", *CFLAGS, "-fPIC", "-shared", str(src), "-o", str(tmp), "-lm"], check=True, capture_output=True,
+                       timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"gcc -O3 did not compile CasADi's {len(text) // 1024:,} KiB of C in {timeout} s") from None
+    os.replace(tmp, lib)
+    return lib
 
 
 def _c_numbers(a):
@@ -578,6 +611,7 @@ def peak_memory(npm, params, x, t, reference, sizes):
 
 
 CASADI_COMPILE_TIMEOUT = 60
+CASADI_HESSIAN_COMPILE_TIMEOUT = 3 * 3600  # 8-16-16-4's SX Hessian is 24 MB of C: gcc -O3 took 69 min (once: cached)
 ROUND_SECONDS = 15  # time for the rounds of one config; slow configs get fewer rounds (at least 7)
 
 
@@ -749,7 +783,8 @@ def main(argv=None):
     ap.add_argument("--no-peers", action="store_true", help="skip PyTorch, JAX and CasADi")
     ap.add_argument("--no-graphs", action="store_true", help="skip the graph-network table (benchmarks/graphs.py)")
     ap.add_argument("--hvp", action=argparse.BooleanOptionalAction, default=None,
-                    help="time Hessian-vector products after the gradient configs (default: on, off with --quick or --configs)")
+                    help="time Hessian-vector products and full Hessians after the gradient configs (default: on, off with "
+                         "--quick or --configs)")
     ap.add_argument("--settle", type=float, default=None,
                     help="before each config wait up to this many seconds for other processes to go quiet (default 30, quick 0)")
     ap.add_argument("--recurrent", action="store_true", help="the recurrent configs instead (benchmarks/recurrent.py)")
@@ -787,9 +822,9 @@ def main(argv=None):
                 again = bench_config(label, sizes, batch, loss, rounds, peers, tmp)
                 row = again if again["load"] is None or again["load"] < row["load"] else row
             rows.append(row)
-        hvp_rows = []
+        hvp_rows, hessian_rows = [], []
         if args.hvp if args.hvp is not None else not (args.quick or args.configs):
-            from second_order import GRAPH_HVP_CONFIGS, HVP_CONFIGS, bench_graph_hvp, bench_hvp, hvp_lines
+            from second_order import GRAPH_HVP_CONFIGS, HESSIAN_CONFIGS, HVP_CONFIGS, bench_graph_hvp, bench_hessian, bench_hvp
             for label, sizes, batch in HVP_CONFIGS:
                 print(f"... hvp {label}, b={batch}", file=sys.stderr, flush=True)
                 settle(args.settle if args.settle is not None else (0 if args.quick else 30))
@@ -798,8 +833,16 @@ def main(argv=None):
                 print(f"... hvp {label}, b={batch}", file=sys.stderr, flush=True)
                 settle(args.settle if args.settle is not None else (0 if args.quick else 30))
                 hvp_rows.append(bench_graph_hvp(label, batch, min(rounds, 15), peers, tmp))
+            for label, sizes, batch, loss in HESSIAN_CONFIGS:
+                print(f"... hessian {label}, b={batch}", file=sys.stderr, flush=True)
+                settle(args.settle if args.settle is not None else (0 if args.quick else 30))
+                hessian_rows.append(bench_hessian(label, sizes, batch, loss, min(rounds, 15), peers, tmp))
     sym_time = None if args.quick else symbolic_gradients_time()
-    report(rows, sym_time, peers, args.out, hvp_lines(hvp_rows, peers) if hvp_rows else ())
+    second = []
+    if hvp_rows:
+        from second_order import hessian_lines, hvp_lines
+        second = hvp_lines(hvp_rows, peers) + [""] + hessian_lines(hessian_rows)
+    report(rows, sym_time, peers, args.out, second)
     if not (args.quick or args.no_graphs or args.configs):
         import graphs  # benchmarks/graphs.py, beside this script
 

@@ -63,7 +63,7 @@ C_RESERVED = frozenset(
 # identifiers of generated code that live beside user names in one scope (Python and C function bodies)
 INTERNAL = frozenset(
     "np math ctypes functools params x y t s E a0 single result out batch grad work real call theta "
-    "net m logs hs".split()
+    "net m logs hs v gx J H".split()  # v, gx, J, H: the second-order functions' arguments
 )
 RESERVED = PYTHON_RESERVED | C_RESERVED | INTERNAL
 

@@ -33,11 +33,16 @@ MODELS = {
                                                         Dense("c", 2, activation="softplus", freeze=("weight",)),
                                                         Dense("d", 2, activation="identity", freeze=("bias",))],
                                          get_loss("mse"), init="xavier", seed=8),
+    "loops_hessian_frozen": lambda: Network("c_loops", 4, [Dense("a", 6, activation="tanh"),
+                                                           Dense("b", 3, activation="sigmoid", freeze=("weight",)),
+                                                           Softmax("sm"), Dense("c", 2, activation="softplus")], get_loss("mse"),
+                                            init="xavier", seed=9),
 }
 
 
-# the default run builds four packages (every op kind and bias mode among them); SYMGRAD_SECOND_ORDER_ALL=1 builds all
-DEFAULT = ("mazur", "relu_leaky_silu", "softmax_layer_out", "bias_modes_frozen")
+# the default run builds five packages (every op kind and bias mode, both C hessian code paths among them);
+# SYMGRAD_SECOND_ORDER_ALL=1 builds all
+DEFAULT = ("mazur", "relu_leaky_silu", "softmax_layer_out", "bias_modes_frozen", "loops_hessian_frozen")
 CHOSEN = list(MODELS) if os.environ.get("SYMGRAD_SECOND_ORDER_ALL") else list(DEFAULT)
 
 
@@ -54,7 +59,11 @@ def test_c_second_order_against_torch(tmp_path, which):
     for cc in CC if which in ("mazur", "softmax_layer_out") else CC[:1]:
         res = subprocess.run([cc, *STRICT, str(source), "-o", str(tmp_path / "x.o")], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[-3000:]
-    assert "malloc" not in source.read_text()
+    text = source.read_text()
+    assert "malloc" not in text
+    hessian = text[text.index(f"void {model.name}_hessian("):]
+    # up to UNROLL_LIMIT parameters straight-line forward-mode code over the gradient's; above, the R-passes per column
+    assert ("_dt0" in hessian) == (sum(p.size for p in model.params) <= 40) != ("sg2_" in hessian[:hessian.index("\n}")])
     mod = symgrad.import_generated(f"{model.name}_c", tmp_path)
     for batch in (1, 5):
         x, t = data(model, batch, batch)
@@ -71,13 +80,23 @@ def test_c_and_numpy_agree_and_refusals(tmp_path):
     p = npm.init_params()
     np.testing.assert_allclose(cm.hessian(p, x, t), npm.hessian(p, x, t), rtol=1e-12, atol=1e-15)
     assert cm.HESSIAN_ORDER == npm.HESSIAN_ORDER
+    theta, H = cm.pack(p), np.full((cm.N_TRAINABLE, cm.N_TRAINABLE), np.nan)
+    call = cm.bind_hessian(theta, np.ascontiguousarray(x), np.ascontiguousarray(t), H)
+    call()  # one C call, in place
+    np.testing.assert_allclose(H, npm.hessian(p, x, t), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(cm._second_order._columns(p, x, t, "hvp"), H, rtol=1e-12, atol=1e-15)  # one hvp per column
+    with pytest.raises(ValueError, match=r"H must be .* shape \(26, 26\)"):
+        cm.bind_hessian(theta, x, t, np.empty((26, 25)))
+    with pytest.raises(ValueError, match="theta must be"):
+        cm.bind_hessian(theta[:-1], x, t, H)
     cm._second_order.limit = 3
     with pytest.raises(ValueError, match="hvp"):
         cm.hessian(p, x, t)
     with pytest.raises(ValueError, match="missing 'l1.bias'"):
         cm.hvp(p, x, t, {"l1.weight": np.zeros((4, 3))})
-    with pytest.raises(SpecError, match="network"):
-        symgrad.generate(load("examples/sigmoid_neuron.toml"), "c", tmp_path, second_order=True)
+    with pytest.raises(SpecError, match="graph networks have gradients only") as err:
+        symgrad.generate(load("examples/conv_tiny.toml"), "c", tmp_path, second_order=True)
+    assert err.value.key == "--second-order"
 
 
 def test_default_c_package_is_unchanged(tmp_path):

@@ -55,10 +55,12 @@ def test_one_step_on_the_worked_example(tmp_path, monkeypatch, optimizer, target
     np.testing.assert_array_equal(new["hidden.bias"], p["hidden.bias"])  # frozen
 
 
-def test_newton_on_the_sigmoid_neuron_against_finite_differences(tmp_path):
+@pytest.mark.parametrize("target", ["numpy", "c"])
+def test_newton_on_the_sigmoid_neuron_against_finite_differences(tmp_path, monkeypatch, target):
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "cache"))
     model = spec_with(tmp_path, "sigmoid_neuron", 'optimizer = "newton"\nlearning_rate = 1.0\ndamping = 0.5')
-    symgrad.generate(model, "numpy", tmp_path)
-    mod = symgrad.import_generated("sigmoid_neuron", tmp_path)
+    symgrad.generate(model, target, tmp_path)  # an expression model: C's second order is SymPy's, as NumPy's
+    mod = symgrad.import_generated("sigmoid_neuron" + ("_c" if target == "c" else ""), tmp_path)
     p = {"w": np.array(0.3), "b": np.array(-0.2)}
     x = np.array([[1.0], [2.0], [-0.5]])
     new, _, _ = mod.train_step(p, mod.init_state(p), x, None)

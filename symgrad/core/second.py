@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from symgrad.core.derivation import _simplest
+from symgrad.core.derivation import _simplest, live_assignments
 from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
+from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
 
 
@@ -130,3 +131,110 @@ def derive_second(lder):
     fprime = last.op.derivative_in_out().subs(OUT, Y) if lder.output == "elementwise" else None
     rdelta = output_rdelta(lder.output, lder.delta_out, fprime, loss)
     return LayerSecond(lder, second, rdelta, loss.second_derivative(), loss.convex)
+
+
+def without_deltas(expr):
+    """expr with every DiracDelta (the second derivative of abs, max, min at their kink) set to 0, as PyTorch does."""
+    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+
+
+def _expand(expr, steps):
+    for s in reversed(steps):
+        expr = expr.xreplace({s.sym: s.expr})
+    return expr
+
+
+@dataclass
+class ExpressionPartials:
+    """Per-sample derivatives of an expression model in its parameters, inputs and targets (what its second-order code prints).
+
+    ``input_grads[i]`` = dE/dx_i, ``jacobian[j * n_in + i]`` = d out_j/d x_i, ``hessian[k]`` = d^2E/(dp dq) and
+    ``gauss_newton[k]`` = c sum_j l''(out_j) d out_j/dp d out_j/dq for ``pairs[k]`` = (p, q), p <= q, indices into
+    ``trained`` (the trainable parameter symbols in program order). E is the per-sample loss before the batch factor.
+    """
+
+    trained: list
+    input_grads: list
+    jacobian: list
+    pairs: list
+    hessian: list
+    gauss_newton: list
+
+
+def expression_partials(model, sder):
+    """The ExpressionPartials of an ExpressionModel from sympy.diff of its expanded expressions."""
+    prog = sder.program
+    E = _expand(prog.loss, prog.steps)
+    outs = [_expand(o, prog.steps) for o in prog.outputs]
+    trained = list(sder.grads)
+    grads = [sp.diff(E, v) for v in prog.inputs]
+    jac = [sp.diff(o, v) for o in outs for v in prog.inputs]
+    pairs = [(i, j) for i in range(len(trained)) for j in range(i, len(trained))]
+    hess = [without_deltas(sp.diff(E, trained[i], trained[j])) for i, j in pairs]
+    curv = model.loss.second_derivative()
+    jp = {(o, p): sp.diff(outs[o], trained[p]) for o in range(len(outs)) for p in range(len(trained))}
+    gn = [without_deltas(prog.scale * sp.Add(*[curv.subs({Y: outs[o], T: prog.targets[o]}) * jp[o, i] * jp[o, j]
+                                               for o in range(len(outs))])) for i, j in pairs]
+    return ExpressionPartials(trained, grads, jac, pairs, hess, gn)
+
+
+@dataclass
+class StraightHessian:
+    """The per-sample Hessian as straight-line code: forward-mode derivatives of the straight-line gradient code.
+
+    ``assignments`` extend the gradient's live body: each local partial d(rhs)/d(s) once (``_dl*``), and for each
+    trainable parameter q the tangent d(lhs)/dq of every assignment that depends on q (``_dt*``);
+    ``entries[k]`` = d^2E/(dp dq) for ``pairs[k]`` = (p, q), p <= q, indices into ``trained``.
+    """
+
+    trained: list
+    assignments: list
+    pairs: list
+    entries: list
+
+
+def straight_hessian(sl):
+    """The StraightHessian of a StraightLine: sympy.diff of each assignment, chained along every trainable parameter."""
+    from sympy.codegen.ast import Assignment
+
+    body, _ = sl.live_body()
+    trained = [p for p, _ in sl.grads]
+    names = (f"_dl{k}" for k in range(10**9))
+    tnames = (f"_dt{k}" for k in range(10**9))
+    local, out = {}, list(body)
+
+    def partial(expr, s, key, value=None):
+        """d(expr)/d(s) as a symbol (assigned once per key) or a number; in ``value`` where it holds expr."""
+        if key not in local:
+            d = without_deltas(sp.diff(expr, s))
+            if value is not None and not expr.is_Atom:
+                d = d.xreplace({expr: value})  # sigma'(net) = out (1 - out), as the derivation writes it
+            if not (d.is_Number or d.is_Symbol):
+                sym = sp.Symbol(next(names), real=True)
+                out.append(Assignment(sym, d))
+                d = sym
+            local[key] = d
+        return local[key]
+
+    def tangent(expr, key, t, value=None):
+        """d(expr)/dq from the tangents t of the symbols it reads."""
+        return sp.Add(*[partial(expr, s, (key, s), value) * t[s] for s in sorted(expr.free_symbols, key=lambda v: v.name)
+                        if t.get(s, 0) != 0])
+
+    tangents = []
+    for q in trained:
+        t = {q: sp.S.One}
+        for a in body:
+            d = tangent(a.rhs, a.lhs, t, a.lhs)
+            if d != 0:
+                if not (d.is_Number or d.is_Symbol):
+                    sym = sp.Symbol(next(tnames), real=True)
+                    out.append(Assignment(sym, d))
+                    d = sym
+                t[a.lhs] = d
+        tangents.append(t)
+    grads = [sp.sympify(g) for _, g in sl.grads]
+    pairs = [(i, j) for i in range(len(trained)) for j in range(i, len(trained))]
+    entries = [tangent(grads[i], ("grad", i), tangents[j]) for i, j in pairs]
+    live, _ = live_assignments(out, set().union(*[sp.sympify(e).free_symbols for e in entries]))
+    return StraightHessian(trained, live, pairs, entries)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from symgrad.backends.base import needs_second_order
 from symgrad.backends.c import build as _build
 from symgrad.backends.c import helpers as _helpers
 from symgrad.backends.c import runtime as _runtime
@@ -26,6 +27,7 @@ from symgrad.backends.c.graph import GraphLoops
 from symgrad.backends.c.loops import Hybrid, Loops
 from symgrad.backends.c.printer import CPrinter
 from symgrad.backends.c.second import CSecond
+from symgrad.backends.c.second_expression import CExpressionSecond
 from symgrad.backends.c.unrolled import Unrolled
 from symgrad.backends.numpy.codegen import init_lines
 from symgrad.core.derive import derive
@@ -78,16 +80,23 @@ def _shape(model, shape):
 
 
 def _second(model, layout, pr):
-    """The template context of the second-order C functions (networks only)."""
-    if model.kind != "network":
-        raise SpecError("second-order functions in C (--second-order, or a newton/gauss_newton optimizer) need a network; "
-                        "for expression models use the NumPy target", "--second-order")
-    code = CSecond(derive(model).second, layout, pr)
+    """The template context of the second-order C functions (networks and expression models)."""
+    if model.kind == "network":
+        code = CSecond(derive(model).second, layout, pr)
+    elif model.kind == "expression":
+        code = CExpressionSecond(model, layout, pr)
+    else:
+        needs_second_order(model, True)  # its refusal (graph networks)
     bodies = code.bodies()
-    args = {"input_gradients": ("params", "x", "t", "gx", "work"), "jacobian": ("params", "x", "J", "work"),
-            "hvp": ("params", "x", "t", "v", "out", "work"), "gauss_newton_vp": ("params", "x", "t", "v", "out", "work")}
+    args = {"input_gradients": ("params", "x", "t", "batch", "gx", "work"), "jacobian": ("params", "x", "batch", "J", "work"),
+            "hvp": ("params", "x", "t", "v", "batch", "out", "work"),
+            "gauss_newton_vp": ("params", "x", "t", "v", "batch", "out", "work"),
+            "hessian": ("params", "x", "t", "batch", "H", "work")}
     bodies = {name: _void_unused(body, args[name]) for name, body in bodies.items()}
-    return {"bodies": bodies, "workspace": code.workspace(), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers()}
+    return {"bodies": bodies, "workspace": code.workspace(), "hessian_workspace": code.hessian_workspace(),
+            "n_trainable": sum(p["size"] for p in layout if p["trainable"]), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers(),
+            "method": "the R-operator over the layer program" if model.kind == "network"
+            else "SymPy's second derivatives of the expressions, summed over the batch"}
 
 
 def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=False):

@@ -12,8 +12,10 @@ import re
 import sympy as sp
 
 from symgrad.backends.c.loops import for_all
+from symgrad.backends.c.second_expression import straight_hessian_body
 from symgrad.ops.activations import net as NET
 from symgrad.ops.base import symbols
+from symgrad.sizes import UNROLL_LIMIT
 
 KERNELS = {  # over the loop code's GEMM kernels (templates/c/symgrad_gemm.h: host BLAS when handed over, else loops)
     "sg2_nt": """/* Z (batch x m) = A (batch x n) W^T (W m x n), or Z += when acc; P (batch x m) and T (n x m) scratch */
@@ -48,6 +50,19 @@ static void sg2_tn(int batch, int m, int n, const real *D, const real *A, real *
 GEMM = {"sg2_nt": "symgrad_gemm_nt", "sg2_nn": "symgrad_gemm_nn", "sg2_tn": "symgrad_gemm_tn"}
 
 
+def _mirrored(starts, nt):
+    """Lines filling H below each layer's rows from its transpose, in 16 x 16 tiles (rows from ``starts[b]`` hold the
+    entries from ``starts[b]`` on; the entries before it are those rows' columns in the rows above)."""
+    lines = []
+    for b in range(1, len(starts)):
+        r0, r1 = starts[b], starts[b + 1] if b + 1 < len(starts) else nt
+        lines += [f"for (int _i0 = {r0}; _i0 < {r1}; _i0 += 16) {{", f"    for (int _j0 = 0; _j0 < {r0}; _j0 += 16) {{",
+                  f"        for (int _i = _i0; _i < _i0 + 16 && _i < {r1}; ++_i) {{",
+                  f"            for (int _j = _j0; _j < _j0 + 16 && _j < {r0}; ++_j) {{",
+                  f"                H[(size_t)_i * {nt} + _j] = H[(size_t)_j * {nt} + _i];", "            }", "        }", "    }", "}"]
+    return lines
+
+
 def _rows(body):
     return ["for (int _r = 0; _r < batch; ++_r) {"] + ["    " + line for line in body] + ["}"]
 
@@ -62,6 +77,8 @@ class CSecond:
         self.L = len(self.layers)
         self.off = {p["name"]: p["offset"] for p in layout}
         self.n_params = sum(p["size"] for p in layout)
+        self.layout = layout
+        self.trained_ranges = [(p["offset"], p["size"]) for p in layout if p["trainable"]]
         self.width = [self.model.n_inputs] + [s.units for s in self.layers]
         trained = [s.index for s in self.layers if s.dense and any(p.trainable for p in (s.weight, s.bias) if p)]
         self.lowest = min(trained, default=None)
@@ -122,14 +139,17 @@ class CSecond:
                 lines += self._op_rows(s.op.forward(symbols("x", n_in)), {"x": (x, n_in)}, f"A{k}", n, f"_f{k}_")
         return lines
 
-    def r_forward(self, seeded=False):
+    def r_forward(self, seeded=False, start=None):
+        """R{z}, R{a} along v from the lowest trained layer up; ``seeded``: from R0, no parameter direction;
+        ``start``: from RZ of dense layer ``start`` (set by the caller) up, no parameter direction."""
         lines = []
+        seeded = seeded or start is not None
         for s in self.layers:
             k, i, n = s.index + 1, s.index, s.units
-            if not seeded and (self.lowest is None or i < self.lowest):
+            if not seeded and (self.lowest is None or i < self.lowest) or start is not None and i < start:
                 continue
             prev = seeded or i > self.lowest
-            if s.dense:
+            if s.dense and i != start:
                 if prev:
                     lines.append(self._k("sg2_nt", f"batch, {n}, {s.fan_in}, R{k - 1}, params + {self.off[s.weight.name]}, RZ{k}, 0"))
                 if not seeded and s.weight.trainable:
@@ -196,17 +216,22 @@ class CSecond:
             return lines + for_all(n, [f"RD{L}[_q] = RG{L}[_q]{'' if fp == 1 else f' * ({self._elem(fp, L)})'};"])
         return lines + self._vjp(s, f"RG{L}", f"RD{L}", f"_g{L}_")
 
-    def backward(self, second=False, to_input=False, gauss_newton=False):
-        """Lines from D{L} (RD{L}) down, writing parameter entries into ``out`` (hv or grad layout)."""
+    def backward(self, second=False, to_input=False, gauss_newton=False, r_only=False, start=None):
+        """Lines from D{L} (RD{L}) down, writing parameter entries into ``out`` (hv or grad layout).
+
+        ``r_only``: only the R{.} lines (the D{k} and G{k} they read were computed before, once); ``start``: down to
+        dense layer ``start`` only, R{.} zero below it and no parameter direction (r_forward's ``start``).
+        """
         lines = []
-        stop = -1 if to_input else self.lowest
+        stop = start if start is not None else -1 if to_input else self.lowest
+        lowest = start if start is not None else self.lowest
         for s in reversed(self.layers):
             k, i, n = s.index + 1, s.index, s.units
             if s.dense and not to_input:
                 w, b = s.weight, s.bias
                 if w.trainable:
                     lines.append(self._k("sg2_tn", f"batch, {n}, {s.fan_in}, RD{k}, A{k - 1}, out + {self.off[w.name]}"))
-                    if not gauss_newton and i > self.lowest:
+                    if not gauss_newton and i > lowest:
                         lines.append(self._k("sg2_tn", f"batch, {n}, {s.fan_in}, D{k}, R{k - 1}, out + {self.off[w.name]}"))
                 if b is not None and b.trainable:
                     target = f"out[{self.off[b.name]} + _j]" if b.shape else f"out[{self.off[b.name]}]"
@@ -219,34 +244,35 @@ class CSecond:
                 if gauss_newton:
                     lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, RD{k}, {W}, RG{j}, 0"))
                 else:
-                    lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, {W}, G{j}, 0"))
+                    if not r_only:
+                        lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, {W}, G{j}, 0"))
                     if second:
                         lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, RD{k}, {W}, RG{j}, 0"))
-                        if s.weight.trainable:
+                        if s.weight.trainable and start is None:
                             lines.append(self._k("sg2_nn", f"batch, {n}, {s.fan_in}, D{k}, v + {self.off[s.weight.name]}, RG{j}, 1"))
             else:
-                body = [f"RG{j}[_q] = RD{k}[_q];"] if gauss_newton else [f"G{j}[_q] = D{k}[_q];"] + (
+                body = [f"RG{j}[_q] = RD{k}[_q];"] if gauss_newton else ([] if r_only else [f"G{j}[_q] = D{k}[_q];"]) + (
                     [f"RG{j}[_q] = RD{k}[_q];"] if second else [])
                 lines += for_all(s.fan_in, body)
             if i == 0:
                 break
-            lines += self._op_back(self.layers[i - 1], second, gauss_newton)
+            lines += self._op_back(self.layers[i - 1], second, gauss_newton, r_only)
         return lines
 
-    def _op_back(self, s, second, gauss_newton):
+    def _op_back(self, s, second, gauss_newton, r_only=False):
         k, i, n = s.index + 1, s.index, s.units
         if s.elementwise:
             fp, fpp = self.der.derivs[i], self.second.second[i]
             f = "" if fp == 1 else f" * ({self._elem(fp, k)})"
             if gauss_newton:
                 return for_all(n, [f"RD{k}[_q] = RG{k}[_q]{f};"])
-            body = [f"D{k}[_q] = G{k}[_q]{f};"]
+            body = [] if r_only else [f"D{k}[_q] = G{k}[_q]{f};"]
             if second:
                 body.append(f"RD{k}[_q] = RG{k}[_q]{f}" + ("" if fpp == 0 else f" + G{k}[_q] * ({self._elem(fpp, k)}) * RZ{k}[_q]") + ";")
             return for_all(n, body)
         if gauss_newton:
             return self._vjp(s, f"RG{k}", f"RD{k}", f"_g{k}_")
-        lines = self._vjp(s, f"G{k}", f"D{k}", f"_b{k}_")
+        lines = [] if r_only else self._vjp(s, f"G{k}", f"D{k}", f"_b{k}_")
         return lines + (self._rvjp(s, f"G{k}", f"RG{k}", f"RD{k}") if second else [])
 
     # -- function bodies
@@ -272,7 +298,59 @@ class CSecond:
             out["hvp"] = fwd + rf + self.scale() + self.output(True) + self._zero_out() + self.backward(second=True)
             out["gauss_newton_vp"] = (fwd + rf + self.scale() + self.curvature_output() + self._zero_out()
                                       + self.backward(second=True, gauss_newton=True))
-        return {name: self._declared(body) for name, body in out.items()}
+        out = {name: self._declared(body) for name, body in out.items()}
+        out["hessian"] = self.hessian() if self.n_params > UNROLL_LIMIT else \
+            straight_hessian_body(self.model, self.layout, self.pr)
+        return out
+
+    def hessian(self):
+        """The body of <name>_hessian for networks above UNROLL_LIMIT: one forward and first-order backward pass, then
+        per trainable entry p (a weight W[u, j] or a bias b[u] of dense layer l) its column of H by the R-passes along
+        the unit direction: R{z_l} = a_{l-1, j} (or 1) in unit u, R-forward above l, R-backward down to l only; the
+        entries of layers >= l are stored in row and column p (H is symmetric: the rest come from lower layers'
+        columns). ``out`` is the last N_PARAMS values of the work buffer."""
+        if self.lowest is None:
+            return []
+        nt = sum(n for _, n in self.trained_ranges)
+        pos, k0 = {}, 0
+        for o, n in self.trained_ranges:
+            pos[o] = k0
+            k0 += n
+        body = self.forward() + self.scale() + self.output(False) + self.backward(to_input=True)
+        blocks = []  # where each dense layer's rows start in H: a row holds the entries of its layer and those above
+        for s in self.layers:
+            if not s.dense or not any(p is not None and p.trainable for p in (s.weight, s.bias)):
+                continue
+            li, k, n, fan = s.index, s.index + 1, s.units, s.fan_in
+            first = min(self.off[p.name] for p in (s.weight, s.bias) if p is not None)
+            column = self.r_forward(start=li) + self.output(True)
+            column += [f"for (int _i = {first}; _i < {self.n_params}; ++_i) {{", "    out[_i] = 0;", "}"]
+            column += self.backward(second=True, r_only=True, start=li)
+            for o, size in self.trained_ranges:
+                if o >= first:
+                    column += [f"for (int _k = 0; _k < {size}; ++_k) {{",
+                               f"    H[(size_t)_col * {nt} + {pos[o]} + _k] = out[{o} + _k];", "}"]
+            blocks.append(min(pos[o] for o, _ in self.trained_ranges if o >= first))
+            for p in (s.weight, s.bias):
+                if p is None or not p.trainable:
+                    continue
+                o = self.off[p.name]
+                if p is s.weight:
+                    head = [f"for (int _wu = 0; _wu < {n}; ++_wu) {{", f"for (int _wj = 0; _wj < {fan}; ++_wj) {{",
+                            f"const int _col = {pos[o]} + _wu * {fan} + _wj;"]
+                    seed = f"(_q == _wu) ? A{k - 1}[(size_t)_r * {fan} + _wj] : 0"
+                    tail = ["}", "}"]
+                elif p.shape:
+                    head = [f"for (int _wu = 0; _wu < {n}; ++_wu) {{", f"const int _col = {pos[o]} + _wu;"]
+                    seed, tail = "_q == _wu", ["}"]
+                else:
+                    head, seed, tail = ["{", f"const int _col = {pos[o]};"], "1", ["}"]
+                seeding = _rows([f"for (int _q = 0; _q < {n}; ++_q) {{", f"    RZ{k}[(size_t)_r * {n} + _q] = {seed};", "}"])
+                body += head + ["    " + ln for ln in seeding + column] + tail
+        return [f"real *restrict out = work + {self.workspace()};"] + self._declared(body + _mirrored(sorted(set(blocks)), nt))
+
+    def hessian_workspace(self):
+        return "0" if self.n_params <= UNROLL_LIMIT else f"{self.workspace()} + {self.n_params}"
 
     def buffers(self):
         """[(name, values per row of the batch, values besides)]: per-layer arrays, then the products' scratch."""

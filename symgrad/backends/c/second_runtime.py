@@ -3,11 +3,13 @@
 symgrad copies this file verbatim into such packages as ``_second.py``; it imports only NumPy and
 ctypes and works over the package's ``_runtime.Package``. The contract is the NumPy module's:
 directions v and the results of hvp and gauss_newton_vp are dicts shaped like the gradients, the
-Hessian's rows and columns follow HESSIAN_ORDER (TRAINABLE, each flattened row-major), and hessian()
-is built from one C hvp per column up to HESSIAN_LIMIT trainable parameters.
+Hessian's rows and columns follow HESSIAN_ORDER (TRAINABLE, each flattened row-major); hessian() is one
+C call (bind_hessian() makes it a bound call) and gauss_newton_matrix() one C product per column, both up
+to HESSIAN_LIMIT trainable parameters.
 """
 
 import ctypes
+import functools
 import threading
 
 import numpy as np
@@ -16,10 +18,13 @@ import numpy as np
 class Second:
     """input_gradients, jacobian, hvp, gauss_newton_vp, hessian and hessian_blocks over a Package and its library."""
 
-    def __init__(self, pkg, lib, name, limit, convex=True):
-        self.pkg, self.limit, self.convex = pkg, limit, convex
+    def __init__(self, pkg, lib, name, limit, convex=True, call=None):
+        self.pkg, self.limit, self.convex, self.call = pkg, limit, convex, call
         ptr, c_int = ctypes.c_void_p, ctypes.c_int
         table = {"second_workspace_size": (ctypes.c_size_t, [c_int]),
+                 "hessian_workspace_size": (ctypes.c_size_t, [c_int]),
+                 "hessian": (None, [ptr, ptr, ptr, c_int, ptr, ptr]),
+                 "hessian_call": (None, [ptr]),
                  "input_gradients": (None, [ptr, ptr, ptr, c_int, ptr, ptr]),
                  "jacobian": (None, [ptr, ptr, c_int, ptr, ptr]),
                  "hvp": (None, [ptr, ptr, ptr, ptr, c_int, ptr, ptr]),
@@ -33,16 +38,16 @@ class Second:
         self.local = threading.local()  # per thread: {batch: work buffer}, as the package's own buffers
         self.n_trainable = sum(size for _, _, size, _ in pkg.grads)
 
-    def _work(self, n):
+    def _work(self, n, kind="second"):
         """This thread's work buffer for batch n (C writes into it: another thread must not)."""
         table = getattr(self.local, "work", None)
         if table is None:
             table = self.local.work = {}
-        w = table.get(n)
+        w = table.get((kind, n))
         if w is None:
             if len(table) > 8:
                 table.clear()
-            w = table[n] = np.empty(max(1, self.c["second_workspace_size"](n)), dtype=self.pkg.dtype)
+            w = table[kind, n] = np.empty(max(1, self.c[f"{kind}_workspace_size"](n)), dtype=self.pkg.dtype)
         return w
 
     def input_gradients(self, params, x, y):
@@ -97,11 +102,46 @@ class Second:
                              "(the built-in squared-error and cross-entropy losses); this model's loss is a custom expression")
         return self._dict(self._product("gauss_newton_vp", params, x, y, self.direction(v)))
 
-    def hessian(self, params, x, y, fn="hvp"):
-        """The full Hessian of E, (N_TRAINABLE, N_TRAINABLE) in HESSIAN_ORDER, one hvp per column."""
+    def _refuse_big(self, fn):
         if self.n_trainable > self.limit:
             raise ValueError(f"hessian() builds at most {self.limit} x {self.limit} matrices; this model has "
                              f"{self.n_trainable} trainable parameters: use {fn}(params, x, y, v) for matrix-vector products")
+
+    def hessian(self, params, x, y):
+        """The full Hessian of E, (N_TRAINABLE, N_TRAINABLE) in HESSIAN_ORDER, in one C call."""
+        self._refuse_big("hvp")
+        b, theta, px, pt, n, _ = self.pkg.prepare(params, x, y)
+        H = np.empty((self.n_trainable, self.n_trainable), dtype=self.pkg.dtype)
+        work = self._work(n, "hessian")
+        self.c["hessian"](theta, px, pt, n, H.ctypes.data, work.ctypes.data)
+        return H
+
+    def bind_hessian(self, theta, x, t, H):
+        """A no-argument function that writes the Hessian of E into H for these very arrays (one ctypes call).
+
+        theta, x and t as for the package's bind(); H a writeable C-contiguous (N_TRAINABLE, N_TRAINABLE) array of
+        the package's dtype, overlapping none of them. Rows and columns in HESSIAN_ORDER; no size limit is checked
+        here beyond the array shapes. One bound call owns its work buffer: one thread at a time.
+        """
+        dt, nt = self.pkg.dtype, self.n_trainable
+        if type(H) is not np.ndarray or H.dtype != dt or not H.flags.c_contiguous or H.shape != (nt, nt) \
+                or not H.flags.writeable:
+            raise ValueError(f"H must be a writeable C-contiguous {dt.name} array of shape ({nt}, {nt})")
+        scratch = np.empty(self.pkg.n_params, dtype=dt)
+        self.pkg.refuse_flat(theta, x, t, scratch)  # theta, x and t as bind() takes them (ValueError otherwise)
+        for a, what in ((theta, "theta"), (x, "x"), (t, "t")):
+            if np.may_share_memory(H, a):
+                raise ValueError(f"H overlaps {what}: C would overwrite its input while reading it; pass a separate array")
+        n = x.shape[0]
+        work = np.empty(max(1, self.c["hessian_workspace_size"](n)), dtype=dt)
+        block = self.call(*(a.ctypes.data for a in (theta, x, t, H, work)), n)
+        call = functools.partial(self.c["hessian_call"], ctypes.byref(block))
+        call.arrays = (theta, x, t, H, work, block)
+        return call
+
+    def _columns(self, params, x, y, fn):
+        """The matrix of the product ``fn`` (hvp or gauss_newton_vp), (N_TRAINABLE, N_TRAINABLE), one call per column."""
+        self._refuse_big(fn)
         index = np.concatenate([np.arange(offset, offset + size) for _, offset, size, _ in self.pkg.grads]) \
             if self.pkg.grads else np.zeros(0, dtype=int)
         H = np.empty((self.n_trainable, self.n_trainable), dtype=self.pkg.dtype)
@@ -116,7 +156,7 @@ class Second:
         """The Gauss-Newton matrix J^T H_loss J, (N_TRAINABLE, N_TRAINABLE) in HESSIAN_ORDER, one product per column."""
         if not self.convex:
             self.gauss_newton_vp(params, x, y, {})  # its refusal
-        return self.hessian(params, x, y, "gauss_newton_vp")
+        return self._columns(params, x, y, "gauss_newton_vp")
 
     def hessian_blocks(self, H):
         """{(name_a, name_b): block of H with shape shape_a + shape_b} for every pair of trainable parameters."""

@@ -12,15 +12,8 @@ from sympy.codegen.ast import Assignment
 
 from symgrad.backends.numpy.scalar import _block
 from symgrad.backends.numpy.second import live
-from symgrad.ops.losses import t as T
-from symgrad.ops.losses import y as Y
+from symgrad.core.second import expression_partials
 from symgrad.symbols import Namer
-
-
-def _expand(expr, steps):
-    for s in reversed(steps):
-        expr = expr.xreplace({s.sym: s.expr})
-    return expr
 
 
 def expression_second(model, sder, pr):
@@ -35,9 +28,8 @@ def expression_second(model, sder, pr):
     unpack = ", ".join(namer[p] for p in prog.params)
     head = [unpack + (", = " if len(model.params) == 1 else " = ") + "_params(params)"]
     scale = ["s = 1.0 / a0.shape[0]" if model.loss.reduction == "mean" else "s = 1.0"]
-    E = _expand(prog.loss, prog.steps)
-    outs = [_expand(o, prog.steps) for o in prog.outputs]
-    trained = list(sder.grads)
+    d = expression_partials(model, sder)
+    trained = d.trained
     n = "a0.shape[0]"
 
     def block(exprs, prefix):
@@ -45,23 +37,18 @@ def expression_second(model, sder, pr):
         lines = _block([Assignment(s, e) for s, e in zip(syms, exprs)], pr, names, f"_{prefix}")
         return lines, [names.get(s, s.name) for s in syms]
 
-    gx, gx_names = block([sp.diff(E, v) for v in prog.inputs], "dx")
+    gx, gx_names = block(d.input_grads, "dx")
     bodies = {"input_gradients": head + scale + gx + [f"result = s * _columns({n}, {', '.join(gx_names)})"]}
-    jac = [sp.diff(o, v) for o in outs for v in prog.inputs]
-    jl, jn = block(jac, "jx")
+    jl, jn = block(d.jacobian, "jx")
     m = len(prog.inputs)
-    rows = [f"_columns({n}, {', '.join(jn[j * m:(j + 1) * m])})" for j in range(len(outs))]
+    rows = [f"_columns({n}, {', '.join(jn[j * m:(j + 1) * m])})" for j in range(len(prog.outputs))]
     bodies["jacobian"] = head + jl + [f"result = np.stack([{', '.join(rows)}], axis=1)"]
     if not trained:
         bodies["hvp"] = bodies["gauss_newton_vp"] = ["result = {}"]
         return {name: live(body) for name, body in bodies.items()}
-    pairs = [(i, j) for i in range(len(trained)) for j in range(i, len(trained))]
-    hl, hn = block([sp.diff(E, trained[i], trained[j]) for i, j in pairs], "h")
-    curv = model.loss.second_derivative()
-    jp = {(o, p): sp.diff(outs[o], trained[p]) for o in range(len(outs)) for p in range(len(trained))}
-    gn = [prog.scale * sp.Add(*[curv.subs({Y: outs[o], T: prog.targets[o]}) * jp[o, i] * jp[o, j] for o in range(len(outs))])
-          for i, j in pairs]
-    gl, gnn = block(gn, "gn")
+    pairs = d.pairs
+    hl, hn = block(d.hessian, "h")
+    gl, gnn = block(d.gauss_newton, "gn")
     vv = f"np.array([{', '.join(f'float(_v{k})' for k in range(len(trained)))}], dtype=DTYPE)"
     unpack_v = [", ".join(f"_v{k}" for k in range(len(trained))) + ("," if len(trained) == 1 else "") + " = _direction(v)"]
     keys = [prog.params[p][0] for p in trained]
