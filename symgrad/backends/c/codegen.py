@@ -23,6 +23,7 @@ from symgrad.backends.c import helpers as _helpers
 from symgrad.backends.c import runtime as _runtime
 from symgrad.backends.c import second_runtime as _second_runtime
 from symgrad.backends.c.graph import GraphLoops
+from symgrad.backends.c.graph_second import GraphSecondC
 from symgrad.backends.c.loops import Hybrid, Loops
 from symgrad.backends.c.printer import CPrinter
 from symgrad.backends.c.second import CSecond
@@ -78,15 +79,17 @@ def _shape(model, shape):
 
 
 def _second(model, layout, pr):
-    """The template context of the second-order C functions (networks only)."""
-    if model.kind != "network":
+    """The template context of the second-order C functions (networks and graph networks)."""
+    if model.kind not in ("network", "graph"):
         raise SpecError("second-order functions in C (--second-order, or a newton/gauss_newton optimizer) need a network; "
                         "for expression models use the NumPy target", "--second-order")
-    code = CSecond(derive(model).second, layout, pr)
+    code = GraphSecondC(model, layout, pr) if model.kind == "graph" else CSecond(derive(model).second, layout, pr)
     bodies = code.bodies()
     args = {"input_gradients": ("params", "x", "t", "gx", "work"), "jacobian": ("params", "x", "J", "work"),
             "hvp": ("params", "x", "t", "v", "out", "work"), "gauss_newton_vp": ("params", "x", "t", "v", "out", "work")}
     bodies = {name: _void_unused(body, args[name]) for name, body in bodies.items()}
+    if model.kind == "graph":
+        return {"bodies": bodies, "workspace": code.workspace(), "kernels": [], "gemm": code.helpers()}
     return {"bodies": bodies, "workspace": code.workspace(), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers()}
 
 
