@@ -204,7 +204,8 @@ class Conv(TensorOp):
         if vb is not None and vps[0] is None:
             plane = int(np.prod(node.shape[1:]))
             lines.append(cx.call("symgrad_add_bias", f"batch, {self.out_channels}, {plane}, {vb}, {rout}"))
-        return c_block(f"{node.name}: R{{z}} = conv(R{{x}}, W) + conv(x, V) + v_b", self._c_window(node), lines)
+        comment = f"{node.name}: R{{z}} = conv(R{{x}}, W) + conv(x, V) + v_b"
+        return c_block(comment, self._c_window(node), lines) if terms else [f"/* {comment} */", *lines]
 
     def c_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps, cx):
         """dx, R{dx} = conv_x(W, R{d}) + conv_x(V, d), R{dW} = conv_w(x, R{d}) + conv_w(R{x}, d), R{db} = sum R{d}."""
