@@ -45,26 +45,26 @@ def build(tmp_path, model, dtype="float64", compilers=CC[:1]):
     return symgrad.import_generated(f"{model.name}_c", tmp_path), symgrad.import_generated(model.name, tmp_path / "np")
 
 
-def same(a, b, rel=1e-12, what=""):
-    """|a - b| <= rel times the largest |b| (or rel when b is all zeros)."""
+def same(a, b, rel=1e-12, what="", floor=1e-300):
+    """|a - b| <= rel times the largest |b| or ``floor``, whichever is larger (1 when b is all zeros)."""
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape, (what, a.shape, b.shape)
-    scale = max(np.abs(b).max(initial=0.0), 1.0 if not b.any() else 1e-300)
+    scale = max(np.abs(b).max(initial=0.0), 1.0 if not b.any() else floor)
     assert np.abs(a - b).max(initial=0.0) <= rel * scale, (what, np.abs(a - b).max() / scale)
 
 
-def against_numpy(cm, nm, params, x, t, hessian=True, rel=1e-12):
-    """Every second-order function of the C package against the NumPy module's."""
+def against_numpy(cm, nm, params, x, t, hessian=True, rel=1e-12, floor=1e-300):
+    """Every second-order function of the C package against the NumPy module's (``floor`` as in :func:`same`)."""
     rng = np.random.default_rng(5)
     v = unflatten(nm, rng.normal(size=nm.N_TRAINABLE))
     for fn in ("hvp", "gauss_newton_vp"):
-        same(flatten(cm, getattr(cm, fn)(params, x, t, v)), flatten(nm, getattr(nm, fn)(params, x, t, v)), rel, fn)
-    same(cm.input_gradients(params, x, t), nm.input_gradients(params, x, t), rel, "input_gradients")
-    same(cm.jacobian(params, x), nm.jacobian(params, x), rel, "jacobian")
-    same(cm.jacobian(params, x[0]), nm.jacobian(params, x[0]), rel, "jacobian of one sample")
-    same(cm.input_gradients(params, x[0], t[0]), nm.input_gradients(params, x[0], t[0]), rel, "one sample")
+        same(flatten(cm, getattr(cm, fn)(params, x, t, v)), flatten(nm, getattr(nm, fn)(params, x, t, v)), rel, fn, floor)
+    same(cm.input_gradients(params, x, t), nm.input_gradients(params, x, t), rel, "input_gradients", floor)
+    same(cm.jacobian(params, x), nm.jacobian(params, x), rel, "jacobian", floor)
+    same(cm.jacobian(params, x[0]), nm.jacobian(params, x[0]), rel, "jacobian of one sample", floor)
+    same(cm.input_gradients(params, x[0], t[0]), nm.input_gradients(params, x[0], t[0]), rel, "one sample", floor)
     if hessian:
-        same(cm.hessian(params, x, t), nm.hessian(params, x, t), rel, "hessian")
+        same(cm.hessian(params, x, t), nm.hessian(params, x, t), rel, "hessian", floor)
     assert cm.HESSIAN_ORDER == nm.HESSIAN_ORDER and cm.HESSIAN_LIMIT == nm.HESSIAN_LIMIT
 
 
@@ -81,7 +81,9 @@ def test_random_graph_c_second_order(tmp_path, seed):
     small = cm.N_TRAINABLE <= 400
     for batch in (1, 3):
         x, t = data(model, rng, batch)
-        against_numpy(cm, nm, params, x, t, hessian=small)
+        # saturated units make tiny products that are differences of much larger terms, summed in another order: the
+        # same absolute bound (1e-13) as the torch comparison's 1e-10 relative to at least 1e-3
+        against_numpy(cm, nm, params, x, t, hessian=small, floor=0.1)
         check(cm, model, params, x, t, hessian=small, floor=1e-3)
 
 
