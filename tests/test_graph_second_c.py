@@ -176,6 +176,21 @@ def test_newton_training_step_of_a_c_graph_package(tmp_path):
     assert abs(E - E_ref) <= 1e-12 * abs(E_ref) and cm.loss(new, x, t) < E
 
 
+def test_a_graph_with_every_parameter_frozen(tmp_path):
+    """No direction to move along: hvp and gauss_newton_vp are empty dicts, input gradients and Jacobian as NumPy's."""
+    spec = _spec("frozen", [2, 5], [
+        {"kind": "conv1d", "name": "c", "out_channels": 2, "kernel_size": 2, "activation": "tanh",
+         "freeze": ["weight", "bias"]},
+        {"kind": "flatten", "name": "f"}, {"name": "out", "units": 2, "freeze": ["weight", "bias"]}])
+    model = from_dict(spec)
+    cm, nm = build(tmp_path, model)
+    x, t = data(model, np.random.default_rng(4), 3)
+    p = cm.init_params()
+    assert cm.hvp(p, x, t, {}) == {} == cm.gauss_newton_vp(p, x, t, {}) and cm.hessian(p, x, t).shape == (0, 0)
+    same(cm.input_gradients(p, x, t), nm.input_gradients(p, x, t), what="input_gradients")
+    same(cm.jacobian(p, x), nm.jacobian(p, x), what="jacobian")
+
+
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_recurrent_layers_are_refused_in_c(tmp_path, kind):
     spec = _spec(f"r{kind}", [4, 2], [{"kind": kind, "name": "rec", "hidden_size": 2}, {"name": "out", "units": 1}])

@@ -314,7 +314,8 @@ class GraphSecondC:
     def _declared(self, lines):
         text = "\n".join(lines)
         decl = [f"real *restrict {name} = work + {start};" for name, start in self.starts if re.search(rf"\b{name}\b", text)]
-        return decl + (["const real *restrict A0 = x;"] if re.search(r"\bA0\b", text) else []) + lines
+        decl += ["const real *restrict A0 = x;"] if re.search(r"\bA0\b", text) else []
+        return decl + ([] if re.search(r"\bbatch\b", "\n".join(decl) + text) else ["(void)batch;"]) + lines
 
     def workspace(self):
         return self.total
