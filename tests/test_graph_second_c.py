@@ -15,7 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 from graph_specs import net_activations_spec, random_graph, torch_loss
-from test_graph_second import cells_loss, check, data, flatten, unflatten
+from test_graph_second import cells_loss, check, data, flatten, random_recurrent, unflatten
 
 import symgrad
 from symgrad.errors import SpecError
@@ -85,6 +85,24 @@ def test_random_graph_c_second_order(tmp_path, seed):
         # same absolute bound (1e-13) as the torch comparison's 1e-10 relative to at least 1e-3
         against_numpy(cm, nm, params, x, t, hessian=small, floor=0.1)
         check(cm, model, params, x, t, hessian=small, floor=1e-3)
+
+
+# rnn layers (every third seed of tests/test_graph_second.py's random recurrent graphs): by default a relu rnn on every
+# step behind conv1d and transpose with W_ih and b_hh frozen, one with W_hh frozen and two dense layers after it, a
+# tanh rnn truncated at every step
+RNN = list(range(0, 45, 3)) if ALL else [9, 24, 39]
+
+
+@pytest.mark.parametrize("seed", RNN)
+def test_random_rnn_c_second_order(tmp_path, seed):
+    model, rng = random_recurrent(seed)
+    assert "rnn" in [n.kind for n in model.nodes]
+    cm, nm = build(tmp_path, model)
+    params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in cm.init_params().items()}
+    for batch in (1, 4):
+        x, t = data(model, rng, batch)
+        against_numpy(cm, nm, params, x, t)
+        check(cm, model, params, x, t, loss=cells_loss)
 
 
 def _spec(name, input_shape, layers, loss="half_sse"):
@@ -191,7 +209,7 @@ def test_a_graph_with_every_parameter_frozen(tmp_path):
     same(cm.jacobian(p, x), nm.jacobian(p, x), what="jacobian")
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_recurrent_layers_are_refused_in_c(tmp_path, kind):
     spec = _spec(f"r{kind}", [4, 2], [{"kind": kind, "name": "rec", "hidden_size": 2}, {"name": "out", "units": 1}])
     with pytest.raises(SpecError, match=f"{kind} layers.*--target numpy") as err:

@@ -246,6 +246,39 @@ class RNN(Recurrent):
     def _c_flag(self):
         return f", {int(self.activation == 'relu')}"
 
+    def _c_direction(self, vps):
+        """The C initializer of the direction on W_ih, W_hh, b_ih, b_hh as a symgrad_rnn_layer (0: no direction)."""
+        v = [p or "0" for p in list(vps) + [None] * (4 - len(vps))]
+        return (f"const symgrad_rnn_layer D = {{.B = batch, .T = {self.T}, .F = {self.F}, .H = {self.H}, "
+                f".bptt = {self.truncate}, .seq = {int(self.return_sequences)}, .wih = {v[0]}, .whh = {v[1]}, "
+                f".bih = {v[2]}, .bhh = {v[3]}}};")
+
+    def _c_r_buffers(self, out, rout, cx):
+        """(h, R{h} of every step, R{a} of every step): the layer's buffers of the R-passes."""
+        T, H = self.T, self.H
+        h = out if self.return_sequences else cx.buffer(f"{out}_H", T * H)
+        rh = rout if self.return_sequences else cx.buffer(f"{rout}_H", T * H)
+        return h, rh, cx.buffer(f"{rout}_A", T * H)
+
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{h} through time: every step's R{a_t} from R{x_t}, R{h_{t-1}} and the direction, R{h_t} = f'(a_t) R{a_t}."""
+        h, rh, ra = self._c_r_buffers(out, rout, cx)
+        last = "0" if self.return_sequences else rout
+        call = cx.call("symgrad_rnn_jvp", f"&L{self._c_flag()}, &D, {ins[0]}, {rins[0] or '0'}, {h}, {rh}, {ra}, {last}")
+        return self._c_block(": R through time", node, ps, [self._c_direction(vps), call])
+
+    def c_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps, cx):
+        """dE/dx and the R of every gradient, backward through time beside the first-order deltas."""
+        h, rh, ra = self._c_r_buffers(out, rout, cx)
+        T, F, H = self.T, self.F, self.H
+        work = cx.temp("RNNR", 3 * T * H + T * F)
+        fixed = cx.scratch("RNNF", 4 * H + (F + H) * H + H * F + H * H)
+        grads = ", ".join(v or "0" for v in [rdins[0]] + list(rdps) + [None] * (4 - len(rdps)))
+        call = cx.call("symgrad_rnn_rbackward", f"&L{self._c_flag()}, &D, {ins[0]}, {rins[0] or '0'}, {h}, {rh}, {ra}, "
+                       f"{d}, {rd}, {dins[0] or '0'}, {work}, {fixed}, &g")
+        return self._c_block(": R of the backward through time", node, ps,
+                             [self._c_direction(vps), f"const symgrad_rnn_grads g = {{{grads}}};", call])
+
     def build(self, key, in_shapes, init, taken):
         if self.activation not in ("tanh", "relu"):
             raise self.error(choice_message("activation", self.activation, ("tanh", "relu")), f"{key}.activation")

@@ -491,3 +491,121 @@ static void symgrad_gru_backward(const symgrad_rnn_layer *L, const real *restric
     symgrad_rnn_grads_from(L, 3 * H, 2 * H, gates, hn, x, h, work + 2 * H, g);
 }
 /* @end */
+
+/* @helper symgrad_rnn_jvp needs symgrad_rnn_delta_at symgrad_rnn_last */
+/* R through time of an Elman RNN (second order) along rx (null: 0) and the direction D on the weights (D->wih, whh,
+ * bih, bhh; any null: 0): ra_t = W_ih rx_t + V_ih x_t + v_bih + v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (where the
+ * state is carried), rh_t = f'(a_t) ra_t, both (B, T, H); rlast = the last step's rh unless null. */
+static void symgrad_rnn_jvp(const symgrad_rnn_layer *L, int relu, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, real *restrict rh, real *restrict ra, real *restrict rlast)
+{
+    const int T = L->T, F = L->F, H = L->H;
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = (size_t)b * T + t;
+            const int carried = symgrad_rnn_carries(L, t);
+            for (int j = 0; j < H; ++j) {
+                real acc = (D->bih ? D->bih[j] : 0) + (D->bhh ? D->bhh[j] : 0);
+                for (int c = 0; c < F; ++c) {
+                    if (rx) {
+                        acc += L->wih[(size_t)j * F + c] * rx[s * F + c];
+                    }
+                    if (D->wih) {
+                        acc += D->wih[(size_t)j * F + c] * x[s * F + c];
+                    }
+                }
+                for (int c = 0; c < H && t > 0; ++c) {
+                    if (D->whh) {
+                        acc += D->whh[(size_t)j * H + c] * h[(s - 1) * H + c];
+                    }
+                    if (carried) {
+                        acc += L->whh[(size_t)j * H + c] * rh[(s - 1) * H + c];
+                    }
+                }
+                const real hj = h[s * H + j];
+                ra[s * H + j] = acc;
+                rh[s * H + j] = (relu ? (real)(hj > 0) : 1 - hj * hj) * acc;
+            }
+        }
+    }
+    symgrad_rnn_last(L, rh, rlast);
+}
+/* @end */
+
+/* @helper symgrad_rnn_rbackward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
+/* From dy and rdy = R{dy} (second order): dx = dE/dx unless null and the R of every gradient in g (g->dx: R{dE/dx});
+ * per step da_t = dE/dh_t f'(a_t), R{da_t} = R{dE/dh_t} f'(a_t) + dE/dh_t f''(a_t) R{a_t} (relu'' = 0, tanh'' =
+ * -2 h f'), carried back as da_t W_hh and R{da_t} W_hh + da_t V_hh; then R{dW_ih} = sum R{da_t} x_t^T + da_t rx_t^T,
+ * R{dW_hh} = sum R{da_t} h_{t-1}^T + da_t R{h_{t-1}}^T (R{h_{t-1}} 0 where the state was detached), R{db} = sum R{da},
+ * R{dE/dx} = R{da} W_ih + da V_ih. work: (3 T H + T F) B values; fixed: 4 H + (F + H) H + H F + H H values. */
+static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const symgrad_rnn_layer *D,
+    const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
+    const real *restrict ra, const real *restrict dy, const real *restrict rdy, real *restrict dx,
+    real *restrict work, real *restrict fixed, const symgrad_rnn_grads *g)
+{
+    const int B = L->B, T = L->T, F = L->F, H = L->H;
+    const size_t n = (size_t)B * T * H;
+    real *restrict da = work, *restrict rda = work + n, *restrict rprev = work + 2 * n, *restrict q = work + 3 * n;
+    real *restrict gh = fixed, *restrict rgh = fixed + H, *restrict carry = fixed + 2 * H, *restrict rcarry = fixed + 3 * H;
+    real *restrict tmp = fixed + 4 * H, *restrict pih = tmp + (size_t)(F + H) * H, *restrict phh = pih + (size_t)H * F;
+    for (int b = 0; b < B; ++b) {
+        int carried = 0;
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            const int next = t + 1 < T && symgrad_rnn_carries(L, t + 1);  /* step t + 1 reads R{h_t} */
+            for (int j = 0; j < H; ++j) {
+                rprev[s * H + j] = next ? rh[s * H + j] : 0;
+            }
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < H; ++j) {
+                    da[s * H + j] = rda[s * H + j] = 0;
+                }
+                continue;
+            }
+            symgrad_rnn_delta_at(L, rdy, b, t, carried, rcarry, rgh);
+            for (int j = 0; j < H; ++j) {
+                const real hj = h[s * H + j], fp = relu ? (real)(hj > 0) : 1 - hj * hj;
+                da[s * H + j] = gh[j] * fp;
+                rda[s * H + j] = rgh[j] * fp - (relu ? 0 : 2 * hj * gh[j] * fp * ra[s * H + j]);
+            }
+            carried = symgrad_rnn_carries(L, t);
+            if (carried) {
+                for (int j = 0; j < H; ++j) {
+                    carry[j] = rcarry[j] = 0;
+                }
+                symgrad_rnn_vecmat(H, H, da + s * H, 1, L->whh, H, carry);
+                symgrad_rnn_vecmat(H, H, rda + s * H, 1, L->whh, H, rcarry);
+                if (D->whh) {
+                    symgrad_rnn_vecmat(H, H, da + s * H, 1, D->whh, H, rcarry);
+                }
+            }
+        }
+    }
+    symgrad_rnn_grads_from(L, H, H, rda, rda, x, h, tmp, g);
+    symgrad_rnn_layer V = *L;
+    V.wih = D->wih;
+    const symgrad_rnn_grads second = {g->dx && D->wih ? q : 0, g->dwih && rx ? pih : 0, g->dwhh ? phh : 0, 0, 0};
+    if (second.dx || second.dwih || second.dwhh) {
+        symgrad_rnn_grads_from(&V, H, H, da, da, rx, rprev, tmp, &second);
+        if (second.dx) {
+            for (size_t i = 0; i < (size_t)B * T * F; ++i) {
+                g->dx[i] += q[i];
+            }
+        }
+        if (second.dwih) {
+            for (size_t i = 0; i < (size_t)H * F; ++i) {
+                g->dwih[i] += pih[i];
+            }
+        }
+        if (second.dwhh) {
+            for (size_t i = 0; i < (size_t)H * H; ++i) {
+                g->dwhh[i] += phh[i];
+            }
+        }
+    }
+    if (dx) {
+        const symgrad_rnn_grads first = {dx, 0, 0, 0, 0};
+        symgrad_rnn_grads_from(L, H, H, da, da, x, h, tmp, &first);
+    }
+}
+/* @end */

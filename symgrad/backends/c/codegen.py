@@ -58,8 +58,9 @@ def _layout(model):
 
 
 def _void_unused(lines, args):
-    """``(void)arg;`` in front of a body for each argument it never reads (a model that ignores x or t)."""
-    text = "\n".join(lines)
+    """``(void)arg;`` in front of a body for each argument it never reads (a model that ignores x or t); a comment
+    naming one ("the delta at step t") is no read."""
+    text = re.sub(r"/\*.*?\*/", "", "\n".join(lines), flags=re.S)
     return [f"(void){a};" for a in args if not re.search(rf"\b{a}\b", text)] + lines
 
 

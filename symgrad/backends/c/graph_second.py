@@ -20,7 +20,7 @@ from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
 from symgrad.ops.losses import y as Y
 
-RECURRENT = ("rnn", "lstm", "gru")
+RECURRENT = ("lstm", "gru")  # the rnn layer has its R-passes in C
 
 
 class SecondContext(Context):
@@ -306,7 +306,7 @@ class GraphSecondC:
         for name, n in sorted(cx.scratch_sizes.items()):
             self.starts.append((name, str(fixed)))
             fixed += n
-        for name, n in {**self.sizes, **cx.temp_sizes}.items():
+        for name, n in {**self.sizes, **cx.batch_sizes, **cx.temp_sizes}.items():
             self.starts.append((name, f"{fixed} + (size_t)batch * {per}"))
             per += n
         self.total = f"{fixed} + (size_t)batch * {per}"
