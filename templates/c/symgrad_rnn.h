@@ -532,12 +532,67 @@ static void symgrad_rnn_jvp(const symgrad_rnn_layer *L, int relu, const symgrad_
 }
 /* @end */
 
-/* @helper symgrad_rnn_rbackward needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
+/* @helper symgrad_rnn_rgrads needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
+/* rprev (B, T, H): row t = R{h_t} where step t + 1 reads it (carried), else 0 (the detached state is a constant). */
+static void symgrad_rnn_rprev(const symgrad_rnn_layer *L, const real *restrict rh, real *restrict rprev)
+{
+    const int T = L->T, H = L->H;
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = ((size_t)b * T + t) * H;
+            const int next = t + 1 < T && symgrad_rnn_carries(L, t + 1);
+            for (int j = 0; j < H; ++j) {
+                rprev[s + j] = next ? rh[s + j] : 0;
+            }
+        }
+    }
+}
+
+/* The R of every gradient (second order) from the deltas d (input part dgi, recurrent part's columns from split on
+ * in dgs, as symgrad_rnn_grads_from) and their R rd: R{dW_ih} = sum R{dgi_t} x_t^T + dgi_t rx_t^T, R{dW_hh} = sum
+ * R{dgh_t} h_{t-1}^T + dgh_t R{h_{t-1}}^T (rprev), R{db} = sum R{d}, g->dx = R{dE/dx} = R{dgi} W_ih + dgi V_ih; and
+ * dx = dgi W_ih unless null. q (B T F), tmp ((F + H) GH), pih (GH F), phh (GH H) are scratch. */
+static void symgrad_rnn_rgrads(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, int split,
+    const real *restrict dgi, const real *restrict dgs, const real *restrict rdgi, const real *restrict rdgs,
+    const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rprev,
+    real *restrict dx, real *restrict q, real *restrict tmp, real *restrict pih, real *restrict phh,
+    const symgrad_rnn_grads *g)
+{
+    const int F = L->F, H = L->H;
+    symgrad_rnn_grads_from(L, GH, split, rdgi, rdgs, x, h, tmp, g);
+    symgrad_rnn_layer V = *L;
+    V.wih = D->wih;
+    const symgrad_rnn_grads second = {g->dx && D->wih ? q : 0, g->dwih && rx ? pih : 0, g->dwhh ? phh : 0, 0, 0};
+    if (second.dx || second.dwih || second.dwhh) {
+        symgrad_rnn_grads_from(&V, GH, split, dgi, dgs, rx, rprev, tmp, &second);
+        if (second.dx) {
+            for (size_t i = 0; i < (size_t)L->B * L->T * F; ++i) {
+                g->dx[i] += q[i];
+            }
+        }
+        if (second.dwih) {
+            for (size_t i = 0; i < (size_t)GH * F; ++i) {
+                g->dwih[i] += pih[i];
+            }
+        }
+        if (second.dwhh) {
+            for (size_t i = 0; i < (size_t)GH * H; ++i) {
+                g->dwhh[i] += phh[i];
+            }
+        }
+    }
+    if (dx) {
+        const symgrad_rnn_grads first = {dx, 0, 0, 0, 0};
+        symgrad_rnn_grads_from(L, GH, split, dgi, dgs, x, h, tmp, &first);
+    }
+}
+/* @end */
+
+/* @helper symgrad_rnn_rbackward needs symgrad_rnn_rgrads */
 /* From dy and rdy = R{dy} (second order): dx = dE/dx unless null and the R of every gradient in g (g->dx: R{dE/dx});
  * per step da_t = dE/dh_t f'(a_t), R{da_t} = R{dE/dh_t} f'(a_t) + dE/dh_t f''(a_t) R{a_t} (relu'' = 0, tanh'' =
- * -2 h f'), carried back as da_t W_hh and R{da_t} W_hh + da_t V_hh; then R{dW_ih} = sum R{da_t} x_t^T + da_t rx_t^T,
- * R{dW_hh} = sum R{da_t} h_{t-1}^T + da_t R{h_{t-1}}^T (R{h_{t-1}} 0 where the state was detached), R{db} = sum R{da},
- * R{dE/dx} = R{da} W_ih + da V_ih. work: (3 T H + T F) B values; fixed: 4 H + (F + H) H + H F + H H values. */
+ * -2 h f'), carried back as da_t W_hh and R{da_t} W_hh + da_t V_hh; then symgrad_rnn_rgrads. work: (3 T H + T F) B
+ * values; fixed: 4 H + 2 (F + H) H values. */
 static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const symgrad_rnn_layer *D,
     const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
     const real *restrict ra, const real *restrict dy, const real *restrict rdy, real *restrict dx,
@@ -548,14 +603,11 @@ static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const sy
     real *restrict da = work, *restrict rda = work + n, *restrict rprev = work + 2 * n, *restrict q = work + 3 * n;
     real *restrict gh = fixed, *restrict rgh = fixed + H, *restrict carry = fixed + 2 * H, *restrict rcarry = fixed + 3 * H;
     real *restrict tmp = fixed + 4 * H, *restrict pih = tmp + (size_t)(F + H) * H, *restrict phh = pih + (size_t)H * F;
+    symgrad_rnn_rprev(L, rh, rprev);
     for (int b = 0; b < B; ++b) {
         int carried = 0;
         for (int t = T - 1; t >= 0; --t) {
             const size_t s = (size_t)b * T + t;
-            const int next = t + 1 < T && symgrad_rnn_carries(L, t + 1);  /* step t + 1 reads R{h_t} */
-            for (int j = 0; j < H; ++j) {
-                rprev[s * H + j] = next ? rh[s * H + j] : 0;
-            }
             if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
                 for (int j = 0; j < H; ++j) {
                     da[s * H + j] = rda[s * H + j] = 0;
@@ -581,31 +633,6 @@ static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const sy
             }
         }
     }
-    symgrad_rnn_grads_from(L, H, H, rda, rda, x, h, tmp, g);
-    symgrad_rnn_layer V = *L;
-    V.wih = D->wih;
-    const symgrad_rnn_grads second = {g->dx && D->wih ? q : 0, g->dwih && rx ? pih : 0, g->dwhh ? phh : 0, 0, 0};
-    if (second.dx || second.dwih || second.dwhh) {
-        symgrad_rnn_grads_from(&V, H, H, da, da, rx, rprev, tmp, &second);
-        if (second.dx) {
-            for (size_t i = 0; i < (size_t)B * T * F; ++i) {
-                g->dx[i] += q[i];
-            }
-        }
-        if (second.dwih) {
-            for (size_t i = 0; i < (size_t)H * F; ++i) {
-                g->dwih[i] += pih[i];
-            }
-        }
-        if (second.dwhh) {
-            for (size_t i = 0; i < (size_t)H * H; ++i) {
-                g->dwhh[i] += phh[i];
-            }
-        }
-    }
-    if (dx) {
-        const symgrad_rnn_grads first = {dx, 0, 0, 0, 0};
-        symgrad_rnn_grads_from(L, H, H, da, da, x, h, tmp, &first);
-    }
+    symgrad_rnn_rgrads(L, D, H, H, da, da, rda, rda, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
 }
 /* @end */
