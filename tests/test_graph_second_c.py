@@ -2,7 +2,9 @@
 
 Random graphs from tests/graph_specs.py and named ones (forward-mode Jacobian, max-pool ties and ReLU at 0, f'' of
 net-input activations on adds, pools and concats, a softmax output under a squared error, transpose with a dense layer
-over leading axes and frozen parameters, a convolution on the im2col + GEMM path): hvp, gauss_newton_vp, hessian (small
+over leading axes and frozen parameters, a convolution on the im2col + GEMM path) and random recurrent networks (rnn,
+lstm, gru; last state or every step, truncated, frozen weights, behind conv1d and transpose, stacked): hvp,
+gauss_newton_vp, hessian (small
 graphs), input_gradients and jacobian against the NumPy module to 1e-12 and against torch.func to 1e-10 (the checks of
 tests/test_graph_second.py), batch 1 and larger, strict C99. The default run builds a few packages (C compiles are
 slow); ``SYMGRAD_SECOND_ORDER_ALL=1`` builds every one.
@@ -18,7 +20,6 @@ from graph_specs import net_activations_spec, random_graph, torch_loss
 from test_graph_second import cells_loss, check, data, flatten, random_recurrent, unflatten
 
 import symgrad
-from symgrad.errors import SpecError
 from symgrad.spec import from_dict
 
 torch = pytest.importorskip("torch")
@@ -87,22 +88,35 @@ def test_random_graph_c_second_order(tmp_path, seed):
         check(cm, model, params, x, t, hessian=small, floor=1e-3)
 
 
-# rnn layers (every third seed of tests/test_graph_second.py's random recurrent graphs): by default a relu rnn on every
-# step behind conv1d and transpose with W_ih and b_hh frozen, one with W_hh frozen and two dense layers after it, a
-# tanh rnn truncated at every step
-RNN = list(range(0, 45, 3)) if ALL else [9, 24, 39]
+# recurrent layers (tests/test_graph_second.py's random recurrent graphs, rnn, lstm and gru by turns): by default an
+# lstm truncated every 2 steps, a gru on every step, a relu rnn behind conv1d and transpose with W_ih and b_hh frozen,
+# a gru of 3 units on its last step, an rnn with W_hh frozen and two dense layers after it
+RECURRENT = list(range(45)) if ALL else [1, 2, 9, 5, 24]
 
 
-@pytest.mark.parametrize("seed", RNN)
-def test_random_rnn_c_second_order(tmp_path, seed):
+@pytest.mark.parametrize("seed", RECURRENT)
+def test_random_recurrent_c_second_order(tmp_path, seed):
     model, rng = random_recurrent(seed)
-    assert "rnn" in [n.kind for n in model.nodes]
     cm, nm = build(tmp_path, model)
     params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in cm.init_params().items()}
     for batch in (1, 4):
         x, t = data(model, rng, batch)
         against_numpy(cm, nm, params, x, t)
         check(cm, model, params, x, t, loss=cells_loss)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"] if ALL else ["lstm"])
+def test_stacked_recurrent_layers_truncated_on_every_step(tmp_path, kind):
+    layers = [{"kind": kind, "name": "r1", "hidden_size": 3, "return_sequences": True, "bptt_steps": 2},
+              {"kind": "gru" if kind != "gru" else "lstm", "name": "r2", "hidden_size": 2, "return_sequences": True},
+              {"name": "out", "units": 2}]
+    model = from_dict({"name": f"cstack_{kind}", "input_shape": [5, 2], "layers": layers, "loss": "mse"})
+    cm, nm = build(tmp_path, model)
+    rng = np.random.default_rng(7)
+    params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in cm.init_params().items()}
+    x, t = data(model, rng, 3)
+    against_numpy(cm, nm, params, x, t)
+    check(cm, model, params, x, t, loss=cells_loss)
 
 
 def _spec(name, input_shape, layers, loss="half_sse"):
@@ -207,11 +221,3 @@ def test_a_graph_with_every_parameter_frozen(tmp_path):
     assert cm.hvp(p, x, t, {}) == {} == cm.gauss_newton_vp(p, x, t, {}) and cm.hessian(p, x, t).shape == (0, 0)
     same(cm.input_gradients(p, x, t), nm.input_gradients(p, x, t), what="input_gradients")
     same(cm.jacobian(p, x), nm.jacobian(p, x), what="jacobian")
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_recurrent_layers_are_refused_in_c(tmp_path, kind):
-    spec = _spec(f"r{kind}", [4, 2], [{"kind": kind, "name": "rec", "hidden_size": 2}, {"name": "out", "units": 1}])
-    with pytest.raises(SpecError, match=f"{kind} layers.*--target numpy") as err:
-        symgrad.generate(from_dict(spec), "c", tmp_path, second_order=True)
-    assert err.value.key == "layers[0].kind"

@@ -636,3 +636,260 @@ static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const sy
     symgrad_rnn_rgrads(L, D, H, H, da, da, rda, rda, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
 }
 /* @end */
+
+/* @helper symgrad_rnn_rparts needs symgrad_rnn_layer */
+/* The R of step t's gate inputs (second order), row s = b T + t, GH gate rows: ri = v_bih + W_ih rx_t + V_ih x_t
+ * (rx, D->wih, D->bih may be null), and rr = v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (the last only where carried). */
+static void symgrad_rnn_rparts(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, int t, size_t s,
+    int carried, const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
+    real *restrict ri, real *restrict rr)
+{
+    const int F = L->F, H = L->H;
+    for (int r = 0; r < GH; ++r) {
+        real a = D->bih ? D->bih[r] : 0, b = D->bhh ? D->bhh[r] : 0;
+        for (int c = 0; c < F; ++c) {
+            if (rx) {
+                a += L->wih[(size_t)r * F + c] * rx[s * F + c];
+            }
+            if (D->wih) {
+                a += D->wih[(size_t)r * F + c] * x[s * F + c];
+            }
+        }
+        for (int c = 0; c < H && t > 0; ++c) {
+            if (D->whh) {
+                b += D->whh[(size_t)r * H + c] * h[(s - 1) * H + c];
+            }
+            if (carried) {
+                b += L->whh[(size_t)r * H + c] * rh[(s - 1) * H + c];
+            }
+        }
+        ri[r] = a;
+        rr[r] = b;
+    }
+}
+/* @end */
+
+/* @helper symgrad_lstm_jvp needs symgrad_rnn_delta_at symgrad_rnn_last symgrad_rnn_rparts */
+/* R through time of an LSTM (second order) along rx and the direction D: rgates (B, T, 4H) the R of i, f, g, o
+ * (sigma' = s (1 - s), tanh' = 1 - g^2 times the R of their inputs), rc (B, T, H) = R{c_t} = R{i} g + i R{g} +
+ * R{f} c_{t-1} + f R{c_{t-1}} (where carried), rh (B, T, H) = R{o} tanh(c_t) + o (1 - tanh(c_t)^2) R{c_t}; rlast the
+ * last step's rh unless null; fixed: 8 H values. */
+static void symgrad_lstm_jvp(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict c,
+    const real *restrict tc, real *restrict rh, real *restrict rgates, real *restrict rc, real *restrict rlast,
+    real *restrict fixed)
+{
+    const int T = L->T, H = L->H;
+    real *restrict ri = fixed, *restrict rr = fixed + 4 * H;
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = (size_t)b * T + t;
+            const int keep = symgrad_rnn_carries(L, t);
+            symgrad_rnn_rparts(L, D, 4 * H, t, s, keep, x, rx, h, rh, ri, rr);
+            const real *restrict a = gates + s * 4 * H;
+            real *restrict ra = rgates + s * 4 * H;
+            for (int q = 0; q < 4 * H; ++q) {
+                const real u = a[q];
+                ra[q] = (ri[q] + rr[q]) * (q >= 2 * H && q < 3 * H ? 1 - u * u : u * (1 - u));
+            }
+            for (int j = 0; j < H; ++j) {
+                real v = ra[j] * a[2 * H + j] + a[j] * ra[2 * H + j];
+                if (t) {
+                    v += ra[H + j] * c[(s - 1) * H + j];
+                }
+                if (keep) {
+                    v += a[H + j] * rc[(s - 1) * H + j];
+                }
+                const real u = tc[s * H + j];
+                rc[s * H + j] = v;
+                rh[s * H + j] = ra[3 * H + j] * u + a[3 * H + j] * (1 - u * u) * v;
+            }
+        }
+    }
+    symgrad_rnn_last(L, rh, rlast);
+}
+/* @end */
+
+/* @helper symgrad_lstm_rbackward needs symgrad_rnn_rgrads */
+/* From dy and rdy = R{dy} (second order): dx unless null and the R of every gradient in g; per step the first-order
+ * gate deltas of symgrad_lstm_backward and, beside each, its R by the product rule (R{dE/dc_t} = (R{g} o + g R{o})
+ * (1 - tc^2) - 2 g o tc R{tc} + the carried R, sigma'' R{a} = (1 - 2 s) R{s}, tanh'' R{a} = -2 g R{g}); then
+ * symgrad_rnn_rgrads. work: (8 T H + T H + T F) B values; fixed: 6 H + (F + H) 4H + 4H F + 4H H values. */
+static void symgrad_lstm_rbackward(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict c,
+    const real *restrict tc, const real *restrict rh, const real *restrict rgates, const real *restrict rc,
+    const real *restrict dy, const real *restrict rdy, real *restrict dx, real *restrict work, real *restrict fixed,
+    const symgrad_rnn_grads *g)
+{
+    const int B = L->B, T = L->T, F = L->F, H = L->H;
+    const size_t n = (size_t)B * T * 4 * H;
+    real *restrict dg = work, *restrict rdg = work + n, *restrict rprev = work + 2 * n;
+    real *restrict q = rprev + (size_t)B * T * H;
+    real *restrict gh = fixed, *restrict rgh = fixed + H, *restrict carry = fixed + 2 * H, *restrict rcarry = fixed + 3 * H;
+    real *restrict cc = fixed + 4 * H, *restrict rcc = fixed + 5 * H, *restrict tmp = fixed + 6 * H;
+    real *restrict pih = tmp + (size_t)(F + H) * 4 * H, *restrict phh = pih + (size_t)4 * H * F;
+    symgrad_rnn_rprev(L, rh, rprev);
+    for (int b = 0; b < B; ++b) {
+        int carried = 0;
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            real *restrict d = dg + s * 4 * H, *restrict rd = rdg + s * 4 * H;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < 4 * H; ++j) {
+                    d[j] = rd[j] = 0;
+                }
+                continue;
+            }
+            symgrad_rnn_delta_at(L, rdy, b, t, carried, rcarry, rgh);
+            const real *restrict a = gates + s * 4 * H, *restrict ra = rgates + s * 4 * H;
+            const int keep = symgrad_rnn_carries(L, t);
+            for (int j = 0; j < H; ++j) {
+                const real i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j];
+                const real ri = ra[j], rf = ra[H + j], rgg = ra[2 * H + j], ro = ra[3 * H + j];
+                const real u = tc[s * H + j], du = 1 - u * u, ru = du * rc[s * H + j];
+                const real eo = gh[j] * u, reo = rgh[j] * u + gh[j] * ru;
+                real dc = gh[j] * o * du, rdc = (rgh[j] * o + gh[j] * ro) * du - 2 * gh[j] * o * u * ru;
+                if (carried) {
+                    dc += cc[j];
+                    rdc += rcc[j];
+                }
+                const real ei = dc * gg, rei = rdc * gg + dc * rgg, eg = dc * i, reg = rdc * i + dc * ri;
+                real ef = 0, ref = 0;
+                if (t) {
+                    const real cp = c[(s - 1) * H + j];
+                    ef = dc * cp;
+                    ref = rdc * cp + (keep ? dc * rc[(s - 1) * H + j] : 0);
+                }
+                d[j] = ei * i * (1 - i);
+                rd[j] = rei * i * (1 - i) + ei * (1 - 2 * i) * ri;
+                d[H + j] = ef * f * (1 - f);
+                rd[H + j] = ref * f * (1 - f) + ef * (1 - 2 * f) * rf;
+                d[2 * H + j] = eg * (1 - gg * gg);
+                rd[2 * H + j] = reg * (1 - gg * gg) - 2 * eg * gg * rgg;
+                d[3 * H + j] = eo * o * (1 - o);
+                rd[3 * H + j] = reo * o * (1 - o) + eo * (1 - 2 * o) * ro;
+                cc[j] = keep ? dc * f : 0;
+                rcc[j] = keep ? rdc * f + dc * rf : 0;
+            }
+            carried = keep;
+            if (carried) {
+                for (int j = 0; j < H; ++j) {
+                    carry[j] = rcarry[j] = 0;
+                }
+                symgrad_rnn_vecmat(4 * H, H, d, 1, L->whh, H, carry);
+                symgrad_rnn_vecmat(4 * H, H, rd, 1, L->whh, H, rcarry);
+                if (D->whh) {
+                    symgrad_rnn_vecmat(4 * H, H, d, 1, D->whh, H, rcarry);
+                }
+            }
+        }
+    }
+    symgrad_rnn_rgrads(L, D, 4 * H, 4 * H, dg, dg, rdg, rdg, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
+}
+/* @end */
+
+/* @helper symgrad_gru_jvp needs symgrad_rnn_delta_at symgrad_rnn_last symgrad_rnn_rparts */
+/* R through time of a GRU (second order) along rx and the direction D: rgates (B, T, 3H) = R{r}, R{z} (sigma' times
+ * the R of their inputs) and R{n} = (1 - n^2) (R{gi_n} + R{r} hn + r R{hn}), rhn (B, T, H) = R{hn} (the recurrent
+ * part's n rows), rh (B, T, H) = R{n} + R{z} (h_{t-1} - n) + z (R{h_{t-1}} - R{n}); rlast the last step's rh unless
+ * null; fixed: 6 H values. */
+static void symgrad_gru_jvp(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict hn,
+    real *restrict rh, real *restrict rgates, real *restrict rhn, real *restrict rlast, real *restrict fixed)
+{
+    const int T = L->T, H = L->H;
+    real *restrict ri = fixed, *restrict rr = fixed + 3 * H;
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = (size_t)b * T + t;
+            const int keep = symgrad_rnn_carries(L, t);
+            symgrad_rnn_rparts(L, D, 3 * H, t, s, keep, x, rx, h, rh, ri, rr);
+            const real *restrict a = gates + s * 3 * H;
+            real *restrict ra = rgates + s * 3 * H;
+            for (int q = 0; q < 2 * H; ++q) {
+                ra[q] = (ri[q] + rr[q]) * a[q] * (1 - a[q]);
+            }
+            for (int j = 0; j < H; ++j) {
+                const real r = a[j], z = a[H + j], n = a[2 * H + j];
+                const real hp = t ? h[(s - 1) * H + j] : 0, rhp = keep ? rh[(s - 1) * H + j] : 0;
+                rhn[s * H + j] = rr[2 * H + j];
+                const real rn = (ri[2 * H + j] + ra[j] * hn[s * H + j] + r * rr[2 * H + j]) * (1 - n * n);
+                ra[2 * H + j] = rn;
+                rh[s * H + j] = rn + ra[H + j] * (hp - n) + z * (rhp - rn);
+            }
+        }
+    }
+    symgrad_rnn_last(L, rh, rlast);
+}
+/* @end */
+
+/* @helper symgrad_gru_rbackward needs symgrad_rnn_rgrads */
+/* From dy and rdy = R{dy} (second order): dx unless null and the R of every gradient in g; per step the first-order
+ * deltas of symgrad_gru_backward (input part r, z, n; recurrent part's hn) and, beside each, its R by the product
+ * rule; then symgrad_rnn_rgrads. work: (6 T H + 2 T H + T H + T F) B values; fixed: 4 H + (F + H) 3H + 3H F + 3H H
+ * values. */
+static void symgrad_gru_rbackward(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict hn,
+    const real *restrict rh, const real *restrict rgates, const real *restrict rhn, const real *restrict dy,
+    const real *restrict rdy, real *restrict dx, real *restrict work, real *restrict fixed, const symgrad_rnn_grads *g)
+{
+    const int B = L->B, T = L->T, F = L->F, H = L->H;
+    const size_t n3 = (size_t)B * T * 3 * H, n1 = (size_t)B * T * H;
+    real *restrict dgi = work, *restrict rdgi = work + n3, *restrict dgs = work + 2 * n3, *restrict rdgs = dgs + n1;
+    real *restrict rprev = rdgs + n1, *restrict q = rprev + n1;
+    real *restrict gh = fixed, *restrict rgh = fixed + H, *restrict carry = fixed + 2 * H, *restrict rcarry = fixed + 3 * H;
+    real *restrict tmp = fixed + 4 * H, *restrict pih = tmp + (size_t)(F + H) * 3 * H, *restrict phh = pih + (size_t)3 * H * F;
+    symgrad_rnn_rprev(L, rh, rprev);
+    for (int b = 0; b < B; ++b) {
+        int carried = 0;
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            real *restrict d = dgi + s * 3 * H, *restrict rd = rdgi + s * 3 * H;
+            real *restrict ds = dgs + s * H, *restrict rds = rdgs + s * H;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < 3 * H; ++j) {
+                    d[j] = rd[j] = 0;
+                }
+                for (int j = 0; j < H; ++j) {
+                    ds[j] = rds[j] = 0;
+                }
+                continue;
+            }
+            symgrad_rnn_delta_at(L, rdy, b, t, carried, rcarry, rgh);
+            const real *restrict a = gates + s * 3 * H, *restrict ra = rgates + s * 3 * H;
+            const int keep = symgrad_rnn_carries(L, t);
+            for (int j = 0; j < H; ++j) {
+                const real r = a[j], z = a[H + j], n = a[2 * H + j], rr = ra[j], rz = ra[H + j], rn = ra[2 * H + j];
+                const real hp = t ? h[(s - 1) * H + j] : 0, rhp = keep ? rh[(s - 1) * H + j] : 0;
+                const real hnj = hn[s * H + j], rhnj = rhn[s * H + j], dn = 1 - n * n;
+                const real dan = gh[j] * (1 - z) * dn;
+                const real rdan = (rgh[j] * (1 - z) - gh[j] * rz) * dn - 2 * gh[j] * (1 - z) * n * rn;
+                const real ez = gh[j] * (hp - n), rez = rgh[j] * (hp - n) + gh[j] * (rhp - rn);
+                const real er = dan * hnj, rer = rdan * hnj + dan * rhnj;
+                d[j] = er * r * (1 - r);
+                rd[j] = rer * r * (1 - r) + er * (1 - 2 * r) * rr;
+                d[H + j] = ez * z * (1 - z);
+                rd[H + j] = rez * z * (1 - z) + ez * (1 - 2 * z) * rz;
+                d[2 * H + j] = dan;
+                rd[2 * H + j] = rdan;
+                ds[j] = dan * r;
+                rds[j] = rdan * r + dan * rr;
+                carry[j] = keep ? gh[j] * z : 0;  /* h_t = ... + z h_{t-1} */
+                rcarry[j] = keep ? rgh[j] * z + gh[j] * rz : 0;
+            }
+            carried = keep;
+            if (carried) {
+                symgrad_rnn_vecmat(2 * H, H, d, 1, L->whh, H, carry);
+                symgrad_rnn_vecmat(H, H, ds, 1, L->whh + (size_t)2 * H * H, H, carry);
+                symgrad_rnn_vecmat(2 * H, H, rd, 1, L->whh, H, rcarry);
+                symgrad_rnn_vecmat(H, H, rds, 1, L->whh + (size_t)2 * H * H, H, rcarry);
+                if (D->whh) {
+                    symgrad_rnn_vecmat(2 * H, H, d, 1, D->whh, H, rcarry);
+                    symgrad_rnn_vecmat(H, H, ds, 1, D->whh + (size_t)2 * H * H, H, rcarry);
+                }
+            }
+        }
+    }
+    symgrad_rnn_rgrads(L, D, 3 * H, 2 * H, dgi, dgs, rdgi, rdgs, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
+}
+/* @end */

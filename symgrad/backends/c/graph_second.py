@@ -4,9 +4,10 @@ Buffers, batch-major in the work array after the fixed-size scratch: per layer k
 layer without activation writes ``A{k}`` only, a flatten is its input's memory), ``RZ{k}`` and ``R{k}`` = R{A{k}}
 (each op's ``c_jvp``), ``G{k}`` = dE/dA{k}, ``RG{k}`` = R{G{k}} (a fork's branches write ``G{k}_{consumer}_{pos}`` and
 are added; an add or flatten hands its own on), ``D{k}`` = G{k} f'(Z{k}) and ``RD{k}`` = RG{k} f'(Z{k}) + G{k} f''(Z{k})
-RZ{k} (each op's ``c_rbackward``); ``Q`` holds a bilinear layer's second term before it is added. The Jacobian is
-reverse mode (one backward per output) or forward mode (one R-forward per input), whichever runs fewer. No function
-allocates: ``<name>_second_workspace_size(batch)`` values of work come from the caller.
+RZ{k} (each op's ``c_rbackward``); ``Q`` holds a bilinear layer's second term before it is added, and a recurrent layer
+keeps R of its steps in buffers of its own. The Jacobian is reverse mode (one backward per output) or forward mode (one
+R-forward per input), whichever runs fewer. No function allocates: ``<name>_second_workspace_size(batch)`` values of
+work come from the caller.
 """
 
 import re
@@ -20,7 +21,7 @@ from symgrad.ops.activations import net as NET
 from symgrad.ops.activations import out as OUT
 from symgrad.ops.losses import y as Y
 
-RECURRENT = ("lstm", "gru")  # the rnn layer has its R-passes in C
+OVERWRITES = ("lstm", "gru")  # their first-order backward writes its gate deltas over the forward's gate values
 
 
 class SecondContext(Context):
@@ -57,10 +58,6 @@ class GraphSecondC:
         self.model, self.pr = model, pr
         self.der = der = derive(model).graph
         self.nodes, self.L = der.nodes, len(der.nodes)
-        for k, node in enumerate(self.nodes):
-            if node.kind in RECURRENT:
-                raise SpecError(f"layer {node.name!r}: second-order functions in C do not cover {node.kind} layers; "
-                                "generate them with --target numpy", f"layers[{k}].kind")
         act = self.nodes[-1].activation
         if act is not None and act.is_layer and act.kind != "softmax":
             raise SpecError(f"second-order functions in C need an elementwise or softmax output layer, not {act.kind!r}",
@@ -284,12 +281,14 @@ class GraphSecondC:
             back, gx = self.backward("input")
             total = " + ".join(f"{g}[_q]" for g in gx)
             body += back + for_all(n_in, [f"J[((_q / {n_in}) * {n_out} + (size_t)_o) * {n_in} + _q % {n_in}] = {total};"])
-            jac = [f"for (int _o = 0; _o < {n_out}; ++_o) {{"] + ["    " + ln for ln in body] + ["}"]
+            again = any(node.kind in OVERWRITES for node in self.nodes)  # each output's backward needs the gates again
+            jac = [f"for (int _o = 0; _o < {n_out}; ++_o) {{"] + ["    " + ln for ln in (fwd if again else []) + body] + ["}"]
+            jac = jac if again else fwd + jac
         else:  # forward mode: one R-forward per input
             body = for_all(n_in, [f"{self._buf('R0', n_in)}[_q] = (_q % {n_in}) == (size_t)_i;"]) + self.r_forward(True)
             body += for_all(n_out, [f"J[_q * {n_in} + (size_t)_i] = {self.r[L]}[_q];"])
-            jac = [f"for (int _i = 0; _i < {n_in}; ++_i) {{"] + ["    " + ln for ln in body] + ["}"]
-        out["jacobian"] = fwd + jac
+            jac = fwd + [f"for (int _i = 0; _i < {n_in}; ++_i) {{"] + ["    " + ln for ln in body] + ["}"]
+        out["jacobian"] = jac
         zero = [f"for (int _i = 0; _i < {self.n_params}; ++_i) {{", "    out[_i] = 0;", "}"]
         if not any(p.trainable for p in model.params):
             out["hvp"] = out["gauss_newton_vp"] = zero
