@@ -1,4 +1,5 @@
-/* symgrad_rnn.h: forward and backward through time of PyTorch's single-layer RNN, LSTM and GRU cells over `real`.
+/* symgrad_rnn.h: forward and backward through time of PyTorch's single-layer RNN, LSTM and GRU cells over `real`,
+ * and their R-passes for second order.
  *
  * Sections as in symgrad_conv.h: symgrad/backends/c/helpers.py copies into a generated source only the kernels
  * its code calls. The same contract as the NumPy kernels (symgrad/backends/numpy/recurrent.py): x is (B, T, F)
@@ -12,8 +13,10 @@
  * (the RNN: into `da`), then forms the weight gradients, the bias gradients and dx from them, one product each.
  * bptt > 0 cuts the carried delta at every multiple of bptt steps (PyTorch's h.detach() every bptt steps).
  * dy is dE/d(output): (B, T, H) when L->seq, else the last state's (B, H). Any gradient may be null (not
- * needed); the others are overwritten, not accumulated. The file also compiles on its own (tests/rnn_kernels.c):
- * #include it after <math.h>, <stdint.h>, <string.h>, `real` and symgrad_math.h.
+ * needed); the others are overwritten, not accumulated. The second-order kernels (<kind>_jvp, <kind>_rbackward)
+ * follow symgrad/backends/numpy/recurrent_second.py's rules on the values the forward pass stored. The file also
+ * compiles on its own (tests/rnn_kernels.c): #include it after <math.h>, <stdint.h>, <string.h>, `real` and
+ * symgrad_math.h.
  */
 
 /* @helper symgrad_rnn_layer */
