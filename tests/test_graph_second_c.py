@@ -147,10 +147,13 @@ NAMED = {
         {"kind": "conv2d", "name": "c", "out_channels": 4, "kernel_size": 3, "activation": "silu"},
         {"kind": "conv2d", "name": "c2", "out_channels": 2, "kernel_size": 2, "stride": 2},
         {"kind": "flatten", "name": "f"}, {"name": "out", "units": 2, "activation": "sigmoid"}], loss="mse"),
+    "flatten_out": _spec("fout", [2, 5], [  # the output is a flatten: its R and delta are its input's
+        {"kind": "conv1d", "name": "c", "out_channels": 2, "kernel_size": 2, "activation": "tanh"},
+        {"kind": "flatten", "name": "f"}], loss="mse"),
     "gelu_merges": {"name": "gelu", **net_activations_spec("gelu", None)},
     "elu_merges": {"name": "elu", **net_activations_spec("elu", {"alpha": 0.7})},
 }
-DEFAULT_NAMED = ("wide", "ties", "softmax_mse", "transpose_frozen", "gelu_merges")
+DEFAULT_NAMED = ("wide", "ties", "softmax_mse", "transpose_frozen", "flatten_out", "gelu_merges")
 
 
 @pytest.mark.parametrize("which", list(NAMED) if ALL else list(DEFAULT_NAMED))

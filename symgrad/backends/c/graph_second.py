@@ -73,7 +73,8 @@ class GraphSecondC:
         for k, node in enumerate(self.nodes, 1):
             if node.op.view:
                 j = self.index[node.inputs[0]]
-                self.a[k], self.r[k] = self.a[j], self.r[j]
+                self.a[k] = self.z[k] = self.a[j]
+                self.r[k] = self.rz[k] = self.r[j]
                 continue
             self.a[k], self.r[k] = f"A{k}", f"R{k}"
             self.z[k], self.rz[k] = (f"A{k}", f"R{k}") if _plain(node) else (f"Z{k}", f"RZ{k}")
