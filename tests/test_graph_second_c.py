@@ -34,7 +34,7 @@ def cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path_factory.getbasetemp() / "symgrad-cache"))
 
 
-def build(tmp_path, model, dtype="float64", compilers=CC[:1]):
+def build_both(tmp_path, model, dtype="float64", compilers=CC[:1]):
     """(the C package, the NumPy module) of ``model`` with second-order functions; the C source compiled strictly."""
     symgrad.generate(model, "c", tmp_path, dtype=dtype, second_order=True)
     symgrad.generate(model, "numpy", tmp_path / "np", second_order=True)
@@ -77,7 +77,7 @@ RANDOM = list(range(14)) if ALL else [0, 3, 4, 7]
 def test_random_graph_c_second_order(tmp_path, seed):
     rng = np.random.default_rng(2000 + seed)  # the graphs of tests/test_graph_second.py
     model = from_dict(random_graph(rng))
-    cm, nm = build(tmp_path, model)
+    cm, nm = build_both(tmp_path, model)
     params = {k: rng.normal(scale=0.7, size=v.shape) for k, v in cm.init_params().items()}
     small = cm.N_TRAINABLE <= 400
     for batch in (1, 3):
@@ -97,7 +97,7 @@ RECURRENT = list(range(45)) if ALL else [1, 2, 9, 5, 24]
 @pytest.mark.parametrize("seed", RECURRENT)
 def test_random_recurrent_c_second_order(tmp_path, seed):
     model, rng = random_recurrent(seed)
-    cm, nm = build(tmp_path, model)
+    cm, nm = build_both(tmp_path, model)
     params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in cm.init_params().items()}
     for batch in (1, 4):
         x, t = data(model, rng, batch)
@@ -111,7 +111,7 @@ def test_stacked_recurrent_layers_truncated_on_every_step(tmp_path, kind):
               {"kind": "gru" if kind != "gru" else "lstm", "name": "r2", "hidden_size": 2, "return_sequences": True},
               {"name": "out", "units": 2}]
     model = from_dict({"name": f"cstack_{kind}", "input_shape": [5, 2], "layers": layers, "loss": "mse"})
-    cm, nm = build(tmp_path, model)
+    cm, nm = build_both(tmp_path, model)
     rng = np.random.default_rng(7)
     params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in cm.init_params().items()}
     x, t = data(model, rng, 3)
@@ -159,7 +159,7 @@ DEFAULT_NAMED = ("wide", "ties", "softmax_mse", "transpose_frozen", "flatten_out
 @pytest.mark.parametrize("which", list(NAMED) if ALL else list(DEFAULT_NAMED))
 def test_named_graph_c_second_order(tmp_path, which):
     model = from_dict(NAMED[which])
-    cm, nm = build(tmp_path, model, compilers=CC if which == "ties" else CC[:1])
+    cm, nm = build_both(tmp_path, model, compilers=CC if which == "ties" else CC[:1])
     rng = np.random.default_rng(11)
     params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in cm.init_params().items()}
     if which == "ties":
@@ -180,7 +180,7 @@ def test_named_graph_c_second_order(tmp_path, which):
 
 def test_float32_package_is_close(tmp_path):
     model = from_dict(NAMED["softmax_mse"])
-    cm, nm = build(tmp_path, model, dtype="float32")
+    cm, nm = build_both(tmp_path, model, dtype="float32")
     rng = np.random.default_rng(2)
     params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in nm.init_params().items()}
     x, t = data(model, rng, 3)
@@ -218,7 +218,7 @@ def test_a_graph_with_every_parameter_frozen(tmp_path):
          "freeze": ["weight", "bias"]},
         {"kind": "flatten", "name": "f"}, {"name": "out", "units": 2, "freeze": ["weight", "bias"]}])
     model = from_dict(spec)
-    cm, nm = build(tmp_path, model)
+    cm, nm = build_both(tmp_path, model)
     x, t = data(model, np.random.default_rng(4), 3)
     p = cm.init_params()
     assert cm.hvp(p, x, t, {}) == {} == cm.gauss_newton_vp(p, x, t, {}) and cm.hessian(p, x, t).shape == (0, 0)
