@@ -178,8 +178,9 @@ def test_named_graph_c_second_order(tmp_path, which):
         assert "c.weight" not in cm.hvp(params, x, t, v) and "out.bias" not in cm.hvp(params, x, t, v)
 
 
-def test_float32_package_is_close(tmp_path):
-    model = from_dict(NAMED["softmax_mse"])
+@pytest.mark.parametrize("which", ["softmax_mse", "lstm"])
+def test_float32_package_is_close(tmp_path, which):
+    model = from_dict(NAMED["softmax_mse"]) if which == "softmax_mse" else random_recurrent(1)[0]
     cm, nm = build_both(tmp_path, model, dtype="float32")
     rng = np.random.default_rng(2)
     params = {k: rng.normal(scale=0.6, size=v.shape) for k, v in nm.init_params().items()}
