@@ -495,37 +495,62 @@ static void symgrad_gru_backward(const symgrad_rnn_layer *L, const real *restric
 }
 /* @end */
 
-/* @helper symgrad_rnn_jvp needs symgrad_rnn_delta_at symgrad_rnn_last */
+/* @helper symgrad_rnn_rparts needs symgrad_rnn_layer */
+/* y[r] += sum_c W[r, c] v[c] for r < rows, c < cols: a row-major matrix times a vector, each row one dot product. */
+static void symgrad_rnn_matvec(int rows, int cols, const real *restrict W, const real *restrict v, real *restrict y)
+{
+    for (int r = 0; r < rows; ++r) {
+        const real *restrict w = W + (size_t)r * cols;
+        real acc = 0;
+        for (int c = 0; c < cols; ++c) {
+            acc += w[c] * v[c];
+        }
+        y[r] += acc;
+    }
+}
+
+/* The R of step t's gate inputs (second order), row s = b T + t, GH gate rows: ri = v_bih + W_ih rx_t + V_ih x_t
+ * (rx, D->wih, D->bih may be null), and rr = v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (the last only where carried). */
+static void symgrad_rnn_rparts(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, int t, size_t s,
+    int carried, const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
+    real *restrict ri, real *restrict rr)
+{
+    const int F = L->F, H = L->H;
+    for (int r = 0; r < GH; ++r) {
+        ri[r] = D->bih ? D->bih[r] : 0;
+        rr[r] = D->bhh ? D->bhh[r] : 0;
+    }
+    if (rx) {
+        symgrad_rnn_matvec(GH, F, L->wih, rx + s * F, ri);
+    }
+    if (D->wih) {
+        symgrad_rnn_matvec(GH, F, D->wih, x + s * F, ri);
+    }
+    if (t > 0 && D->whh) {
+        symgrad_rnn_matvec(GH, H, D->whh, h + (s - 1) * H, rr);
+    }
+    if (carried) {
+        symgrad_rnn_matvec(GH, H, L->whh, rh + (s - 1) * H, rr);
+    }
+}
+/* @end */
+
+/* @helper symgrad_rnn_jvp needs symgrad_rnn_delta_at symgrad_rnn_last symgrad_rnn_rparts */
 /* R through time of an Elman RNN (second order) along rx (null: 0) and the direction D on the weights (D->wih, whh,
  * bih, bhh; any null: 0): ra_t = W_ih rx_t + V_ih x_t + v_bih + v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (where the
- * state is carried), rh_t = f'(a_t) ra_t, both (B, T, H); rlast = the last step's rh unless null. */
+ * state is carried), rh_t = f'(a_t) ra_t, both (B, T, H); rlast = the last step's rh unless null; fixed: 2 H values. */
 static void symgrad_rnn_jvp(const symgrad_rnn_layer *L, int relu, const symgrad_rnn_layer *D, const real *restrict x,
-    const real *restrict rx, const real *restrict h, real *restrict rh, real *restrict ra, real *restrict rlast)
+    const real *restrict rx, const real *restrict h, real *restrict rh, real *restrict ra, real *restrict rlast,
+    real *restrict fixed)
 {
-    const int T = L->T, F = L->F, H = L->H;
+    const int T = L->T, H = L->H;
+    real *restrict ri = fixed, *restrict rr = fixed + H;
     for (int b = 0; b < L->B; ++b) {
         for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
-            const int carried = symgrad_rnn_carries(L, t);
+            symgrad_rnn_rparts(L, D, H, t, s, symgrad_rnn_carries(L, t), x, rx, h, rh, ri, rr);
             for (int j = 0; j < H; ++j) {
-                real acc = (D->bih ? D->bih[j] : 0) + (D->bhh ? D->bhh[j] : 0);
-                for (int c = 0; c < F; ++c) {
-                    if (rx) {
-                        acc += L->wih[(size_t)j * F + c] * rx[s * F + c];
-                    }
-                    if (D->wih) {
-                        acc += D->wih[(size_t)j * F + c] * x[s * F + c];
-                    }
-                }
-                for (int c = 0; c < H && t > 0; ++c) {
-                    if (D->whh) {
-                        acc += D->whh[(size_t)j * H + c] * h[(s - 1) * H + c];
-                    }
-                    if (carried) {
-                        acc += L->whh[(size_t)j * H + c] * rh[(s - 1) * H + c];
-                    }
-                }
-                const real hj = h[s * H + j];
+                const real hj = h[s * H + j], acc = ri[j] + rr[j];
                 ra[s * H + j] = acc;
                 rh[s * H + j] = (relu ? (real)(hj > 0) : 1 - hj * hj) * acc;
             }
@@ -637,38 +662,6 @@ static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const sy
         }
     }
     symgrad_rnn_rgrads(L, D, H, H, da, da, rda, rda, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
-}
-/* @end */
-
-/* @helper symgrad_rnn_rparts needs symgrad_rnn_layer */
-/* The R of step t's gate inputs (second order), row s = b T + t, GH gate rows: ri = v_bih + W_ih rx_t + V_ih x_t
- * (rx, D->wih, D->bih may be null), and rr = v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (the last only where carried). */
-static void symgrad_rnn_rparts(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, int t, size_t s,
-    int carried, const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
-    real *restrict ri, real *restrict rr)
-{
-    const int F = L->F, H = L->H;
-    for (int r = 0; r < GH; ++r) {
-        real a = D->bih ? D->bih[r] : 0, b = D->bhh ? D->bhh[r] : 0;
-        for (int c = 0; c < F; ++c) {
-            if (rx) {
-                a += L->wih[(size_t)r * F + c] * rx[s * F + c];
-            }
-            if (D->wih) {
-                a += D->wih[(size_t)r * F + c] * x[s * F + c];
-            }
-        }
-        for (int c = 0; c < H && t > 0; ++c) {
-            if (D->whh) {
-                b += D->whh[(size_t)r * H + c] * h[(s - 1) * H + c];
-            }
-            if (carried) {
-                b += L->whh[(size_t)r * H + c] * rh[(s - 1) * H + c];
-            }
-        }
-        ri[r] = a;
-        rr[r] = b;
-    }
 }
 /* @end */
 
