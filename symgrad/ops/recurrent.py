@@ -252,7 +252,7 @@ class Recurrent(TensorOp):
         """R{h} through time: every step's R of its gates from R{x_t}, R{h_{t-1}} and the direction on the weights."""
         G, H = len(self.gates), self.H
         last = "0" if self.return_sequences else rout
-        fixed = f", {cx.scratch('RNNF', 2 * G * H)}"
+        fixed = f", {cx.scratch('RNNF', 2 * G * H + 2 * (self.F + H) * G * H)}"
         call = cx.call(f"symgrad_{self.kind}_jvp", f"&L{self._c_flag()}, &D, {ins[0]}, {rins[0] or '0'}, "
                        f"{self._c_r_args(out, rout, cx)}, {last}{fixed}")
         return self._c_block(": R through time", node, ps, [self._c_direction(vps), call])

@@ -495,25 +495,28 @@ static void symgrad_gru_backward(const symgrad_rnn_layer *L, const real *restric
 }
 /* @end */
 
-/* @helper symgrad_rnn_rparts needs symgrad_rnn_layer */
-/* y[r] += sum_c W[r, c] v[c] for r < rows, c < cols: a row-major matrix times a vector, each row one dot product. */
-static void symgrad_rnn_matvec(int rows, int cols, const real *restrict W, const real *restrict v, real *restrict y)
+/* @helper symgrad_rnn_rparts needs symgrad_rnn_layer symgrad_rnn_vecmat symgrad_rnn_transpose */
+/* wt = the transposes the R-forward reads, each (rows x GH): W_ih^T, W_hh^T, then V_ih^T and V_hh^T where D has them
+ * (2 (F + H) GH values). */
+static void symgrad_rnn_rtranspose(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, real *restrict wt)
 {
-    for (int r = 0; r < rows; ++r) {
-        const real *restrict w = W + (size_t)r * cols;
-        real acc = 0;
-        for (int c = 0; c < cols; ++c) {
-            acc += w[c] * v[c];
-        }
-        y[r] += acc;
+    const int F = L->F, H = L->H;
+    symgrad_rnn_transpose(GH, F, L->wih, wt);
+    symgrad_rnn_transpose(GH, H, L->whh, wt + (size_t)F * GH);
+    if (D->wih) {
+        symgrad_rnn_transpose(GH, F, D->wih, wt + (size_t)(F + H) * GH);
+    }
+    if (D->whh) {
+        symgrad_rnn_transpose(GH, H, D->whh, wt + (size_t)(2 * F + H) * GH);
     }
 }
 
-/* The R of step t's gate inputs (second order), row s = b T + t, GH gate rows: ri = v_bih + W_ih rx_t + V_ih x_t
- * (rx, D->wih, D->bih may be null), and rr = v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (the last only where carried). */
+/* The R of step t's gate inputs (second order), row s = b T + t, GH gate rows, wt from symgrad_rnn_rtranspose:
+ * ri = v_bih + W_ih rx_t + V_ih x_t (rx, D->wih, D->bih may be null), and rr = v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}}
+ * (the last only where carried). */
 static void symgrad_rnn_rparts(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, int t, size_t s,
     int carried, const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
-    real *restrict ri, real *restrict rr)
+    const real *restrict wt, real *restrict ri, real *restrict rr)
 {
     const int F = L->F, H = L->H;
     for (int r = 0; r < GH; ++r) {
@@ -521,16 +524,16 @@ static void symgrad_rnn_rparts(const symgrad_rnn_layer *L, const symgrad_rnn_lay
         rr[r] = D->bhh ? D->bhh[r] : 0;
     }
     if (rx) {
-        symgrad_rnn_matvec(GH, F, L->wih, rx + s * F, ri);
+        symgrad_rnn_vecmat(F, GH, rx + s * F, 1, wt, GH, ri);
     }
     if (D->wih) {
-        symgrad_rnn_matvec(GH, F, D->wih, x + s * F, ri);
+        symgrad_rnn_vecmat(F, GH, x + s * F, 1, wt + (size_t)(F + H) * GH, GH, ri);
     }
     if (t > 0 && D->whh) {
-        symgrad_rnn_matvec(GH, H, D->whh, h + (s - 1) * H, rr);
+        symgrad_rnn_vecmat(H, GH, h + (s - 1) * H, 1, wt + (size_t)(2 * F + H) * GH, GH, rr);
     }
     if (carried) {
-        symgrad_rnn_matvec(GH, H, L->whh, rh + (s - 1) * H, rr);
+        symgrad_rnn_vecmat(H, GH, rh + (s - 1) * H, 1, wt + (size_t)F * GH, GH, rr);
     }
 }
 /* @end */
@@ -538,17 +541,19 @@ static void symgrad_rnn_rparts(const symgrad_rnn_layer *L, const symgrad_rnn_lay
 /* @helper symgrad_rnn_jvp needs symgrad_rnn_delta_at symgrad_rnn_last symgrad_rnn_rparts */
 /* R through time of an Elman RNN (second order) along rx (null: 0) and the direction D on the weights (D->wih, whh,
  * bih, bhh; any null: 0): ra_t = W_ih rx_t + V_ih x_t + v_bih + v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (where the
- * state is carried), rh_t = f'(a_t) ra_t, both (B, T, H); rlast = the last step's rh unless null; fixed: 2 H values. */
+ * state is carried), rh_t = f'(a_t) ra_t, both (B, T, H); rlast = the last step's rh unless null; fixed: 2 H +
+ * 2 (F + H) H values. */
 static void symgrad_rnn_jvp(const symgrad_rnn_layer *L, int relu, const symgrad_rnn_layer *D, const real *restrict x,
     const real *restrict rx, const real *restrict h, real *restrict rh, real *restrict ra, real *restrict rlast,
     real *restrict fixed)
 {
     const int T = L->T, H = L->H;
-    real *restrict ri = fixed, *restrict rr = fixed + H;
+    real *restrict ri = fixed, *restrict rr = fixed + H, *restrict wt = fixed + 2 * H;
+    symgrad_rnn_rtranspose(L, D, H, wt);
     for (int b = 0; b < L->B; ++b) {
         for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
-            symgrad_rnn_rparts(L, D, H, t, s, symgrad_rnn_carries(L, t), x, rx, h, rh, ri, rr);
+            symgrad_rnn_rparts(L, D, H, t, s, symgrad_rnn_carries(L, t), x, rx, h, rh, wt, ri, rr);
             for (int j = 0; j < H; ++j) {
                 const real hj = h[s * H + j], acc = ri[j] + rr[j];
                 ra[s * H + j] = acc;
@@ -669,19 +674,20 @@ static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const sy
 /* R through time of an LSTM (second order) along rx and the direction D: rgates (B, T, 4H) the R of i, f, g, o
  * (sigma' = s (1 - s), tanh' = 1 - g^2 times the R of their inputs), rc (B, T, H) = R{c_t} = R{i} g + i R{g} +
  * R{f} c_{t-1} + f R{c_{t-1}} (where carried), rh (B, T, H) = R{o} tanh(c_t) + o (1 - tanh(c_t)^2) R{c_t}; rlast the
- * last step's rh unless null; fixed: 8 H values. */
+ * last step's rh unless null; fixed: 8 H + 2 (F + H) 4H values. */
 static void symgrad_lstm_jvp(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
     const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict c,
     const real *restrict tc, real *restrict rh, real *restrict rgates, real *restrict rc, real *restrict rlast,
     real *restrict fixed)
 {
     const int T = L->T, H = L->H;
-    real *restrict ri = fixed, *restrict rr = fixed + 4 * H;
+    real *restrict ri = fixed, *restrict rr = fixed + 4 * H, *restrict wt = fixed + 8 * H;
+    symgrad_rnn_rtranspose(L, D, 4 * H, wt);
     for (int b = 0; b < L->B; ++b) {
         for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
             const int keep = symgrad_rnn_carries(L, t);
-            symgrad_rnn_rparts(L, D, 4 * H, t, s, keep, x, rx, h, rh, ri, rr);
+            symgrad_rnn_rparts(L, D, 4 * H, t, s, keep, x, rx, h, rh, wt, ri, rr);
             const real *restrict a = gates + s * 4 * H;
             real *restrict ra = rgates + s * 4 * H;
             for (int q = 0; q < 4 * H; ++q) {
@@ -788,18 +794,19 @@ static void symgrad_lstm_rbackward(const symgrad_rnn_layer *L, const symgrad_rnn
 /* R through time of a GRU (second order) along rx and the direction D: rgates (B, T, 3H) = R{r}, R{z} (sigma' times
  * the R of their inputs) and R{n} = (1 - n^2) (R{gi_n} + R{r} hn + r R{hn}), rhn (B, T, H) = R{hn} (the recurrent
  * part's n rows), rh (B, T, H) = R{n} + R{z} (h_{t-1} - n) + z (R{h_{t-1}} - R{n}); rlast the last step's rh unless
- * null; fixed: 6 H values. */
+ * null; fixed: 6 H + 2 (F + H) 3H values. */
 static void symgrad_gru_jvp(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
     const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict hn,
     real *restrict rh, real *restrict rgates, real *restrict rhn, real *restrict rlast, real *restrict fixed)
 {
     const int T = L->T, H = L->H;
-    real *restrict ri = fixed, *restrict rr = fixed + 3 * H;
+    real *restrict ri = fixed, *restrict rr = fixed + 3 * H, *restrict wt = fixed + 6 * H;
+    symgrad_rnn_rtranspose(L, D, 3 * H, wt);
     for (int b = 0; b < L->B; ++b) {
         for (int t = 0; t < T; ++t) {
             const size_t s = (size_t)b * T + t;
             const int keep = symgrad_rnn_carries(L, t);
-            symgrad_rnn_rparts(L, D, 3 * H, t, s, keep, x, rx, h, rh, ri, rr);
+            symgrad_rnn_rparts(L, D, 3 * H, t, s, keep, x, rx, h, rh, wt, ri, rr);
             const real *restrict a = gates + s * 3 * H;
             real *restrict ra = rgates + s * 3 * H;
             for (int q = 0; q < 2 * H; ++q) {
