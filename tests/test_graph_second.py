@@ -16,7 +16,6 @@ import sympy as sp
 from graph_specs import random_graph, torch_loss
 
 import symgrad
-from symgrad.errors import SpecError
 from symgrad.spec import from_dict, load
 
 torch = pytest.importorskip("torch")
@@ -317,12 +316,6 @@ def test_newton_training_on_a_graph(tmp_path):
     s = np.linalg.solve(H + 0.1 * np.eye(len(g)), g)
     close(flatten(mod, new), flatten(mod, p) - 0.5 * s, 1e-12)
     assert mod.loss(new, x, t) < E
-
-
-def test_c_backend_refuses_graph_second_order(tmp_path):
-    model = load("examples/conv_tiny.toml")
-    with pytest.raises(SpecError, match="NumPy backend only"):
-        symgrad.generate(model, "c", tmp_path, second_order=True)
 
 
 def test_gate_second_derivatives_are_sympys():

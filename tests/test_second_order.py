@@ -168,10 +168,12 @@ class TorchNet:
         return per.mean() if loss.reduction == "mean" else per.sum()
 
 
-def close(actual, ref, rel=1e-10, what=""):
+def close(actual, ref, rel=1e-10, what="", floor=1e-300):
+    """|actual - ref| <= rel * max(|ref|, floor): ``floor`` where every entry is tiny because units saturate (1 - y of
+    a sigmoid near 1 keeps eps / (1 - y) relative accuracy in any float64 implementation)."""
     actual, ref = np.asarray(actual), np.asarray(ref)
     assert actual.shape == ref.shape, (what, actual.shape, ref.shape)
-    scale = max(np.abs(ref).max(), 1e-300)
+    scale = max(np.abs(ref).max(), floor)
     assert np.abs(actual - ref).max() <= rel * scale, (what, np.abs(actual - ref).max() / scale)
 
 

@@ -101,27 +101,27 @@ def check_spec(spec, seed, tmp_path, batches=(1, 4)):
         mine = cm.hessian(params, x, t)
         v = rng.normal(size=theta.numel())
         if v.size:
-            close(mine, H, 1e-10, "hessian vs torch.func")
-            close(mine, npm.hessian(params, x, t), 1e-12, "hessian vs NumPy")
+            close(mine, H, 1e-10, "hessian vs torch.func", floor=1e-5)
+            close(mine, npm.hessian(params, x, t), 1e-12, "hessian vs NumPy", floor=1e-3)
             assert np.abs(mine - mine.T).max() <= 1e-13 * max(np.abs(mine).max(), 1e-300)
             hv = flatten(cm, cm.hvp(params, x, t, unflatten(cm, v)))
             _, jvp = torch.func.jvp(torch.func.grad(lambda th: ref.E(th, X, T)), (theta,), (torch.tensor(v),))
-            close(hv, jvp.numpy(), 1e-10, "hvp vs jvp over grad")
-            close(hv, flatten(npm, npm.hvp(params, x, t, unflatten(npm, v))), 1e-12, "hvp vs NumPy")
-            close(hv, mine @ v, 1e-12, "hvp == hessian @ v")
+            close(hv, jvp.numpy(), 1e-10, "hvp vs jvp over grad", floor=1e-5)
+            close(hv, flatten(npm, npm.hvp(params, x, t, unflatten(npm, v))), 1e-12, "hvp vs NumPy", floor=1e-3)
+            close(hv, mine @ v, 1e-12, "hvp == hessian @ v", floor=1e-3)
         else:
             assert mine.shape == (0, 0) and cm.hvp(params, x, t, {}) == {}
-        close(cm.input_gradients(params, x, t), gx, 1e-10, "input_gradients vs torch.func")
-        close(cm.input_gradients(params, x, t), npm.input_gradients(params, x, t), 1e-12, "input_gradients vs NumPy")
-        close(cm.jacobian(params, x), J, 1e-10, "jacobian vs torch.func")
-        close(cm.jacobian(params, x), npm.jacobian(params, x), 1e-12, "jacobian vs NumPy")
+        close(cm.input_gradients(params, x, t), gx, 1e-10, "input_gradients vs torch.func", floor=1e-5)
+        close(cm.input_gradients(params, x, t), npm.input_gradients(params, x, t), 1e-12, "input_gradients vs NumPy", floor=1e-3)
+        close(cm.jacobian(params, x), J, 1e-10, "jacobian vs torch.func", floor=1e-5)
+        close(cm.jacobian(params, x), npm.jacobian(params, x), 1e-12, "jacobian vs NumPy", floor=1e-3)
         if model.loss.convex and v.size:
             Jp = torch.func.jacrev(lambda th: ref.outputs(th, X))(theta).reshape(-1, theta.numel())
             Hl = torch.func.hessian(lambda y: ref.loss_of(y, T))(ref.outputs(theta, X).detach())
             G = (Jp.T @ Hl.reshape(Jp.shape[0], Jp.shape[0]) @ Jp).numpy()
             gn = flatten(cm, cm.gauss_newton_vp(params, x, t, unflatten(cm, v)))
-            close(gn, G @ v, 1e-10, "gauss_newton_vp vs J^T H_loss J v")
-            close(gn, flatten(npm, npm.gauss_newton_vp(params, x, t, unflatten(npm, v))), 1e-12, "gauss_newton_vp vs NumPy")
+            close(gn, G @ v, 1e-10, "gauss_newton_vp vs J^T H_loss J v", floor=1e-5)
+            close(gn, flatten(npm, npm.gauss_newton_vp(params, x, t, unflatten(npm, v))), 1e-12, "gauss_newton_vp vs NumPy", floor=1e-3)
         elif not model.loss.convex:
             with pytest.raises(ValueError, match="second derivative"):
                 cm.gauss_newton_vp(params, x, t, unflatten(cm, v))

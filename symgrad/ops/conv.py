@@ -17,7 +17,7 @@ import sympy as sp
 from symgrad.checks import INIT_SCHEMES, choice_message, finite_array, flatten_names, names
 from symgrad.limits import check
 from symgrad.ops.dense import Param
-from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show, spatial_input
+from symgrad.ops.tensor import TensorOp, c_block, c_terms, c_window, pair, show, spatial_input
 from symgrad.sizes import CONV_GEMM_MIN_WORK
 
 
@@ -177,6 +177,51 @@ class Conv(TensorOp):
         else:
             call = cx.call("symgrad_conv_backward", f"&g, batch, {ins[0]}, {ps[0]}, {d}, {dx}, {dw}, {db}")
         return c_block(f"{node.name} backward: {self.rule}", self._c_window(node), [call])
+
+    # -- C second order: conv is bilinear in x and W, so each R-pass calls the first-order kernels once per term
+
+    def _c_fwd(self, node, x, w, b, z, cx):
+        plane, ck, gemm = self._c_sizes(node)
+        if gemm:
+            return cx.call("symgrad_conv_forward_gemm", f"&g, batch, {x}, {w}, {b}, {z}, {cx.scratch('COLS', ck * plane)}")
+        return cx.call("symgrad_conv_forward", f"&g, batch, {x}, {w}, {b}, {z}")
+
+    def _c_bwd(self, node, x, w, d, dx, dw, db, cx):
+        plane, ck, gemm = self._c_sizes(node)
+        if gemm:
+            scratch = (f"{cx.scratch('COLS', ck * plane)}, {cx.scratch('TMP', self.out_channels * ck)}, "
+                       f"{cx.scratch('T', ck * plane)}")
+            return cx.call("symgrad_conv_backward_gemm", f"&g, batch, {x}, {w}, {d}, {dx}, {dw}, {db}, {scratch}")
+        return cx.call("symgrad_conv_backward", f"&g, batch, {x}, {w}, {d}, {dx}, {dw}, {db}")
+
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{z} = conv(R{x}, W) + conv(x, V) + v_b."""
+        vb = vps[1] if len(vps) > 1 else None
+        terms = ([(rins[0], ps[0], "0")] if rins[0] is not None else []) + (
+            [(ins[0], vps[0], vb or "0")] if vps[0] is not None else [])
+        calls = [lambda dst, x=x, w=w, b=b: [self._c_fwd(node, x, w, b, dst, cx)] for x, w, b in terms]
+        lines = c_terms(calls, rout, node.size, cx)
+        if vb is not None and vps[0] is None:
+            plane = int(np.prod(node.shape[1:]))
+            lines.append(cx.call("symgrad_add_bias", f"batch, {self.out_channels}, {plane}, {vb}, {rout}"))
+        comment = f"{node.name}: R{{z}} = conv(R{{x}}, W) + conv(x, V) + v_b"
+        return c_block(comment, self._c_window(node), lines) if terms else [f"/* {comment} */", *lines]
+
+    def c_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps, cx):
+        """dx, R{dx} = conv_x(W, R{d}) + conv_x(V, d), R{dW} = conv_w(x, R{d}) + conv_w(R{x}, d), R{db} = sum R{d}."""
+        rdb = rdps[1] if len(rdps) > 1 else None
+        calls = [self._c_bwd(node, ins[0], ps[0], d, dins[0], "0", "0", cx)] if dins[0] is not None else []
+        if rdins[0] is not None or rdps[0] is not None or rdb is not None:
+            calls.append(self._c_bwd(node, ins[0], ps[0], rd, rdins[0] or "0", rdps[0] or "0", rdb or "0", cx))
+        if rdins[0] is not None and vps[0] is not None:
+            n = int(np.prod(node.in_shapes[0]))
+            calls += [self._c_bwd(node, ins[0], vps[0], d, cx.temp("Q", n), "0", "0", cx),
+                      cx.call("symgrad_add_to", f"(size_t)batch * {n}, Q, {rdins[0]}")]
+        if rdps[0] is not None and rins[0] is not None:
+            nw = int(np.prod(node.params[0].shape))
+            calls += [self._c_bwd(node, rins[0], ps[0], d, "0", cx.scratch("P", nw), "0", cx),
+                      cx.call("symgrad_add_to", f"{nw}, P, {rdps[0]}")]
+        return c_block(f"{node.name}: R of the backward (bilinear: one kernel call per term)", self._c_window(node), calls)
 
 
 class Conv1d(Conv):

@@ -249,3 +249,44 @@ class DenseOp:
         if dins[0] is not None:
             lines.append(cx.call("symgrad_gemm_nn", f"{rows}, {fan_in}, {units}, {d}, {ps[0]}, {dins[0]}"))
         return lines
+
+    def _c_bias_shape(self, node):
+        rows, units = self._c_rows(node), self.built.units
+        return f"{rows}, 1, {units}" if self.shared else f"{rows}, {units}, 1"
+
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{z} = R{a} W^T + a V^T + v_b (bilinear in a and W)."""
+        from symgrad.ops.tensor import c_terms
+
+        units, fan_in, rows = self.built.units, node.in_shapes[0][-1], self._c_rows(node)
+        T = cx.scratch("T", units * fan_in)
+        pairs = ([(rins[0], ps[0])] if rins[0] is not None else []) + ([(ins[0], vps[0])] if vps[0] is not None else [])
+        calls = [lambda dst, a=a, w=w: [cx.call("symgrad_gemm_nt", f"{rows}, {units}, {fan_in}, {a}, {w}, {dst}, {T}")]
+                 for a, w in pairs]
+        lines = [f"/* {node.name}: R{{z}} = R{{a}} W^T + a V^T + v_b */"] + c_terms(calls, rout, node.size, cx)
+        if len(vps) > 1 and vps[1] is not None:
+            lines.append(cx.call("symgrad_add_bias", f"{self._c_bias_shape(node)}, {vps[1]}, {rout}"))
+        return lines
+
+    def c_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps, cx):
+        """dx = d W, R{dx} = R{d} W + d V, R{dW} = R{d}^T a + d^T R{a}, R{db} = sum R{d}."""
+        from symgrad.ops.tensor import c_terms
+
+        units, fan_in, rows = self.built.units, node.in_shapes[0][-1], self._c_rows(node)
+        lines = [f"/* {node.name}: R of the backward (bilinear: one product per term) */"]
+        if rdps[0] is not None:
+            lines.append(cx.call("symgrad_gemm_tn", f"{units}, {fan_in}, {rows}, {rd}, {ins[0]}, {rdps[0]}"))
+            if rins[0] is not None:
+                P = cx.scratch("P", units * fan_in)
+                lines += [cx.call("symgrad_gemm_tn", f"{units}, {fan_in}, {rows}, {d}, {rins[0]}, {P}"),
+                          cx.call("symgrad_add_to", f"{units * fan_in}, {P}, {rdps[0]}")]
+        if len(rdps) > 1 and rdps[1] is not None:
+            lines.append(cx.call("symgrad_bias_grad", f"{self._c_bias_shape(node)}, {rd}, {rdps[1]}"))
+        if dins[0] is not None:
+            lines.append(cx.call("symgrad_gemm_nn", f"{rows}, {fan_in}, {units}, {d}, {ps[0]}, {dins[0]}"))
+        if rdins[0] is not None:
+            pairs = [(rd, ps[0])] + ([(d, vps[0])] if vps[0] is not None else [])
+            calls = [lambda dst, g=g, w=w: [cx.call("symgrad_gemm_nn", f"{rows}, {fan_in}, {units}, {g}, {w}, {dst}")]
+                     for g, w in pairs]
+            lines += c_terms(calls, rdins[0], int(np.prod(node.in_shapes[0])), cx)
+        return lines

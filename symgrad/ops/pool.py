@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import sympy as sp
 
-from symgrad.ops.tensor import TensorOp, c_block, c_window, pair, show, spatial_input
+from symgrad.ops.tensor import TensorOp, c_block, c_window, c_zero, pair, show, spatial_input
 
 
 class Pool(TensorOp):
@@ -59,6 +59,15 @@ class Pool(TensorOp):
         window = c_window(node.in_shapes[0], node.shape, self.k, self.s, self.pad)
         args = f"&g, batch, {ins[0]}, {d}, {dins[0]}" if self.c_kernel == "maxpool" else f"&g, batch, {d}, {dins[0]}"
         return c_block(f"{node.name} backward: {self.rule}", window, [cx.call(f"symgrad_{self.c_kernel}_backward", args)])
+
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{z}: max pooling reads R{x} at the forward's maxima, average pooling averages R{x} (both linear in R{x})."""
+        if rins[0] is None:
+            return c_zero(rout, node.size)
+        window = c_window(node.in_shapes[0], node.shape, self.k, self.s, self.pad)
+        call = (cx.call("symgrad_maxpool_jvp", f"&g, batch, {ins[0]}, {rins[0]}, {rout}") if self.c_kernel == "maxpool"
+                else cx.call("symgrad_avgpool_forward", f"&g, batch, {rins[0]}, {rout}"))
+        return c_block(f"{node.name}: R of {self.kind}", window, [call])
 
     def windows(self, x):
         """{output index: [the input entries (SymPy) of its window]} for a per-sample object array x."""

@@ -227,6 +227,47 @@ class Recurrent(TensorOp):
         return self._c_block(f" backward: {self.rule}", node, ps,
                              [f"const symgrad_rnn_grads g = {{{grads}}};", cx.call(f"symgrad_{self.kind}_backward", call)])
 
+    # -- C second order: R through time (templates/c/symgrad_rnn.h, the <kind>_jvp and <kind>_rbackward kernels)
+
+    c_rstates = ("A",)  # suffixes of the R-passes' own per-batch buffers of T x H values (besides R{h}): RNN R{a}
+
+    def _c_direction(self, vps):
+        """The direction on W_ih, W_hh, b_ih, b_hh as a symgrad_rnn_layer D (0: no direction)."""
+        v = [p or "0" for p in list(vps) + [None] * (4 - len(vps))]
+        return (f"const symgrad_rnn_layer D = {{.B = batch, .T = {self.T}, .F = {self.F}, .H = {self.H}, "
+                f".bptt = {self.truncate}, .seq = {int(self.return_sequences)}, .wih = {v[0]}, .whh = {v[1]}, "
+                f".bih = {v[2]}, .bhh = {v[3]}}};")
+
+    def _c_r_args(self, out, rout, cx):
+        """The kernels' arguments from h to the R-passes' own buffers: h, the forward's gates and states (LSTM, GRU),
+        R{h} of every step, R of the gates (LSTM, GRU) and the states' R."""
+        T, G, H = self.T, len(self.gates), self.H
+        h, gates, states = self._c_buffers(out, cx)
+        rh = rout if self.return_sequences else cx.buffer(f"{rout}_H", T * H)
+        own = ([cx.buffer(f"{rout}_G", T * G * H)] if G > 1 else []) + [cx.buffer(f"{rout}_{s}", T * H)
+                                                                         for s in self.c_rstates]
+        return ", ".join([h] + ([gates] + states if G > 1 else []) + [rh] + own)
+
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{h} through time: every step's R of its gates from R{x_t}, R{h_{t-1}} and the direction on the weights."""
+        G, H = len(self.gates), self.H
+        last = "0" if self.return_sequences else rout
+        fixed = f", {cx.scratch('RNNF', 2 * G * H + 2 * (self.F + H) * G * H)}"
+        call = cx.call(f"symgrad_{self.kind}_jvp", f"&L{self._c_flag()}, &D, {ins[0]}, {rins[0] or '0'}, "
+                       f"{self._c_r_args(out, rout, cx)}, {last}{fixed}")
+        return self._c_block(": R through time", node, ps, [self._c_direction(vps), call])
+
+    def c_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps, cx):
+        """dE/dx and the R of every gradient, backward through time beside the first-order deltas."""
+        T, F, G, H = self.T, self.F, len(self.gates), self.H
+        work = cx.temp("RNNR", 2 * T * G * H + T * H + T * F + (2 * T * H if self.kind == "gru" else 0))
+        fixed = cx.scratch("RNNF", (6 if self.kind == "lstm" else 4) * H + (2 * F + 2 * H) * G * H)
+        grads = ", ".join(v or "0" for v in [rdins[0]] + list(rdps) + [None] * (4 - len(rdps)))
+        call = cx.call(f"symgrad_{self.kind}_rbackward", f"&L{self._c_flag()}, &D, {ins[0]}, {rins[0] or '0'}, "
+                       f"{self._c_r_args(out, rout, cx)}, {d}, {rd}, {dins[0] or '0'}, {work}, {fixed}, &g")
+        return self._c_block(": R of the backward through time", node, ps,
+                             [self._c_direction(vps), f"const symgrad_rnn_grads g = {{{grads}}};", call])
+
 
 class RNN(Recurrent):
     """Elman RNN: h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu."""
@@ -269,6 +310,7 @@ class LSTM(Recurrent):
     kind = "lstm"
     gates = "ifgo"
     c_states = ("C", "TC")
+    c_rstates = ("C",)
     equations = ("(a_i, a_f, a_g, a_o) = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh",
                  "i = sigma(a_i), f = sigma(a_f), g = tanh(a_g), o = sigma(a_o)",
                  "c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t), h_0 = c_0 = 0")
@@ -303,6 +345,7 @@ class GRU(Recurrent):
     kind = "gru"
     gates = "rzn"
     c_states = ("N",)
+    c_rstates = ("N",)
     equations = ("(gi_r, gi_z, gi_n) = W_ih x_t + b_ih, (gh_r, gh_z, hn) = W_hh h_{t-1} + b_hh",
                  "r = sigma(gi_r + gh_r), z = sigma(gi_z + gh_z), n = tanh(gi_n + r * hn)",
                  "h_t = (1 - z) * n + z * h_{t-1}, h_0 = 0")

@@ -11,7 +11,7 @@ activation commutes with them, so it belongs on the layer they read.
 
 import numpy as np
 
-from symgrad.ops.tensor import TensorOp, show
+from symgrad.ops.tensor import TensorOp, c_zero, show
 
 REARRANGES = (" (it only rearranges its input; an elementwise activation on the layer it reads gives the same "
               "values)")
@@ -89,6 +89,14 @@ class Add(Merge):
         """R{a + b + ...} = R{a} + R{b} + ... (inputs with no R left out)."""
         return [f"{rout} = {' + '.join(r for r in rins if r is not None)}  # {node.name}: R of add"]
 
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{a + b + ...} = R{a} + R{b} + ... (inputs with no R left out)."""
+        terms = [f"{r}[_q]" for r in rins if r is not None]
+        if not terms:
+            return c_zero(rout, node.size)
+        return [f"for (size_t _q = 0; _q < (size_t)batch * {node.size}; ++_q) {{  /* {node.name}: R of add */",
+                f"    {rout}[_q] = {' + '.join(terms)};", "}"]
+
 
 class Concat(Merge):
     """Inputs joined along the first per-sample axis (channels, or features of flat inputs)."""
@@ -130,6 +138,14 @@ class Concat(Merge):
             cx.call("symgrad_copy_block", f"batch, {size}, {src}, {size}, {out} + {at}, {n}")
             for src, (at, size) in zip(ins, self._c_slices(node))]
 
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{concat(a, b, ...)} = concat(R{a}, R{b}, ...), zeros for an input with no R."""
+        n, lines = node.size, [f"/* {node.name}: R of concat */"]
+        for r, (at, size) in zip(rins, self._c_slices(node)):
+            lines += (c_zero(rout, size, at, n) if r is None else
+                      [cx.call("symgrad_copy_block", f"batch, {size}, {r}, {size}, {rout} + {at}, {n}")])
+        return lines
+
     def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
         n = node.size
         return [f"/* {node.name} backward: {self.rule} */"] + [
@@ -169,6 +185,11 @@ class Transpose(TensorOp):
     def c_forward(self, node, ins, ps, out, cx):
         rows, cols = node.in_shapes[0]
         return [f"/* {node.name}: transpose */", cx.call("symgrad_transpose", f"batch, {rows}, {cols}, {ins[0]}, {out}")]
+
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """R{x^T} = R{x}^T (linear)."""
+        rows, cols = node.in_shapes[0]
+        return [f"/* {node.name}: R of transpose */", cx.call("symgrad_transpose", f"batch, {rows}, {cols}, {rins[0]}, {rout}")]
 
     def c_backward(self, node, ins, ps, out, d, dins, dps, cx):
         rows, cols = node.shape

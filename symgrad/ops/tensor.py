@@ -18,6 +18,8 @@ place, everything about its kind:
 * ``numpy_jvp`` / ``numpy_rbackward``: lines for the second-order functions (``--second-order``), Pearlmutter's
   R-operator op by op: R of the output from R of the inputs and the direction on the parameters, and R of the
   input deltas and parameter gradients from R of the output delta (``second_kernels`` names their kernels);
+* ``c_jvp`` / ``c_rbackward``: the same R-passes as C lines over the kernels of the first-order C (a bilinear
+  op calls them once per term, the direction in the weight's place or R of the input in the input's);
 * ``rule``: the backward rule in words, for reports and generated docstrings.
 
 An activation (``activation = "tanh"`` on a dense, convolution, pooling, add or concat layer: the kinds
@@ -158,6 +160,18 @@ class TensorOp:
         = dE/d(out); a None entry is not needed."""
         raise NotImplementedError
 
+    def c_jvp(self, node, ins, rins, ps, vps, out, rout, cx):
+        """C lines writing ``rout`` = R{out} whole from ``rins[i]`` = R{input i} and the direction pointers ``vps[j]``
+        (None entries are zero); a bilinear op's second term goes through ``cx.temp`` and ``symgrad_add_to``."""
+        raise NotImplementedError
+
+    def c_rbackward(self, node, ins, rins, ps, vps, out, rout, d, rd, dins, rdins, rdps, cx):
+        """C lines writing ``dins[i]``, ``rdins[i]`` = R{dE/d(input i)} and ``rdps[j]`` = R{dE/d(param j)} whole from
+        ``d`` and ``rd`` = R{d}; this default serves parameter-free ops linear in their inputs once the forward is
+        fixed: the backward applied to d and to R{d}."""
+        lines = self.c_backward(node, ins, ps, out, d, dins, [None] * len(ps), cx) if any(dins) else []
+        return lines + (self.c_backward(node, ins, ps, out, rd, rdins, [None] * len(ps), cx) if any(rdins) else [])
+
 
 def pair(value, d, key, op, what, minimum=1):
     """An int or a list of d ints (``kernel_size = 3`` or ``[3, 2]``) as a d-tuple, each >= minimum."""
@@ -191,6 +205,25 @@ def spatial_input(op, shape, d, key):
     if len(shape) != d + 1:
         want = "(channels, length)" if d == 1 else "(channels, height, width)"
         raise op.error(f"{op.kind} needs an input of shape {want}, got {show(shape)}", f"{key}.input")
+
+
+def c_zero(buf, n, at=0, step=None):
+    """C lines setting ``n`` values per sample of ``buf`` to 0 (from offset ``at`` of rows ``step`` wide)."""
+    if step is None:
+        return [f"for (size_t _q = 0; _q < (size_t)batch * {n}; ++_q) {{", f"    {buf}[_q] = 0;", "}"]
+    return ["for (int _r = 0; _r < batch; ++_r) {", f"    for (int _i = 0; _i < {n}; ++_i) {{",
+            f"        {buf}[(size_t)_r * {step} + {at} + _i] = 0;", "    }", "}"]
+
+
+def c_terms(calls, out, n, cx):
+    """C lines summing the terms of a bilinear R-pass into ``out`` (``n`` values per sample): ``calls`` are functions
+    of a destination buffer returning its lines; the first writes ``out``, each later one ``Q`` and is added."""
+    if not calls:
+        return c_zero(out, n)
+    lines = calls[0](out)
+    for call in calls[1:]:
+        lines += call(cx.temp("Q", n)) + [cx.call("symgrad_add_to", f"(size_t)batch * {n}, Q, {out}")]
+    return lines
 
 
 def show(shape):

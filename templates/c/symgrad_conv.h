@@ -447,3 +447,43 @@ static void symgrad_transpose(int batch, int rows, int cols, const real *restric
     }
 }
 /* @end */
+
+/* @helper symgrad_maxpool_jvp needs symgrad_window */
+/* rz = rx at each window's maximum of x (the entry symgrad_maxpool_backward routes to): the derivative of max
+ * pooling along rx, the forward's routing fixed (second order). */
+static void symgrad_maxpool_jvp(const symgrad_window *g, int batch, const real *restrict x, const real *restrict rx,
+    real *restrict rz)
+{
+    for (int nc = 0; nc < batch * g->c; ++nc) {
+        const real *restrict xc = x + (size_t)nc * g->h * g->w;
+        for (int oy = 0; oy < g->oh; ++oy) {
+            const int ya = oy * g->sh - g->ph, y0 = ya < 0 ? 0 : ya, y1 = ya + g->kh < g->h ? ya + g->kh : g->h;
+            for (int ox = 0; ox < g->ow; ++ox) {
+                const int xa = ox * g->sw - g->pw, x0 = xa < 0 ? 0 : xa, x1 = xa + g->kw < g->w ? xa + g->kw : g->w;
+                size_t arg = (size_t)y0 * g->w + x0;
+                real m = xc[arg];
+                for (int i = y0; i < y1; ++i) {
+                    for (int j = x0; j < x1; ++j) {
+                        const size_t at = (size_t)i * g->w + j;
+                        if (xc[at] > m || (xc[at] != xc[at] && m == m)) {
+                            m = xc[at];
+                            arg = at;
+                        }
+                    }
+                }
+                rz[((size_t)nc * g->oh + oy) * g->ow + ox] = rx[(size_t)nc * g->h * g->w + arg];
+            }
+        }
+    }
+}
+/* @end */
+
+/* @helper symgrad_add_to */
+/* dst[q] += src[q] for q < n: a second term of a bilinear layer's R-pass added to the first (second order). */
+static void symgrad_add_to(size_t n, const real *restrict src, real *restrict dst)
+{
+    for (size_t q = 0; q < n; ++q) {
+        dst[q] += src[q];
+    }
+}
+/* @end */

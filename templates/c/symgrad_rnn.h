@@ -1,4 +1,5 @@
-/* symgrad_rnn.h: forward and backward through time of PyTorch's single-layer RNN, LSTM and GRU cells over `real`.
+/* symgrad_rnn.h: forward and backward through time of PyTorch's single-layer RNN, LSTM and GRU cells over `real`,
+ * and their R-passes for second order.
  *
  * Sections as in symgrad_conv.h: symgrad/backends/c/helpers.py copies into a generated source only the kernels
  * its code calls. The same contract as the NumPy kernels (symgrad/backends/numpy/recurrent.py): x is (B, T, F)
@@ -12,8 +13,10 @@
  * (the RNN: into `da`), then forms the weight gradients, the bias gradients and dx from them, one product each.
  * bptt > 0 cuts the carried delta at every multiple of bptt steps (PyTorch's h.detach() every bptt steps).
  * dy is dE/d(output): (B, T, H) when L->seq, else the last state's (B, H). Any gradient may be null (not
- * needed); the others are overwritten, not accumulated. The file also compiles on its own (tests/rnn_kernels.c):
- * #include it after <math.h>, <stdint.h>, <string.h>, `real` and symgrad_math.h.
+ * needed); the others are overwritten, not accumulated. The second-order kernels (<kind>_jvp, <kind>_rbackward)
+ * follow symgrad/backends/numpy/recurrent_second.py's rules on the values the forward pass stored. The file also
+ * compiles on its own (tests/rnn_kernels.c): #include it after <math.h>, <stdint.h>, <string.h>, `real` and
+ * symgrad_math.h.
  */
 
 /* @helper symgrad_rnn_layer */
@@ -489,5 +492,407 @@ static void symgrad_gru_backward(const symgrad_rnn_layer *L, const real *restric
         }
     }
     symgrad_rnn_grads_from(L, 3 * H, 2 * H, gates, hn, x, h, work + 2 * H, g);
+}
+/* @end */
+
+/* @helper symgrad_rnn_rparts needs symgrad_rnn_layer symgrad_rnn_vecmat symgrad_rnn_transpose */
+/* wt = the transposes the R-forward reads, each (rows x GH): W_ih^T, W_hh^T, then V_ih^T and V_hh^T where D has them
+ * (2 (F + H) GH values). */
+static void symgrad_rnn_rtranspose(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, real *restrict wt)
+{
+    const int F = L->F, H = L->H;
+    symgrad_rnn_transpose(GH, F, L->wih, wt);
+    symgrad_rnn_transpose(GH, H, L->whh, wt + (size_t)F * GH);
+    if (D->wih) {
+        symgrad_rnn_transpose(GH, F, D->wih, wt + (size_t)(F + H) * GH);
+    }
+    if (D->whh) {
+        symgrad_rnn_transpose(GH, H, D->whh, wt + (size_t)(2 * F + H) * GH);
+    }
+}
+
+/* The R of step t's gate inputs (second order), row s = b T + t, GH gate rows, wt from symgrad_rnn_rtranspose:
+ * ri = v_bih + W_ih rx_t + V_ih x_t (rx, D->wih, D->bih may be null), and rr = v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}}
+ * (the last only where carried). */
+static void symgrad_rnn_rparts(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, int t, size_t s,
+    int carried, const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
+    const real *restrict wt, real *restrict ri, real *restrict rr)
+{
+    const int F = L->F, H = L->H;
+    for (int r = 0; r < GH; ++r) {
+        ri[r] = D->bih ? D->bih[r] : 0;
+        rr[r] = D->bhh ? D->bhh[r] : 0;
+    }
+    if (rx) {
+        symgrad_rnn_vecmat(F, GH, rx + s * F, 1, wt, GH, ri);
+    }
+    if (D->wih) {
+        symgrad_rnn_vecmat(F, GH, x + s * F, 1, wt + (size_t)(F + H) * GH, GH, ri);
+    }
+    if (t > 0 && D->whh) {
+        symgrad_rnn_vecmat(H, GH, h + (s - 1) * H, 1, wt + (size_t)(2 * F + H) * GH, GH, rr);
+    }
+    if (carried) {
+        symgrad_rnn_vecmat(H, GH, rh + (s - 1) * H, 1, wt + (size_t)F * GH, GH, rr);
+    }
+}
+/* @end */
+
+/* @helper symgrad_rnn_jvp needs symgrad_rnn_delta_at symgrad_rnn_last symgrad_rnn_rparts */
+/* R through time of an Elman RNN (second order) along rx (null: 0) and the direction D on the weights (D->wih, whh,
+ * bih, bhh; any null: 0): ra_t = W_ih rx_t + V_ih x_t + v_bih + v_bhh + V_hh h_{t-1} + W_hh R{h_{t-1}} (where the
+ * state is carried), rh_t = f'(a_t) ra_t, both (B, T, H); rlast = the last step's rh unless null; fixed: 2 H +
+ * 2 (F + H) H values. */
+static void symgrad_rnn_jvp(const symgrad_rnn_layer *L, int relu, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, real *restrict rh, real *restrict ra, real *restrict rlast,
+    real *restrict fixed)
+{
+    const int T = L->T, H = L->H;
+    real *restrict ri = fixed, *restrict rr = fixed + H, *restrict wt = fixed + 2 * H;
+    symgrad_rnn_rtranspose(L, D, H, wt);
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = (size_t)b * T + t;
+            symgrad_rnn_rparts(L, D, H, t, s, symgrad_rnn_carries(L, t), x, rx, h, rh, wt, ri, rr);
+            for (int j = 0; j < H; ++j) {
+                const real hj = h[s * H + j], acc = ri[j] + rr[j];
+                ra[s * H + j] = acc;
+                rh[s * H + j] = (relu ? (real)(hj > 0) : 1 - hj * hj) * acc;
+            }
+        }
+    }
+    symgrad_rnn_last(L, rh, rlast);
+}
+/* @end */
+
+/* @helper symgrad_rnn_rgrads needs symgrad_rnn_delta_at symgrad_rnn_grads_from */
+/* rprev (B, T, H): row t = R{h_t} where step t + 1 reads it (carried), else 0 (the detached state is a constant). */
+static void symgrad_rnn_rprev(const symgrad_rnn_layer *L, const real *restrict rh, real *restrict rprev)
+{
+    const int T = L->T, H = L->H;
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = ((size_t)b * T + t) * H;
+            const int next = t + 1 < T && symgrad_rnn_carries(L, t + 1);
+            for (int j = 0; j < H; ++j) {
+                rprev[s + j] = next ? rh[s + j] : 0;
+            }
+        }
+    }
+}
+
+/* The R of every gradient (second order) from the deltas d (input part dgi, recurrent part's columns from split on
+ * in dgs, as symgrad_rnn_grads_from) and their R rd: R{dW_ih} = sum R{dgi_t} x_t^T + dgi_t rx_t^T, R{dW_hh} = sum
+ * R{dgh_t} h_{t-1}^T + dgh_t R{h_{t-1}}^T (rprev), R{db} = sum R{d}, g->dx = R{dE/dx} = R{dgi} W_ih + dgi V_ih; and
+ * dx = dgi W_ih unless null. q (B T F), tmp ((F + H) GH), pih (GH F), phh (GH H) are scratch. */
+static void symgrad_rnn_rgrads(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, int GH, int split,
+    const real *restrict dgi, const real *restrict dgs, const real *restrict rdgi, const real *restrict rdgs,
+    const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rprev,
+    real *restrict dx, real *restrict q, real *restrict tmp, real *restrict pih, real *restrict phh,
+    const symgrad_rnn_grads *g)
+{
+    const int F = L->F, H = L->H;
+    symgrad_rnn_grads_from(L, GH, split, rdgi, rdgs, x, h, tmp, g);
+    symgrad_rnn_layer V = *L;
+    V.wih = D->wih;
+    const symgrad_rnn_grads second = {g->dx && D->wih ? q : 0, g->dwih && rx ? pih : 0, g->dwhh ? phh : 0, 0, 0};
+    if (second.dx || second.dwih || second.dwhh) {
+        symgrad_rnn_grads_from(&V, GH, split, dgi, dgs, rx, rprev, tmp, &second);
+        if (second.dx) {
+            for (size_t i = 0; i < (size_t)L->B * L->T * F; ++i) {
+                g->dx[i] += q[i];
+            }
+        }
+        if (second.dwih) {
+            for (size_t i = 0; i < (size_t)GH * F; ++i) {
+                g->dwih[i] += pih[i];
+            }
+        }
+        if (second.dwhh) {
+            for (size_t i = 0; i < (size_t)GH * H; ++i) {
+                g->dwhh[i] += phh[i];
+            }
+        }
+    }
+    if (dx) {
+        const symgrad_rnn_grads first = {dx, 0, 0, 0, 0};
+        symgrad_rnn_grads_from(L, GH, split, dgi, dgs, x, h, tmp, &first);
+    }
+}
+/* @end */
+
+/* @helper symgrad_rnn_rbackward needs symgrad_rnn_rgrads */
+/* From dy and rdy = R{dy} (second order): dx = dE/dx unless null and the R of every gradient in g (g->dx: R{dE/dx});
+ * per step da_t = dE/dh_t f'(a_t), R{da_t} = R{dE/dh_t} f'(a_t) + dE/dh_t f''(a_t) R{a_t} (relu'' = 0, tanh'' =
+ * -2 h f'), carried back as da_t W_hh and R{da_t} W_hh + da_t V_hh; then symgrad_rnn_rgrads. work: (3 T H + T F) B
+ * values; fixed: 4 H + 2 (F + H) H values. */
+static void symgrad_rnn_rbackward(const symgrad_rnn_layer *L, int relu, const symgrad_rnn_layer *D,
+    const real *restrict x, const real *restrict rx, const real *restrict h, const real *restrict rh,
+    const real *restrict ra, const real *restrict dy, const real *restrict rdy, real *restrict dx,
+    real *restrict work, real *restrict fixed, const symgrad_rnn_grads *g)
+{
+    const int B = L->B, T = L->T, F = L->F, H = L->H;
+    const size_t n = (size_t)B * T * H;
+    real *restrict da = work, *restrict rda = work + n, *restrict rprev = work + 2 * n, *restrict q = work + 3 * n;
+    real *restrict gh = fixed, *restrict rgh = fixed + H, *restrict carry = fixed + 2 * H, *restrict rcarry = fixed + 3 * H;
+    real *restrict tmp = fixed + 4 * H, *restrict pih = tmp + (size_t)(F + H) * H, *restrict phh = pih + (size_t)H * F;
+    symgrad_rnn_rprev(L, rh, rprev);
+    for (int b = 0; b < B; ++b) {
+        int carried = 0;
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < H; ++j) {
+                    da[s * H + j] = rda[s * H + j] = 0;
+                }
+                continue;
+            }
+            symgrad_rnn_delta_at(L, rdy, b, t, carried, rcarry, rgh);
+            for (int j = 0; j < H; ++j) {
+                const real hj = h[s * H + j], fp = relu ? (real)(hj > 0) : 1 - hj * hj;
+                da[s * H + j] = gh[j] * fp;
+                rda[s * H + j] = rgh[j] * fp - (relu ? 0 : 2 * hj * gh[j] * fp * ra[s * H + j]);
+            }
+            carried = symgrad_rnn_carries(L, t);
+            if (carried) {
+                for (int j = 0; j < H; ++j) {
+                    carry[j] = rcarry[j] = 0;
+                }
+                symgrad_rnn_vecmat(H, H, da + s * H, 1, L->whh, H, carry);
+                symgrad_rnn_vecmat(H, H, rda + s * H, 1, L->whh, H, rcarry);
+                if (D->whh) {
+                    symgrad_rnn_vecmat(H, H, da + s * H, 1, D->whh, H, rcarry);
+                }
+            }
+        }
+    }
+    symgrad_rnn_rgrads(L, D, H, H, da, da, rda, rda, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
+}
+/* @end */
+
+/* @helper symgrad_lstm_jvp needs symgrad_rnn_delta_at symgrad_rnn_last symgrad_rnn_rparts */
+/* R through time of an LSTM (second order) along rx and the direction D: rgates (B, T, 4H) the R of i, f, g, o
+ * (sigma' = s (1 - s), tanh' = 1 - g^2 times the R of their inputs), rc (B, T, H) = R{c_t} = R{i} g + i R{g} +
+ * R{f} c_{t-1} + f R{c_{t-1}} (where carried), rh (B, T, H) = R{o} tanh(c_t) + o (1 - tanh(c_t)^2) R{c_t}; rlast the
+ * last step's rh unless null; fixed: 8 H + 2 (F + H) 4H values. */
+static void symgrad_lstm_jvp(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict c,
+    const real *restrict tc, real *restrict rh, real *restrict rgates, real *restrict rc, real *restrict rlast,
+    real *restrict fixed)
+{
+    const int T = L->T, H = L->H;
+    real *restrict ri = fixed, *restrict rr = fixed + 4 * H, *restrict wt = fixed + 8 * H;
+    symgrad_rnn_rtranspose(L, D, 4 * H, wt);
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = (size_t)b * T + t;
+            const int keep = symgrad_rnn_carries(L, t);
+            symgrad_rnn_rparts(L, D, 4 * H, t, s, keep, x, rx, h, rh, wt, ri, rr);
+            const real *restrict a = gates + s * 4 * H;
+            real *restrict ra = rgates + s * 4 * H;
+            for (int q = 0; q < 4 * H; ++q) {
+                const real u = a[q];
+                ra[q] = (ri[q] + rr[q]) * (q >= 2 * H && q < 3 * H ? 1 - u * u : u * (1 - u));
+            }
+            for (int j = 0; j < H; ++j) {
+                real v = ra[j] * a[2 * H + j] + a[j] * ra[2 * H + j];
+                if (t) {
+                    v += ra[H + j] * c[(s - 1) * H + j];
+                }
+                if (keep) {
+                    v += a[H + j] * rc[(s - 1) * H + j];
+                }
+                const real u = tc[s * H + j];
+                rc[s * H + j] = v;
+                rh[s * H + j] = ra[3 * H + j] * u + a[3 * H + j] * (1 - u * u) * v;
+            }
+        }
+    }
+    symgrad_rnn_last(L, rh, rlast);
+}
+/* @end */
+
+/* @helper symgrad_lstm_rbackward needs symgrad_rnn_rgrads */
+/* From dy and rdy = R{dy} (second order): dx unless null and the R of every gradient in g; per step the first-order
+ * gate deltas of symgrad_lstm_backward and, beside each, its R by the product rule (R{dE/dc_t} = (R{g} o + g R{o})
+ * (1 - tc^2) - 2 g o tc R{tc} + the carried R, sigma'' R{a} = (1 - 2 s) R{s}, tanh'' R{a} = -2 g R{g}); then
+ * symgrad_rnn_rgrads. work: (8 T H + T H + T F) B values; fixed: 6 H + (F + H) 4H + 4H F + 4H H values. */
+static void symgrad_lstm_rbackward(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict c,
+    const real *restrict tc, const real *restrict rh, const real *restrict rgates, const real *restrict rc,
+    const real *restrict dy, const real *restrict rdy, real *restrict dx, real *restrict work, real *restrict fixed,
+    const symgrad_rnn_grads *g)
+{
+    const int B = L->B, T = L->T, F = L->F, H = L->H;
+    const size_t n = (size_t)B * T * 4 * H;
+    real *restrict dg = work, *restrict rdg = work + n, *restrict rprev = work + 2 * n;
+    real *restrict q = rprev + (size_t)B * T * H;
+    real *restrict gh = fixed, *restrict rgh = fixed + H, *restrict carry = fixed + 2 * H, *restrict rcarry = fixed + 3 * H;
+    real *restrict cc = fixed + 4 * H, *restrict rcc = fixed + 5 * H, *restrict tmp = fixed + 6 * H;
+    real *restrict pih = tmp + (size_t)(F + H) * 4 * H, *restrict phh = pih + (size_t)4 * H * F;
+    symgrad_rnn_rprev(L, rh, rprev);
+    for (int b = 0; b < B; ++b) {
+        int carried = 0;
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            real *restrict d = dg + s * 4 * H, *restrict rd = rdg + s * 4 * H;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < 4 * H; ++j) {
+                    d[j] = rd[j] = 0;
+                }
+                continue;
+            }
+            symgrad_rnn_delta_at(L, rdy, b, t, carried, rcarry, rgh);
+            const real *restrict a = gates + s * 4 * H, *restrict ra = rgates + s * 4 * H;
+            const int keep = symgrad_rnn_carries(L, t);
+            for (int j = 0; j < H; ++j) {
+                const real i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j];
+                const real ri = ra[j], rf = ra[H + j], rgg = ra[2 * H + j], ro = ra[3 * H + j];
+                const real u = tc[s * H + j], du = 1 - u * u, ru = du * rc[s * H + j];
+                const real eo = gh[j] * u, reo = rgh[j] * u + gh[j] * ru;
+                real dc = gh[j] * o * du, rdc = (rgh[j] * o + gh[j] * ro) * du - 2 * gh[j] * o * u * ru;
+                if (carried) {
+                    dc += cc[j];
+                    rdc += rcc[j];
+                }
+                const real ei = dc * gg, rei = rdc * gg + dc * rgg, eg = dc * i, reg = rdc * i + dc * ri;
+                real ef = 0, ref = 0;
+                if (t) {
+                    const real cp = c[(s - 1) * H + j];
+                    ef = dc * cp;
+                    ref = rdc * cp + (keep ? dc * rc[(s - 1) * H + j] : 0);
+                }
+                d[j] = ei * i * (1 - i);
+                rd[j] = rei * i * (1 - i) + ei * (1 - 2 * i) * ri;
+                d[H + j] = ef * f * (1 - f);
+                rd[H + j] = ref * f * (1 - f) + ef * (1 - 2 * f) * rf;
+                d[2 * H + j] = eg * (1 - gg * gg);
+                rd[2 * H + j] = reg * (1 - gg * gg) - 2 * eg * gg * rgg;
+                d[3 * H + j] = eo * o * (1 - o);
+                rd[3 * H + j] = reo * o * (1 - o) + eo * (1 - 2 * o) * ro;
+                cc[j] = keep ? dc * f : 0;
+                rcc[j] = keep ? rdc * f + dc * rf : 0;
+            }
+            carried = keep;
+            if (carried) {
+                for (int j = 0; j < H; ++j) {
+                    carry[j] = rcarry[j] = 0;
+                }
+                symgrad_rnn_vecmat(4 * H, H, d, 1, L->whh, H, carry);
+                symgrad_rnn_vecmat(4 * H, H, rd, 1, L->whh, H, rcarry);
+                if (D->whh) {
+                    symgrad_rnn_vecmat(4 * H, H, d, 1, D->whh, H, rcarry);
+                }
+            }
+        }
+    }
+    symgrad_rnn_rgrads(L, D, 4 * H, 4 * H, dg, dg, rdg, rdg, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
+}
+/* @end */
+
+/* @helper symgrad_gru_jvp needs symgrad_rnn_delta_at symgrad_rnn_last symgrad_rnn_rparts */
+/* R through time of a GRU (second order) along rx and the direction D: rgates (B, T, 3H) = R{r}, R{z} (sigma' times
+ * the R of their inputs) and R{n} = (1 - n^2) (R{gi_n} + R{r} hn + r R{hn}), rhn (B, T, H) = R{hn} (the recurrent
+ * part's n rows), rh (B, T, H) = R{n} + R{z} (h_{t-1} - n) + z (R{h_{t-1}} - R{n}); rlast the last step's rh unless
+ * null; fixed: 6 H + 2 (F + H) 3H values. */
+static void symgrad_gru_jvp(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict hn,
+    real *restrict rh, real *restrict rgates, real *restrict rhn, real *restrict rlast, real *restrict fixed)
+{
+    const int T = L->T, H = L->H;
+    real *restrict ri = fixed, *restrict rr = fixed + 3 * H, *restrict wt = fixed + 6 * H;
+    symgrad_rnn_rtranspose(L, D, 3 * H, wt);
+    for (int b = 0; b < L->B; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const size_t s = (size_t)b * T + t;
+            const int keep = symgrad_rnn_carries(L, t);
+            symgrad_rnn_rparts(L, D, 3 * H, t, s, keep, x, rx, h, rh, wt, ri, rr);
+            const real *restrict a = gates + s * 3 * H;
+            real *restrict ra = rgates + s * 3 * H;
+            for (int q = 0; q < 2 * H; ++q) {
+                ra[q] = (ri[q] + rr[q]) * a[q] * (1 - a[q]);
+            }
+            for (int j = 0; j < H; ++j) {
+                const real r = a[j], z = a[H + j], n = a[2 * H + j];
+                const real hp = t ? h[(s - 1) * H + j] : 0, rhp = keep ? rh[(s - 1) * H + j] : 0;
+                rhn[s * H + j] = rr[2 * H + j];
+                const real rn = (ri[2 * H + j] + ra[j] * hn[s * H + j] + r * rr[2 * H + j]) * (1 - n * n);
+                ra[2 * H + j] = rn;
+                rh[s * H + j] = rn + ra[H + j] * (hp - n) + z * (rhp - rn);
+            }
+        }
+    }
+    symgrad_rnn_last(L, rh, rlast);
+}
+/* @end */
+
+/* @helper symgrad_gru_rbackward needs symgrad_rnn_rgrads */
+/* From dy and rdy = R{dy} (second order): dx unless null and the R of every gradient in g; per step the first-order
+ * deltas of symgrad_gru_backward (input part r, z, n; recurrent part's hn) and, beside each, its R by the product
+ * rule; then symgrad_rnn_rgrads. work: (6 T H + 2 T H + T H + T F) B values; fixed: 4 H + (F + H) 3H + 3H F + 3H H
+ * values. */
+static void symgrad_gru_rbackward(const symgrad_rnn_layer *L, const symgrad_rnn_layer *D, const real *restrict x,
+    const real *restrict rx, const real *restrict h, const real *restrict gates, const real *restrict hn,
+    const real *restrict rh, const real *restrict rgates, const real *restrict rhn, const real *restrict dy,
+    const real *restrict rdy, real *restrict dx, real *restrict work, real *restrict fixed, const symgrad_rnn_grads *g)
+{
+    const int B = L->B, T = L->T, F = L->F, H = L->H;
+    const size_t n3 = (size_t)B * T * 3 * H, n1 = (size_t)B * T * H;
+    real *restrict dgi = work, *restrict rdgi = work + n3, *restrict dgs = work + 2 * n3, *restrict rdgs = dgs + n1;
+    real *restrict rprev = rdgs + n1, *restrict q = rprev + n1;
+    real *restrict gh = fixed, *restrict rgh = fixed + H, *restrict carry = fixed + 2 * H, *restrict rcarry = fixed + 3 * H;
+    real *restrict tmp = fixed + 4 * H, *restrict pih = tmp + (size_t)(F + H) * 3 * H, *restrict phh = pih + (size_t)3 * H * F;
+    symgrad_rnn_rprev(L, rh, rprev);
+    for (int b = 0; b < B; ++b) {
+        int carried = 0;
+        for (int t = T - 1; t >= 0; --t) {
+            const size_t s = (size_t)b * T + t;
+            real *restrict d = dgi + s * 3 * H, *restrict rd = rdgi + s * 3 * H;
+            real *restrict ds = dgs + s * H, *restrict rds = rdgs + s * H;
+            if (!symgrad_rnn_delta_at(L, dy, b, t, carried, carry, gh)) {
+                for (int j = 0; j < 3 * H; ++j) {
+                    d[j] = rd[j] = 0;
+                }
+                for (int j = 0; j < H; ++j) {
+                    ds[j] = rds[j] = 0;
+                }
+                continue;
+            }
+            symgrad_rnn_delta_at(L, rdy, b, t, carried, rcarry, rgh);
+            const real *restrict a = gates + s * 3 * H, *restrict ra = rgates + s * 3 * H;
+            const int keep = symgrad_rnn_carries(L, t);
+            for (int j = 0; j < H; ++j) {
+                const real r = a[j], z = a[H + j], n = a[2 * H + j], rr = ra[j], rz = ra[H + j], rn = ra[2 * H + j];
+                const real hp = t ? h[(s - 1) * H + j] : 0, rhp = keep ? rh[(s - 1) * H + j] : 0;
+                const real hnj = hn[s * H + j], rhnj = rhn[s * H + j], dn = 1 - n * n;
+                const real dan = gh[j] * (1 - z) * dn;
+                const real rdan = (rgh[j] * (1 - z) - gh[j] * rz) * dn - 2 * gh[j] * (1 - z) * n * rn;
+                const real ez = gh[j] * (hp - n), rez = rgh[j] * (hp - n) + gh[j] * (rhp - rn);
+                const real er = dan * hnj, rer = rdan * hnj + dan * rhnj;
+                d[j] = er * r * (1 - r);
+                rd[j] = rer * r * (1 - r) + er * (1 - 2 * r) * rr;
+                d[H + j] = ez * z * (1 - z);
+                rd[H + j] = rez * z * (1 - z) + ez * (1 - 2 * z) * rz;
+                d[2 * H + j] = dan;
+                rd[2 * H + j] = rdan;
+                ds[j] = dan * r;
+                rds[j] = rdan * r + dan * rr;
+                carry[j] = keep ? gh[j] * z : 0;  /* h_t = ... + z h_{t-1} */
+                rcarry[j] = keep ? rgh[j] * z + gh[j] * rz : 0;
+            }
+            carried = keep;
+            if (carried) {
+                symgrad_rnn_vecmat(2 * H, H, d, 1, L->whh, H, carry);
+                symgrad_rnn_vecmat(H, H, ds, 1, L->whh + (size_t)2 * H * H, H, carry);
+                symgrad_rnn_vecmat(2 * H, H, rd, 1, L->whh, H, rcarry);
+                symgrad_rnn_vecmat(H, H, rds, 1, L->whh + (size_t)2 * H * H, H, rcarry);
+                if (D->whh) {
+                    symgrad_rnn_vecmat(2 * H, H, d, 1, D->whh, H, rcarry);
+                    symgrad_rnn_vecmat(H, H, ds, 1, D->whh + (size_t)2 * H * H, H, rcarry);
+                }
+            }
+        }
+    }
+    symgrad_rnn_rgrads(L, D, 3 * H, 2 * H, dgi, dgs, rdgi, rdgs, x, rx, h, rprev, dx, q, tmp, pih, phh, g);
 }
 /* @end */

@@ -1,6 +1,6 @@
 """The C backend as an object: a package folder ``<name>_c/`` with header, source and ctypes runtime."""
 
-from symgrad.backends.base import Backend, needs_second_order
+from symgrad.backends.base import Backend
 from symgrad.backends.c.codegen import SHAPES as CODE_SHAPES
 from symgrad.backends.c.codegen import generate_c, package_files
 from symgrad.backends.c.printer import CPrinter
@@ -25,20 +25,14 @@ class CBackend(Backend):
         if options.get("blas", "no") not in BLAS:
             raise SpecError(f"blas must be one of {', '.join(BLAS)}", "blas")
 
-    def _supported(self, derivation, options):
-        """Refuse what the C backend does not generate: second order for graphs."""
-        needs_second_order(derivation.model, options.get("second_order"), graphs=False)
-
     def render(self, derivation, dtype="float64", **options):
         self.check(dtype, options)
-        self._supported(derivation, options)
         o = self.settings(options)
         files = package_files(derivation, dtype, o["shape"], o["with_main"], o["blas"], o["second_order"])[2]
         return {f"{derivation.model.name}_c/{name}": text for name, text in files.items()}
 
     def write(self, derivation, out_dir, dtype="float64", **options):
         self.check(dtype, options)
-        self._supported(derivation, options)
         o = self.settings(options)
         return generate_c(derivation, out_dir, dtype=dtype, **o)
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from symgrad.backends.base import needs_second_order
 from symgrad.backends.c import build as _build
 from symgrad.backends.c import helpers as _helpers
 from symgrad.backends.c import runtime as _runtime
 from symgrad.backends.c import second_runtime as _second_runtime
 from symgrad.backends.c.graph import GraphLoops
+from symgrad.backends.c.graph_second import GraphSecondC
 from symgrad.backends.c.loops import Hybrid, Loops
 from symgrad.backends.c.printer import CPrinter
 from symgrad.backends.c.second import CSecond
@@ -59,8 +59,9 @@ def _layout(model):
 
 
 def _void_unused(lines, args):
-    """``(void)arg;`` in front of a body for each argument it never reads (a model that ignores x or t)."""
-    text = "\n".join(lines)
+    """``(void)arg;`` in front of a body for each argument it never reads (a model that ignores x or t); a comment
+    naming one ("the delta at step t") is no read."""
+    text = re.sub(r"/\*.*?\*/", "", "\n".join(lines), flags=re.S)
     return [f"(void){a};" for a in args if not re.search(rf"\b{a}\b", text)] + lines
 
 
@@ -80,23 +81,47 @@ def _shape(model, shape):
 
 
 def _second(model, layout, pr):
-    """The template context of the second-order C functions (networks and expression models)."""
+    """The template context of the second-order C functions (networks, graph networks and expression models)."""
     if model.kind == "network":
         code = CSecond(derive(model).second, layout, pr)
-    elif model.kind == "expression":
-        code = CExpressionSecond(model, layout, pr)
+    elif model.kind == "graph":
+        code = GraphSecondC(model, layout, pr)
     else:
-        needs_second_order(model, True)  # its refusal (graph networks)
+        code = CExpressionSecond(model, layout, pr)
     bodies = code.bodies()
+    if model.kind == "graph":
+        bodies["hessian"] = _hessian_by_columns(model.name, layout, code.workspace())
     args = {"input_gradients": ("params", "x", "t", "batch", "gx", "work"), "jacobian": ("params", "x", "batch", "J", "work"),
             "hvp": ("params", "x", "t", "v", "batch", "out", "work"),
             "gauss_newton_vp": ("params", "x", "t", "v", "batch", "out", "work"),
             "hessian": ("params", "x", "t", "batch", "H", "work")}
     bodies = {name: _void_unused(body, args[name]) for name, body in bodies.items()}
+    n_trainable = sum(p["size"] for p in layout if p["trainable"])
+    method = {"network": "the R-operator over the layer program", "graph": "each layer's R-forward and R-backward",
+              "expression": "SymPy's second derivatives of the expressions, summed over the batch"}[model.kind]
+    if model.kind == "graph":
+        return {"bodies": bodies, "workspace": code.workspace(), "n_trainable": n_trainable, "method": method,
+                "hessian_workspace": f"{code.workspace()} + {2 * sum(p['size'] for p in layout)}", "kernels": [],
+                "gemm": code.helpers()}
     return {"bodies": bodies, "workspace": code.workspace(), "hessian_workspace": code.hessian_workspace(),
-            "n_trainable": sum(p["size"] for p in layout if p["trainable"]), "kernels": code.kernel_sources(), "gemm": code.gemm_helpers(),
-            "method": "the R-operator over the layer program" if model.kind == "network"
-            else "SymPy's second derivatives of the expressions, summed over the batch"}
+            "n_trainable": n_trainable, "kernels": code.kernel_sources(), "gemm": code.gemm_helpers(), "method": method}
+
+
+def _hessian_by_columns(name, layout, workspace):
+    """C lines of the Hessian as one hvp per trainable entry: column j = H e_j, written as row j (H is symmetric)."""
+    n = sum(p["size"] for p in layout)
+    ranges = [(p["offset"], p["size"]) for p in layout if p["trainable"]]
+    width = sum(size for _, size in ranges)
+    if not width:
+        return []
+    lines = [f"real *restrict v = work + ({workspace}), *restrict col = v + {n};",
+             f"for (int i = 0; i < {n}; ++i) v[i] = 0;", "size_t row = 0;"]
+    for off, size in ranges:
+        lines += [f"for (int j = {off}; j < {off + size}; ++j) {{", "    v[j] = 1;",
+                  f"    {name}_hvp(params, x, t, v, batch, col, work);", "    v[j] = 0;",
+                  f"    real *restrict h = H + row++ * {width};",
+                  *(f"    for (int i = {o}; i < {o + sz}; ++i) *h++ = col[i];" for o, sz in ranges), "}"]
+    return lines
 
 
 def c_sources(model, dtype="float64", shape="auto", blas="no", second_order=False):
