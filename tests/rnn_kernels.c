@@ -39,3 +39,9 @@ void rnn_backward(int kind, int B, int T, int F, int H, int bptt, int seq, const
     else
         symgrad_gru_backward(&L, x, h, gates, states, dy, work, &g);
 }
+
+/* The second-order kernels are tested through generated packages (tests/test_graph_second_c.py); this driver only
+ * compiles them under the same strict flags, so it takes their addresses. */
+void (*const rnn_second_kernels[])(void) = {
+    (void (*)(void))symgrad_rnn_jvp, (void (*)(void))symgrad_rnn_rbackward, (void (*)(void))symgrad_lstm_jvp,
+    (void (*)(void))symgrad_lstm_rbackward, (void (*)(void))symgrad_gru_jvp, (void (*)(void))symgrad_gru_rbackward};

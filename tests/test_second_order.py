@@ -177,6 +177,18 @@ def close(actual, ref, rel=1e-10, what="", floor=1e-300):
     assert np.abs(actual - ref).max() <= rel * scale, (what, np.abs(actual - ref).max() / scale)
 
 
+def hessian_matches_differences(mod, params, x, t, h=1e-5):
+    """Every column of mod.hessian against central differences of mod.gradients, (g(p + h e_i) - g(p - h e_i)) / 2h."""
+    H, flat = mod.hessian(params, x, t), flatten(mod, params)
+    for i in range(flat.size):
+        cols = []
+        for sign in (1, -1):
+            moved = flat.copy()
+            moved[i] += sign * h
+            cols.append(flatten(mod, mod.gradients({**params, **unflatten(mod, moved)}, x, t)))
+        np.testing.assert_allclose(H[:, i], (cols[0] - cols[1]) / (2 * h), rtol=1e-6, atol=1e-9)
+
+
 def check_against_torch(mod, model, params, x, t, rel=1e-10):
     """Every second-order function of mod against torch.func on the same model and sample."""
     ref = TorchNet(model, mod, params)
@@ -392,15 +404,7 @@ def test_custom_activations_against_central_differences_of_the_gradients(tmp_pat
     mod = build2(tmp_path, model)
     p = mod.init_params()
     x, t = data(model, 3, 1)
-    H, h = mod.hessian(p, x, t), 1e-5
-    flat = flatten(mod, p)
-    for i in range(flat.size):
-        cols = []
-        for sign in (1, -1):
-            moved = flat.copy()
-            moved[i] += sign * h
-            cols.append(flatten(mod, mod.gradients({**p, **unflatten(mod, moved)}, x, t)))
-        np.testing.assert_allclose(H[:, i], (cols[0] - cols[1]) / (2 * h), rtol=1e-6, atol=1e-9)
+    hessian_matches_differences(mod, p, x, t)
 
 
 def test_command_line_flag_and_default_output(tmp_path):
