@@ -26,7 +26,14 @@ from symgrad.report.graph_rules import rules_section
 from symgrad.report.hessian import hessian_refusal, hessian_sections
 from symgrad.report.numbers import fmt, rel
 from symgrad.report.scalar import ScalarReport
-from symgrad.report.sections import checks_section, make_report, params_training_section, training_section
+from symgrad.report.sections import (
+    checks_section,
+    fd_summary_section,
+    make_report,
+    params_training_section,
+    scalar_param_value,
+    training_section,
+)
 from symgrad.sizes import SMALL_LIMIT
 from symgrad.train.generated import numpy_module_object
 
@@ -307,27 +314,8 @@ class GraphReport:
         a2 = a.reshape(-1, a.shape[-1])
         return "δ times the input it multiplies, summed over rows", float(d2[:, idx[0]] @ a2[:, idx[1]])
 
-    def _loss_of(self, pname, idx, v):
-        P = dict(self.P)
-        P[pname] = self.P[pname].copy()
-        P[pname].reshape(-1)[idx] = v
-        return self._loss(P)
-
     def _summary_section(self):
-        m = self.model
-        owner = m.scalar_owner()
-        sec = Section("Summary and finite-difference check")
-        rows, h = [], 1e-6
-        for name in self.picked:
-            pname, idx = owner[name]
-            v = float(self.P[pname].reshape(-1)[idx])
-            g = float(self.grads[pname].reshape(-1)[idx])
-            fd = (self._loss_of(pname, idx, v + h) - self._loss_of(pname, idx, v - h)) / (2 * h)
-            rows.append([Partial(E, sym(name)), g, fd, rel(g, fd)])
-        sec.blocks.append(Table(["gradient", "value", "finite difference", "relative error"], rows))
-        sec.blocks.append(Table(["parameter", "gradient norm"],
-                                [[p.name, float(np.linalg.norm(self.grads[p.name]))] for p in m.trainable_params]))
-        return sec
+        return fd_summary_section(self.model, self.picked, self.P, self.grads, self._loss)
 
     def _lookup(self, e):
         m = self.model
@@ -336,9 +324,4 @@ class GraphReport:
         if e.what == "output":
             y = self.out(m.nodes[-1].name).reshape(-1)
             return float(y[m.outputs.index(e.name)]) if e.name in m.outputs else None
-        owner = self._owner()
-        if e.name not in owner or e.what not in ("gradient", "updated"):
-            return None
-        pname, idx = owner[e.name]
-        g = float(self.grads[pname].reshape(-1)[idx])
-        return g if e.what == "gradient" else float(self.P[pname].reshape(-1)[idx]) - m.train.learning_rate * g
+        return scalar_param_value(e, self._owner(), self.P, self.grads, m.train.learning_rate)

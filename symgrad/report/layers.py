@@ -12,8 +12,8 @@ from symgrad.ops.losses import t as T
 from symgrad.ops.losses import y as Y
 from symgrad.report.blocks import Diagram, Math, Partial, Section, Subst, Table, Text, sym
 from symgrad.report.diagram import diagram
-from symgrad.report.numbers import fmt, rel
-from symgrad.report.sections import checks_section, make_report, params_training_section
+from symgrad.report.numbers import fmt
+from symgrad.report.sections import checks_section, fd_summary_section, make_report, params_training_section, scalar_param_value
 from symgrad.train.generated import numpy_module_object
 
 
@@ -276,28 +276,8 @@ class LayerReport:
                                 "with all gradients computed from the weights before the update."]))
         return sec
 
-    def _loss_of(self, pname, idx, v):
-        P = dict(self.P)
-        P[pname] = self.P[pname].copy()
-        P[pname].reshape(-1)[idx] = v
-        return self._loss(P)
-
     def _summary_section(self):
-        m = self.model
-        owner = m.scalar_owner()
-        sec = Section("Summary and finite-difference check")
-        rows = []
-        h = 1e-6
-        for name in self.picked:
-            pname, idx = owner[name]
-            v = float(self.P[pname].reshape(-1)[idx])
-            g = float(self.grads[pname].reshape(-1)[idx])
-            fd = (self._loss_of(pname, idx, v + h) - self._loss_of(pname, idx, v - h)) / (2 * h)
-            rows.append([Partial(sym("E"), sym(name)), g, fd, rel(g, fd)])
-        sec.blocks.append(Table(["gradient", "value", "finite difference", "relative error"], rows))
-        norms = [[p.name, float(np.linalg.norm(self.grads[p.name]))] for p in m.trainable_params]
-        sec.blocks.append(Table(["parameter", "gradient norm"], norms))
-        return sec
+        return fd_summary_section(self.model, self.picked, self.P, self.grads, self._loss)
 
     def _lookup(self, e):
         m = self.model
@@ -305,16 +285,7 @@ class LayerReport:
             return self.E
         if e.what == "output":
             return float(self.outs[-1][m.outputs.index(e.name)]) if e.name in m.outputs else None
-        owner = self._owner()
-        if e.name not in owner:
-            return None
-        pname, idx = owner[e.name]
-        g = float(self.grads[pname].reshape(-1)[idx])
-        if e.what == "gradient":
-            return g
-        if e.what == "updated":
-            return float(self.P[pname].reshape(-1)[idx]) - m.train.learning_rate * g
-        return None
+        return scalar_param_value(e, self._owner(), self.P, self.grads, m.train.learning_rate)
 
 
 def _elementwise(v, like):

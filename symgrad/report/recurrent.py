@@ -19,7 +19,7 @@ from symgrad.ops.losses import y as Y
 from symgrad.ops.recurrent import RNN, Recurrent
 from symgrad.report.blocks import Math, Partial, Report, Section, Subst, Table, Text, sym
 from symgrad.report.numbers import rel
-from symgrad.report.sections import checks_section
+from symgrad.report.sections import checks_section, scalar_param_value
 from symgrad.train.generated import numpy_module_object
 
 MAX_WORKED = 64  # steps x hidden units up to which an Elman network is worked step by step with numbers
@@ -263,12 +263,4 @@ class RecurrentReport:
         if e.what == "output":
             return float(self.y.reshape(-1)[m.outputs.index(e.name)]) if e.name in m.outputs else None
         owner = {n: o for n, o in m.scalar_owner().items() if o[0] in self.grads}
-        if e.name not in owner:
-            return None
-        pname, idx = owner[e.name]
-        g = float(self.grads[pname].reshape(-1)[idx])
-        if e.what == "gradient":
-            return g
-        if e.what == "updated":
-            return float(self.P[pname].reshape(-1)[idx]) - m.train.learning_rate * g
-        return None
+        return scalar_param_value(e, owner, self.P, self.grads, m.train.learning_rate)

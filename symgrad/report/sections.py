@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from symgrad.report.blocks import Report, Section, Table, Text
-from symgrad.report.numbers import fmt
+from symgrad.report.blocks import Partial, Report, Section, Table, Text, sym
+from symgrad.report.numbers import fmt, rel
 
 
 def _status(e, got):
@@ -80,3 +80,36 @@ def training_section(n, loss_at, grad_at, w, lr):
     sec.blocks.append(Table(["steps", "loss E"], rows))
     return sec
 
+
+def scalar_param_value(e, owner, P, grads, lr):
+    """An [[expect]] gradient or updated value of the scalar parameter e.name, or None: dE/dw, or w - lr dE/dw."""
+    if e.name not in owner or e.what not in ("gradient", "updated"):
+        return None
+    pname, idx = owner[e.name]
+    g = float(grads[pname].reshape(-1)[idx])
+    return g if e.what == "gradient" else float(P[pname].reshape(-1)[idx]) - lr * g
+
+
+def fd_summary_section(model, picked, P, grads, loss, h=1e-6):
+    """The picked gradients beside central differences (E(w + h) - E(w - h)) / 2h of ``loss`` (a function of a parameter
+    dict), then every trainable parameter's gradient norm."""
+    owner = model.scalar_owner()
+
+    def moved(pname, idx, v):
+        Q = dict(P)
+        Q[pname] = P[pname].copy()
+        Q[pname].reshape(-1)[idx] = v
+        return loss(Q)
+
+    rows = []
+    for name in picked:
+        pname, idx = owner[name]
+        v = float(P[pname].reshape(-1)[idx])
+        g = float(grads[pname].reshape(-1)[idx])
+        fd = (moved(pname, idx, v + h) - moved(pname, idx, v - h)) / (2 * h)
+        rows.append([Partial(sym("E"), sym(name)), g, fd, rel(g, fd)])
+    sec = Section("Summary and finite-difference check")
+    sec.blocks.append(Table(["gradient", "value", "finite difference", "relative error"], rows))
+    sec.blocks.append(Table(["parameter", "gradient norm"],
+                            [[p.name, float(np.linalg.norm(grads[p.name]))] for p in model.trainable_params]))
+    return sec
