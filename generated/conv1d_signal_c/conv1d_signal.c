@@ -359,6 +359,23 @@ static void symgrad_maxpool_forward(const symgrad_window *g, int batch, const re
     }
 }
 
+/* The offset in the channel xc of the window [y0, y1) x [x0, x1)'s maximum: the first one, a NaN winning (as PyTorch). */
+static size_t symgrad_window_argmax(const symgrad_window *g, const real *restrict xc, int y0, int y1, int x0, int x1)
+{
+    size_t arg = (size_t)y0 * g->w + x0;
+    real m = xc[arg];
+    for (int i = y0; i < y1; ++i) {
+        for (int j = x0; j < x1; ++j) {
+            const size_t at = (size_t)i * g->w + j;
+            if (xc[at] > m || (xc[at] != xc[at] && m == m)) {
+                m = xc[at];
+                arg = at;
+            }
+        }
+    }
+    return arg;
+}
+
 /* dx = each window's delta d routed to the entry its maximum came from, the first in the window on ties (as
  * PyTorch); overlapping windows add. */
 static void symgrad_maxpool_backward(const symgrad_window *g, int batch, const real *restrict x,
@@ -374,17 +391,7 @@ static void symgrad_maxpool_backward(const symgrad_window *g, int batch, const r
             const int ya = oy * g->sh - g->ph, y0 = ya < 0 ? 0 : ya, y1 = ya + g->kh < g->h ? ya + g->kh : g->h;
             for (int ox = 0; ox < g->ow; ++ox) {
                 const int xa = ox * g->sw - g->pw, x0 = xa < 0 ? 0 : xa, x1 = xa + g->kw < g->w ? xa + g->kw : g->w;
-                size_t arg = (size_t)y0 * g->w + x0;
-                real m = xc[arg];
-                for (int i = y0; i < y1; ++i) {
-                    for (int j = x0; j < x1; ++j) {
-                        const size_t at = (size_t)i * g->w + j;
-                        if (xc[at] > m || (xc[at] != xc[at] && m == m)) {
-                            m = xc[at];
-                            arg = at;
-                        }
-                    }
-                }
+                const size_t arg = symgrad_window_argmax(g, xc, y0, y1, x0, x1);
                 dc[arg] += d[((size_t)nc * g->oh + oy) * g->ow + ox];
             }
         }
